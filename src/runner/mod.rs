@@ -1,0 +1,1 @@
+//! Runner side: state folder, spool and journal, poll, send and the SOAP endpoint.

@@ -1,0 +1,1 @@
+//! SMTP delivery of one message over lettre, with per-recipient outcomes.
