@@ -2,6 +2,7 @@
 //! HMAC request/response signing rule. No HTTP here; `protocol/` at the top of the
 //! repository (WSDL, XSD, examples) is the contract this module follows.
 
+pub mod sign;
 pub mod types;
 
 pub use types::*;
