@@ -1,7 +1,8 @@
 use std::process::ExitCode;
 
+use clap::Parser;
+use mailrun::dispatcher::tick::{self, Args};
+
 fn main() -> ExitCode {
-    mailrun::cli::run("dispatch-tick", || {
-        Err(mailrun::cli::CliError::not_yet_available("dispatch-tick").into())
-    })
+    mailrun::cli::run("dispatch-tick", || tick::main(Args::parse()))
 }

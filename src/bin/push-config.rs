@@ -1,7 +1,8 @@
 use std::process::ExitCode;
 
+use clap::Parser;
+use mailrun::dispatcher::push::{self, Args};
+
 fn main() -> ExitCode {
-    mailrun::cli::run("push-config", || {
-        Err(mailrun::cli::CliError::not_yet_available("push-config").into())
-    })
+    mailrun::cli::run("push-config", || push::main(Args::parse()))
 }
