@@ -72,3 +72,12 @@ pub fn exit_context(err: anyhow::Error) -> anyhow::Error {
         err
     }
 }
+
+/// The database's own message when it refused a value (SQLSTATE class 22, data
+/// exception, as the queue's stored procedures raise for bad input).
+pub fn refused_value(err: &anyhow::Error) -> Option<String> {
+    err.chain().find_map(|cause| {
+        let db = cause.downcast_ref::<postgres::Error>()?.as_db_error()?;
+        db.code().code().starts_with("22").then(|| db.message().to_string())
+    })
+}

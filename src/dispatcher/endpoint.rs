@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_CONFIG, EXIT_OK, EXIT_USAGE};
-use crate::dispatcher::{connection as db, queue, runners};
+use crate::dispatcher::{connection, queue, runners};
 use crate::protocol::codec::{self, Limits};
 use crate::protocol::sign::{self, Signature, SigningKey};
 use crate::protocol::{Body, Fault, FaultReason, JobRun, JobRunRequest};
@@ -102,7 +102,11 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
                 max_body,
                 verbose: args.verbose,
             };
-            crate::web::listen::serve(&addr.to_string(), move |req| endpoint.handle(req), max_body)?;
+            crate::web::listen::serve(
+                &addr.to_string(),
+                move |req| endpoint.handle(req),
+                adapter_limit(max_body),
+            )?;
             Ok(EXIT_OK)
         }
         (None, true) => match database_url {
@@ -113,7 +117,7 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
                     max_body,
                     verbose: args.verbose,
                 };
-                crate::web::cgi::serve_once(&|req| endpoint.handle(req), max_body)?;
+                crate::web::cgi::serve_once(&|req| endpoint.handle(req), adapter_limit(max_body))?;
                 Ok(EXIT_OK)
             }
             Err(err) => {
@@ -126,7 +130,7 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
                         "",
                     )
                 };
-                crate::web::cgi::serve_once(&handler, max_body)?;
+                crate::web::cgi::serve_once(&handler, adapter_limit(max_body))?;
                 Ok(EXIT_CONFIG)
             }
         },
@@ -136,6 +140,12 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
         )
         .into()),
     }
+}
+
+/// The HTTP adapters' hard cap: up to twice `max_body` is read so the handler can answer
+/// a SOAP TooLarge fault; beyond that the adapter answers 413 without reading the body.
+fn adapter_limit(max_body: usize) -> usize {
+    max_body.saturating_mul(2)
 }
 
 /// The request handler shared by CGI and `--listen`.
@@ -268,7 +278,7 @@ impl Endpoint {
         let signature = Signature::from_headers(|name| request.header(name).map(str::to_string))
             .map_err(|e| Refusal::new(e.fault_reason(), e.to_string()))?;
 
-        let mut client = db::connect(&self.database_url).map_err(db_refusal)?;
+        let mut client = connection::connect(&self.database_url).map_err(db_refusal)?;
 
         let runner = runners::find_by_key_id(&mut client, &signature.key_id)
             .map_err(db_refusal)?
@@ -279,7 +289,14 @@ impl Endpoint {
                 )
             })?;
 
-        let now = chrono::Utc::now().timestamp();
+        // The runner is known: even a refusal of a bad signature is signed with the key
+        // it named, so the real runner can trust the fault.
+        let named_key = runner
+            .keys
+            .iter()
+            .find(|k| k.key_id == signature.key_id)
+            .or(runner.keys.first())
+            .cloned();
         let key = sign::verify(
             &runner.keys,
             &signature,
@@ -287,9 +304,15 @@ impl Endpoint {
             &request.path,
             JOB_RUN_REQUEST_ACTION,
             &request.body,
-            now,
+            sign::now_unix(),
         )
-        .map_err(|e| Refusal::new(e.fault_reason(), e.to_string()))?
+        .map_err(|e| {
+            let refusal = Refusal::new(e.fault_reason(), e.to_string());
+            match &named_key {
+                Some(k) => refusal.signed_with(k),
+                None => refusal,
+            }
+        })?
         .clone();
 
         // From here on the peer proved it holds the runner's key: faults are signed.
@@ -414,16 +437,21 @@ fn check_soap_action(request: &Request) -> Result<(), Refusal> {
 }
 
 /// Maps a database failure to a fault: unreachable or busy is `Unavailable` (retry
-/// later), anything else `Internal`. Details go to the log only.
+/// later); a value the database refused (a bad result in the request) is `InvalidValue`
+/// with the database's message; anything else `Internal`, details in the log only.
 fn db_refusal(err: anyhow::Error) -> Refusal {
-    let reason = if db::is_unavailable(&err) {
-        FaultReason::Unavailable
+    let (reason, message) = if connection::is_unavailable(&err) {
+        (
+            FaultReason::Unavailable,
+            "the dispatcher's database is unavailable; retry later".to_string(),
+        )
+    } else if let Some(refused) = connection::refused_value(&err) {
+        (FaultReason::InvalidValue, refused)
     } else {
-        FaultReason::Internal
-    };
-    let message = match reason {
-        FaultReason::Unavailable => "the dispatcher's database is unavailable; retry later",
-        _ => "internal error in the dispatcher; see its log",
+        (
+            FaultReason::Internal,
+            "internal error in the dispatcher; see its log".to_string(),
+        )
     };
     Refusal {
         fault: Fault::new(reason, message),
@@ -433,23 +461,16 @@ fn db_refusal(err: anyhow::Error) -> Refusal {
 }
 
 /// A SOAP response, signed with `key` when the runner is known (contract: method
-/// `RESPONSE`, the request's path, the response's own SOAPAction).
+/// `RESPONSE`, the request's path, the response's own SOAPAction, which is also sent).
 fn signed_response(status: u16, body: &Body, key: Option<&SigningKey>, path: &str) -> Response {
     let bytes = codec::encode(body);
-    let action = codec::soap_action(body);
-    let mut headers: Vec<(String, String)> = Vec::new();
-    if let Some(key) = key {
-        let signature = sign::sign(key, "RESPONSE", path, action, &bytes);
-        headers.extend(
-            signature
-                .to_headers()
-                .into_iter()
-                .map(|(name, value)| (name.to_string(), value)),
-        );
-    }
+    let headers = match key {
+        Some(key) => crate::web::sign_response(key, path, codec::soap_action(body), &bytes),
+        None => Vec::new(),
+    };
     Response {
         status,
-        content_type: "text/xml; charset=utf-8".to_string(),
+        content_type: codec::CONTENT_TYPE.to_string(),
         headers,
         body: bytes,
     }

@@ -88,7 +88,7 @@ pub fn call(client: &Client, runner: &Runner, body: &Body) -> Result<Body, CallE
 }
 
 fn runner_endpoint(runner: &Runner) -> Option<&str> {
-    let endpoint = runner.endpoint.as_deref()?.trim();
+    let endpoint = runner.endpoint.trim();
     (!endpoint.is_empty()).then_some(endpoint)
 }
 

@@ -22,7 +22,7 @@ use crate::dispatcher::connection;
 use crate::protocol::{Body, JobRunnerConfigUpdate, RunnerSettings, SoftwareUpdate};
 use crate::web::client::{Client, ClientOptions};
 
-const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
 
 #[derive(Parser)]
 #[command(

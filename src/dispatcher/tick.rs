@@ -20,7 +20,7 @@ use crate::protocol::{Body, JobRunnerReady, ReadyStatus};
 use crate::web::client::{Client, ClientOptions};
 
 /// Answers from runners are tiny; anything bigger is refused.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
 
 #[derive(Parser)]
 #[command(
