@@ -61,7 +61,13 @@ impl Db {
             .execute(
                 "INSERT INTO mailrun.runners (id, endpoint, batch_size, key_id, secret)
                  VALUES ($1, $2, $3, $4, $5)",
-                &[&id, &endpoint, &batch_size, &key.key_id, &key.secret.to_vec()],
+                &[
+                    &id,
+                    &endpoint,
+                    &batch_size,
+                    &key.key_id,
+                    &key.secret.to_vec(),
+                ],
             )
             .expect("insert runner");
         key
@@ -230,7 +236,9 @@ fn raw_post(url: &str, headers: &[(String, String)], body: &[u8]) -> Raw {
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .into();
-    let mut req = agent.post(url).header("Content-Type", "text/xml; charset=utf-8");
+    let mut req = agent
+        .post(url)
+        .header("Content-Type", "text/xml; charset=utf-8");
     for (name, value) in headers {
         req = req.header(name, value);
     }
@@ -270,7 +278,11 @@ fn signed_headers(
         "SOAPAction".to_string(),
         format!("\"{JOB_RUN_REQUEST_ACTION}\""),
     )];
-    headers.extend(sig.to_headers().into_iter().map(|(n, v)| (n.to_string(), v)));
+    headers.extend(
+        sig.to_headers()
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v)),
+    );
     headers
 }
 
@@ -324,9 +336,8 @@ fn cgi_behind_lighttpd_serves_batches_acknowledges_results_and_ends_empty() {
     let url = server.url("dispatch-cgi");
 
     // Capacity 10, configured maximum 2: the smaller wins.
-    let first = poll(&url, &key, &request("r1", 10, vec![])).unwrap_or_else(|f| {
-        panic!("refused: {f}\n{}", server.error_log())
-    });
+    let first = poll(&url, &key, &request("r1", 10, vec![]))
+        .unwrap_or_else(|f| panic!("refused: {f}\n{}", server.error_log()));
     assert_eq!(first.messages.len(), 2);
     assert!(first.lease_seconds > 0);
     assert!(!first.job_run_id.is_empty());
@@ -341,13 +352,19 @@ fn cgi_behind_lighttpd_serves_batches_acknowledges_results_and_ends_empty() {
     let acked: BTreeSet<i64> = second.acknowledged.iter().map(|a| a.message_id).collect();
     assert_eq!(
         acked,
-        results.iter().map(|r| r.message_id).collect::<BTreeSet<_>>()
+        results
+            .iter()
+            .map(|r| r.message_id)
+            .collect::<BTreeSet<_>>()
     );
     assert_eq!(second.messages.len(), 1);
 
     // Capacity 1 with one left over already leased: the queue is empty now.
     let third = poll(&url, &key, &request("r1", 1, sent(&second))).expect("third poll");
-    assert!(third.messages.is_empty(), "empty queue answers an empty JobRun");
+    assert!(
+        third.messages.is_empty(),
+        "empty queue answers an empty JobRun"
+    );
     assert_eq!(third.acknowledged.len(), 1);
 
     let states = db.states();
@@ -373,13 +390,14 @@ fn cgi_behind_lighttpd_serves_batches_acknowledges_results_and_ends_empty() {
 fn cgi_get_is_a_health_line() {
     let db = Db::new("cgi_get");
     let server = lighttpd(&db, &[]);
-    let mut response = ureq::get(&server.url("dispatch-cgi"))
-        .call()
-        .expect("GET");
+    let mut response = ureq::get(&server.url("dispatch-cgi")).call().expect("GET");
     assert_eq!(response.status().as_u16(), 200);
     let text = response.body_mut().read_to_string().expect("body");
     assert_eq!(text, "mailrun dispatcher OK\n");
 }
+
+/// (name, headers, body, expected fault reason, fault signed?)
+type RefusalCase = (&'static str, Vec<(String, String)>, Vec<u8>, FaultReason, bool);
 
 /// Every refusal: the right fault, the right HTTP status, and not one row changed.
 fn check_refusals(url: &str, db: &Db) {
@@ -391,7 +409,7 @@ fn check_refusals(url: &str, db: &Db) {
     let body = request("good", 5, vec![]);
     let now = sign::now_unix();
 
-    let mut cases: Vec<(&str, Vec<(String, String)>, Vec<u8>, FaultReason, bool)> = Vec::new();
+    let mut cases: Vec<RefusalCase> = Vec::new();
 
     // Wrong key: the key id is known but the secret is not the runner's.
     let mut wrong = SigningKey::generate("key-good");
@@ -439,8 +457,9 @@ fn check_refusals(url: &str, db: &Db) {
         FaultReason::RunnerDisabled,
         true,
     ));
-    let garbage = b"<soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body><oops"
-        .to_vec();
+    let garbage =
+        b"<soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body><oops"
+            .to_vec();
     cases.push((
         "malformed SOAP",
         signed_headers(&key, &path, &garbage, now, &sign::new_nonce()),
@@ -507,7 +526,12 @@ fn check_refusals(url: &str, db: &Db) {
     // Replay: the first use works (and changes state), the same bytes again do not.
     let headers = signed_headers(&key, &path, &body, now, &sign::new_nonce());
     let first = raw_post(url, &headers, &body);
-    assert_eq!(first.status, 200, "{}", String::from_utf8_lossy(&first.body));
+    assert_eq!(
+        first.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
     let before = db.snapshot();
     let replay = raw_post(url, &headers, &body);
     assert_eq!(fault_of(&replay).reason, FaultReason::ReplayedNonce);
@@ -570,13 +594,42 @@ fn two_runners_polling_at_once_get_disjoint_batches() {
 }
 
 #[test]
+fn both_keys_are_accepted_during_a_rotation() {
+    let db = Db::new("rotation");
+    let old = db.add_runner("r1", "https://runner.example/", 10);
+    let new = SigningKey::generate("key-r1-2");
+    db.client()
+        .execute(
+            "UPDATE mailrun.runners
+                SET previous_key_id = key_id, previous_secret = secret, key_id = $2, secret = $3
+              WHERE id = $1",
+            &[&"r1", &new.key_id, &new.secret.to_vec()],
+        )
+        .expect("rotate");
+    db.enqueue(2);
+    let server = Listen::start(&db.url, &[]);
+    // The signing client checks that each answer is signed with the key it used.
+    let first = poll(&server.url(), &old, &request("r1", 1, vec![])).expect("old key");
+    assert_eq!(first.messages.len(), 1);
+    let second = poll(&server.url(), &new, &request("r1", 1, vec![])).expect("new key");
+    assert_eq!(second.messages.len(), 1);
+    assert_ne!(first.messages[0].id, second.messages[0].id);
+}
+
+#[test]
 fn unavailable_database_is_a_server_fault() {
     let port = common::free_port();
     let url = format!("postgres://postgres@127.0.0.1:{port}/nothing?connect_timeout=5");
     let server = Listen::start(&url, &[]);
     let key = SigningKey::generate("key-x");
     let body = request("x", 1, vec![]);
-    let headers = signed_headers(&key, "/dispatch", &body, sign::now_unix(), &sign::new_nonce());
+    let headers = signed_headers(
+        &key,
+        "/dispatch",
+        &body,
+        sign::now_unix(),
+        &sign::new_nonce(),
+    );
     let raw = raw_post(&server.url(), &headers, &body);
     assert_eq!(raw.status, 503);
     let fault = fault_of(&raw);
@@ -586,7 +639,11 @@ fn unavailable_database_is_a_server_fault() {
 
 #[test]
 fn not_under_a_web_server_without_listen_is_a_usage_error() {
-    let out = common::run(common::command(CGI).arg("--database-url").arg("postgres://x/y"));
+    let out = common::run(
+        common::command(CGI)
+            .arg("--database-url")
+            .arg("postgres://x/y"),
+    );
     common::assert_status(&out, 64);
     assert!(common::stderr(&out).contains("--listen"));
 }
@@ -637,8 +694,13 @@ fn runner_endpoint(key: SigningKey, runner_id: &str) -> FakeRunnerEndpoint {
             },
         };
         let bytes = codec::encode(&answer);
-        let status = if matches!(answer, Body::Fault(_)) { 500 } else { 200 };
-        let headers = mailrun::web::sign_response(&key, &req.path, codec::soap_action(&answer), &bytes);
+        let status = if matches!(answer, Body::Fault(_)) {
+            500
+        } else {
+            200
+        };
+        let headers =
+            mailrun::web::sign_response(&key, &req.path, codec::soap_action(&answer), &bytes);
         Response::new(status, codec::CONTENT_TYPE, bytes).with_headers(headers)
     };
     std::thread::spawn(move || listener.run(handler, 1024 * 1024));
@@ -651,7 +713,10 @@ fn runner_endpoint(key: SigningKey, runner_id: &str) -> FakeRunnerEndpoint {
 
 /// A loopback URL nobody listens on.
 fn dead_url() -> String {
-    format!("http://127.0.0.1:{}/cgi-bin/runner-cgi", common::free_port())
+    format!(
+        "http://127.0.0.1:{}/cgi-bin/runner-cgi",
+        common::free_port()
+    )
 }
 
 fn add_runner_with_endpoint(db: &Db, id: &str) -> FakeRunnerEndpoint {
@@ -701,7 +766,11 @@ fn tick_wakes_every_enabled_runner_and_records_answers() {
     assert_eq!(common::stdout(&out), "");
     assert_eq!(a.calls.load(Ordering::SeqCst), 1);
     assert_eq!(b.calls.load(Ordering::SeqCst), 1);
-    assert_eq!(off.calls.load(Ordering::SeqCst), 0, "disabled runners are left alone");
+    assert_eq!(
+        off.calls.load(Ordering::SeqCst),
+        0,
+        "disabled runners are left alone"
+    );
 
     for id in ["a", "b"] {
         let row = db
@@ -727,9 +796,13 @@ fn tick_reports_unreachable_runners() {
     db.add_runner("dead", &dead_url(), 10);
 
     // Only an unreachable runner: 69.
-    let out = common::run(
-        common::command(TICK).args(["--database-url", &db.url, "--timeout", "5", "--json"]),
-    );
+    let out = common::run(common::command(TICK).args([
+        "--database-url",
+        &db.url,
+        "--timeout",
+        "5",
+        "--json",
+    ]));
     common::assert_status(&out, 69);
     let summary: serde_json::Value = serde_json::from_str(&common::stdout(&out)).expect("json");
     assert_eq!(summary["due"], 1);
@@ -738,9 +811,13 @@ fn tick_reports_unreachable_runners() {
 
     // One reachable runner is enough: 0, and the dead one is still reported.
     let live = add_runner_with_endpoint(&db, "live");
-    let out = common::run(
-        common::command(TICK).args(["--database-url", &db.url, "--timeout", "5", "--verbose"]),
-    );
+    let out = common::run(common::command(TICK).args([
+        "--database-url",
+        &db.url,
+        "--timeout",
+        "5",
+        "--verbose",
+    ]));
     common::assert_status(&out, 0);
     assert_eq!(live.calls.load(Ordering::SeqCst), 1);
     let err = common::stderr(&out);
@@ -754,9 +831,7 @@ fn tick_refuses_plain_http_to_a_remote_runner_unless_allowed() {
     db.enqueue(1);
     // 192.0.2.1 (TEST-NET-1) is never contacted: the refusal comes first.
     db.add_runner("remote", "http://192.0.2.1/cgi-bin/runner-cgi", 10);
-    let out = common::run(
-        common::command(TICK).args(["--database-url", &db.url, "--json"]),
-    );
+    let out = common::run(common::command(TICK).args(["--database-url", &db.url, "--json"]));
     common::assert_status(&out, 69);
     let summary: serde_json::Value = serde_json::from_str(&common::stdout(&out)).expect("json");
     let error = summary["runners"][0]["error"].as_str().unwrap_or_default();
@@ -906,12 +981,8 @@ fn push_config_to_an_unknown_runner_is_refused() {
         "dispatcher_url=https://mail.example.org/cgi-bin/dispatch-cgi",
     ]));
     common::assert_status(&out, 0);
-    let out = common::run(common::command(PUSH).args([
-        "--database-url",
-        &db.url,
-        "--runner",
-        "nobody",
-    ]));
+    let out =
+        common::run(common::command(PUSH).args(["--database-url", &db.url, "--runner", "nobody"]));
     common::assert_status(&out, 65);
     let out = common::run(common::command(PUSH).args(["--database-url", &db.url]));
     common::assert_status(&out, 64);

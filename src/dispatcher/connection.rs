@@ -78,6 +78,9 @@ pub fn exit_context(err: anyhow::Error) -> anyhow::Error {
 pub fn refused_value(err: &anyhow::Error) -> Option<String> {
     err.chain().find_map(|cause| {
         let db = cause.downcast_ref::<postgres::Error>()?.as_db_error()?;
-        db.code().code().starts_with("22").then(|| db.message().to_string())
+        db.code()
+            .code()
+            .starts_with("22")
+            .then(|| db.message().to_string())
     })
 }

@@ -9,13 +9,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
 use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_CONFIG, EXIT_OK, EXIT_USAGE};
 use crate::dispatcher::{connection, queue, runners};
 use crate::protocol::codec::{self, Limits};
 use crate::protocol::sign::{self, Signature, SigningKey};
 use crate::protocol::{Body, Fault, FaultReason, JobRun, JobRunRequest};
 use crate::web::{Request, Response};
+use clap::Parser;
 
 /// The SOAPAction a JobRunRequest carries (WSDL: `soapAction`).
 pub const JOB_RUN_REQUEST_ACTION: &str = "urn:mailrun:soap:v1#JobRunRequest";
@@ -206,7 +206,10 @@ impl Endpoint {
         match request.method.as_str() {
             "GET" | "HEAD" => {
                 if self.verbose {
-                    eprintln!("dispatch-cgi: {peer} {} {} 200", request.method, request.path);
+                    eprintln!(
+                        "dispatch-cgi: {peer} {} {} 200",
+                        request.method, request.path
+                    );
                 }
                 return Response {
                     status: 200,
@@ -221,13 +224,12 @@ impl Endpoint {
                     FaultReason::UnknownOperation,
                     format!("method {other} not allowed; use POST (SOAP) or GET"),
                 );
-                eprintln!(
-                    "dispatch-cgi: {peer} {other} {} 405 {fault}",
-                    request.path
-                );
+                eprintln!("dispatch-cgi: {peer} {other} {} 405 {fault}", request.path);
                 let mut response = fault_response(&fault, None, &request.path);
                 response.status = 405;
-                response.headers.push(("Allow".to_string(), "GET, POST".to_string()));
+                response
+                    .headers
+                    .push(("Allow".to_string(), "GET, POST".to_string()));
                 return response;
             }
         }
@@ -390,8 +392,7 @@ impl Endpoint {
         let mut job_run = if limit == 0 {
             empty_job_run()
         } else {
-            queue::claim_batch(&mut tx, runner_id, limit, self.lease_seconds)
-                .map_err(db_refusal)?
+            queue::claim_batch(&mut tx, runner_id, limit, self.lease_seconds).map_err(db_refusal)?
         };
         job_run.acknowledged = acknowledged;
         runners::record_contact(

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::cli::{EXIT_UNAVAILABLE, EXIT_TEMPFAIL};
+use crate::cli::{EXIT_TEMPFAIL, EXIT_UNAVAILABLE};
 use crate::dispatcher::runners::Runner;
 use crate::protocol::codec;
 use crate::protocol::{Body, Fault, FaultReason};

@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::cli::{
     CliError, EXIT_CODES_HELP, EXIT_CONFIG, EXIT_DATA, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE,
 };
+use crate::dispatcher::connection;
 use crate::dispatcher::outbound::{self, CallError};
 use crate::dispatcher::runners::{self, Runner};
-use crate::dispatcher::connection;
 use crate::protocol::{Body, JobRunnerConfigUpdate, RunnerSettings, SoftwareUpdate};
 use crate::web::client::{Client, ClientOptions};
 
@@ -215,7 +215,10 @@ impl StoredSettings {
         let mut copy = self.clone();
         let checks: [(&str, String); 8] = [
             ("batch_size", self.batch_size.to_string()),
-            ("send_rate_per_second", self.send_rate_per_second.to_string()),
+            (
+                "send_rate_per_second",
+                self.send_rate_per_second.to_string(),
+            ),
             (
                 "smtp_connect_timeout_seconds",
                 self.smtp_connect_timeout_seconds.to_string(),
@@ -228,7 +231,10 @@ impl StoredSettings {
                 "smtp_data_timeout_seconds",
                 self.smtp_data_timeout_seconds.to_string(),
             ),
-            ("poll_interval_seconds", self.poll_interval_seconds.to_string()),
+            (
+                "poll_interval_seconds",
+                self.poll_interval_seconds.to_string(),
+            ),
             (
                 "lease_safety_margin_seconds",
                 self.lease_safety_margin_seconds.to_string(),
@@ -244,7 +250,11 @@ impl StoredSettings {
             }
             copy.set(key, &value)?;
         }
-        match (&self.software_version, &self.software_url, &self.software_sha256) {
+        match (
+            &self.software_version,
+            &self.software_url,
+            &self.software_sha256,
+        ) {
             (None, None, None) => Ok(()),
             (Some(v), Some(u), Some(h)) => {
                 check_version("software_version", v)?;
@@ -260,8 +270,11 @@ impl StoredSettings {
     }
 
     pub fn to_protocol(&self) -> RunnerSettings {
-        let software = match (&self.software_version, &self.software_url, &self.software_sha256)
-        {
+        let software = match (
+            &self.software_version,
+            &self.software_url,
+            &self.software_sha256,
+        ) {
             (Some(version), Some(url), Some(sha256)) => Some(SoftwareUpdate {
                 version: version.clone(),
                 url: url.clone(),
@@ -296,14 +309,20 @@ fn parse_range(key: &str, value: &str, min: u32, max: u32) -> Result<u32, String
 /// An absolute http(s) URL with a host and nothing that could smuggle a second value.
 fn check_url(key: &str, value: &str) -> Result<String, String> {
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{key}: URL must not contain spaces or control characters"));
+        return Err(format!(
+            "{key}: URL must not contain spaces or control characters"
+        ));
     }
     let uri: ureq::http::Uri = value
         .parse()
         .map_err(|e| format!("{key}: {value:?} is not a URL ({e})"))?;
     match uri.scheme_str() {
         Some("https") | Some("http") => {}
-        _ => return Err(format!("{key}: {value:?} must start with https:// or http://")),
+        _ => {
+            return Err(format!(
+                "{key}: {value:?} must start with https:// or http://"
+            ))
+        }
     }
     match uri.host() {
         Some(host) if !host.is_empty() => {}
@@ -373,12 +392,9 @@ pub fn create_version(
         None => (0, StoredSettings::defaults()),
     };
     for assignment in assignments {
-        let (key, value) = assignment.split_once('=').ok_or_else(|| {
-            CliError::new(
-                EXIT_USAGE,
-                format!("{assignment:?} is not KEY=VALUE"),
-            )
-        })?;
+        let (key, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| CliError::new(EXIT_USAGE, format!("{assignment:?} is not KEY=VALUE")))?;
         settings
             .set(key.trim(), value)
             .map_err(|e| CliError::new(EXIT_DATA, e))?;
@@ -563,7 +579,12 @@ fn record_applied(db: &mut postgres::Client, runner_id: &str, version: i64) -> a
     Ok(())
 }
 
-fn push_one(client: &Client, runner: &Runner, version: i64, settings: &RunnerSettings) -> PushResult {
+fn push_one(
+    client: &Client,
+    runner: &Runner,
+    version: i64,
+    settings: &RunnerSettings,
+) -> PushResult {
     let body = Body::JobRunnerConfigUpdate(JobRunnerConfigUpdate {
         runner_id: runner.id.clone(),
         version,
@@ -642,7 +663,11 @@ fn show(args: &Args, db: &mut postgres::Client) -> anyhow::Result<u8> {
 fn report(args: &Args, summary: &PushSummary) -> anyhow::Result<()> {
     if args.verbose {
         for r in &summary.runners {
-            let detail = r.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
+            let detail = r
+                .error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default();
             eprintln!(
                 "push-config: runner {}: {} (version {}){detail}",
                 r.id, r.status, summary.version
@@ -664,8 +689,11 @@ mod tests {
 
     fn valid() -> StoredSettings {
         let mut s = StoredSettings::defaults();
-        s.set("dispatcher_url", "https://mail.example.org/cgi-bin/dispatch-cgi")
-            .unwrap();
+        s.set(
+            "dispatcher_url",
+            "https://mail.example.org/cgi-bin/dispatch-cgi",
+        )
+        .unwrap();
         s
     }
 

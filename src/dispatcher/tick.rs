@@ -140,9 +140,8 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
     });
     let queued = u64::try_from(due).unwrap_or(0);
     let parallel = usize::try_from(args.parallel).unwrap_or(16);
-    summary.runners = outbound::parallel_map(&enabled, parallel, |runner| {
-        wake(&client, runner, queued)
-    });
+    summary.runners =
+        outbound::parallel_map(&enabled, parallel, |runner| wake(&client, runner, queued));
 
     // Recorded after all calls: the answers are facts even if one write fails.
     for contact in &summary.runners {
