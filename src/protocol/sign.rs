@@ -569,6 +569,20 @@ mod tests {
         assert_eq!(sts, KNOWN_STRING_TO_SIGN);
         let s = sign_at(&k, "POST", PATH, ACTION, body, NOW, NONCE);
         assert_eq!(s.signature, KNOWN_SIGNATURE);
+        // The response example of docs/signing.md.
+        let r = sign_at(
+            &k,
+            RESPONSE_METHOD,
+            PATH,
+            "urn:mailrun:soap:v1#JobRun",
+            body,
+            NOW + 1,
+            "ffeeddccbbaa99887766554433221100",
+        );
+        assert_eq!(
+            r.signature,
+            "509cb561cc70551c19d456bc7e75fba1533323ac2d15d437fa4808bfc4f58c8d"
+        );
     }
 
     const KNOWN_STRING_TO_SIGN: &str = "MAILRUN-HMAC-SHA256\nPOST\n/cgi-bin/dispatch-cgi\nurn:mailrun:soap:v1#JobRunRequest\n1767225600\n00112233445566778899aabbccddeeff\n2c42650fd9218164e0824e081ea5c845df5fc066f4595f9519eefa91211af312";
