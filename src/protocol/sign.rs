@@ -302,7 +302,7 @@ pub fn verify<'k>(
     }
     let key = matched.ok_or(SignError::Mismatch)?;
     // Checked after the MAC so an attacker cannot probe the window without a key.
-    if (sig.timestamp.saturating_sub(now_unix)).abs() > WINDOW_SECONDS {
+    if sig.timestamp.abs_diff(now_unix) > WINDOW_SECONDS.unsigned_abs() {
         return Err(SignError::Stale {
             timestamp: sig.timestamp,
             now: now_unix,

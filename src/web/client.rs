@@ -3,12 +3,13 @@
 //! plain HTTP only to loopback unless the operator opts in, and every response's
 //! signature checked with the same key that signed the request.
 
+use std::fmt;
 use std::io;
 use std::time::Duration;
 
 use ureq::http::Uri;
 
-use super::{is_loopback_host, unquote, SOAP_CONTENT_TYPE};
+use super::{is_loopback_host, unquote, BodyLen, SOAP_CONTENT_TYPE};
 use crate::cli::{EXIT_CONFIG, EXIT_TEMPFAIL, EXIT_UNAVAILABLE};
 use crate::protocol::sign::{self, SignError, Signature, SigningKey};
 
@@ -26,8 +27,9 @@ pub struct ClientOptions {
     pub max_response_bytes: u64,
 }
 
-/// A response that passed the transport checks.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A response that passed the transport checks. Debug shows the body's length only
+/// (a JobRun carries SMTP passwords).
+#[derive(Clone, PartialEq, Eq)]
 pub struct SignedResponse {
     /// 200, or 500 for a SOAP fault.
     pub status: u16,
@@ -35,6 +37,16 @@ pub struct SignedResponse {
     /// True when the response carried a valid signature by our key. Always true for
     /// 200; a fault (500) may come unsigned from a peer that did not know our key.
     pub authenticated: bool,
+}
+
+impl fmt::Debug for SignedResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignedResponse")
+            .field("status", &self.status)
+            .field("body", &BodyLen(self.body.len()))
+            .field("authenticated", &self.authenticated)
+            .finish()
+    }
 }
 
 /// Why an exchange failed. Messages never contain key material or URL credentials.

@@ -9,6 +9,7 @@ pub mod cgi;
 pub mod client;
 pub mod listen;
 
+use std::fmt;
 use std::net::IpAddr;
 
 use crate::protocol::sign::{self, SignError, Signature, SigningKey};
@@ -16,8 +17,9 @@ use crate::protocol::sign::{self, SignError, Signature, SigningKey};
 /// Content type of every SOAP 1.1 message mailrun sends.
 pub const SOAP_CONTENT_TYPE: &str = "text/xml; charset=utf-8";
 
-/// One HTTP request, as handed to a handler.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One HTTP request, as handed to a handler. Debug shows the body's length only: bodies
+/// can carry secrets (SMTP passwords in a JobRun, settings in a config update).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Request {
     /// Uppercase method (`POST`, `GET`, ...).
     pub method: String,
@@ -46,8 +48,8 @@ impl Request {
     }
 }
 
-/// One HTTP response, as returned by a handler.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One HTTP response, as returned by a handler. Debug shows the body's length only.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
     pub content_type: String,
@@ -100,6 +102,39 @@ impl Response {
                     && !n.eq_ignore_ascii_case("content-type")
                     && !n.eq_ignore_ascii_case("status")
             })
+    }
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("headers", &self.headers)
+            .field("body", &BodyLen(self.body.len()))
+            .field("remote_addr", &self.remote_addr)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("content_type", &self.content_type)
+            .field("headers", &self.headers)
+            .field("body", &BodyLen(self.body.len()))
+            .finish()
+    }
+}
+
+/// Stands in for a body in Debug output.
+pub(crate) struct BodyLen(pub(crate) usize);
+
+impl fmt::Debug for BodyLen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes>", self.0)
     }
 }
 
@@ -292,6 +327,13 @@ mod tests {
             ..req
         };
         verify_request(&req, &keys, sign::now_unix()).unwrap();
+    }
+
+    #[test]
+    fn debug_hides_bodies() {
+        let r = Response::new(200, "text/xml", "<password>hunter2</password>");
+        let d = format!("{r:?}");
+        assert!(!d.contains("hunter2") && d.contains("<28 bytes>"), "{d}");
     }
 
     #[test]
