@@ -1,6 +1,6 @@
 //! The signing client against the real `--listen` server over loopback TCP.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
@@ -301,4 +301,30 @@ fn a_slow_request_does_not_block_others() {
     release_tx.send(()).unwrap();
     let slow = slow.join().unwrap().unwrap();
     assert_eq!(slow.body, b"<reply>slow</reply>");
+}
+
+#[test]
+fn https_to_a_plain_http_server_fails_in_the_tls_handshake() {
+    // TLS is on for https:// URLs: a peer answering in plain text is never trusted.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let e = Client::new(options())
+        .post_signed(&format!("https://{addr}/p"), &key(), ACTION, b"")
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TransportError::Connect { .. } | TransportError::Io { .. }
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        e.exit_code() == EXIT_UNAVAILABLE,
+        matches!(e, TransportError::Connect { .. })
+    );
 }

@@ -142,7 +142,17 @@ impl Client {
         for (name, value) in sig.to_headers() {
             request = request.header(name, value);
         }
-        let mut response = request.send(body).map_err(|e| map_error(e, &shown, None))?;
+        let mut response = request.send(body).map_err(|e| match e {
+            // rustls reports handshake and certificate failures as InvalidData I/O
+            // errors; before any response arrived on https that is a TLS failure.
+            ureq::Error::Io(io) if target.https && io.kind() == io::ErrorKind::InvalidData => {
+                TransportError::Connect {
+                    url: shown.clone(),
+                    reason: format!("TLS: {io}"),
+                }
+            }
+            e => map_error(e, &shown, None),
+        })?;
 
         let status = response.status().as_u16();
         let header = |name: &str| {
@@ -208,6 +218,7 @@ struct Target {
     path: String,
     /// The URL for messages.
     shown: String,
+    https: bool,
 }
 
 fn check_url(url: &str, allow_plain_http: bool) -> Result<Target, TransportError> {
@@ -247,6 +258,7 @@ fn check_url(url: &str, allow_plain_http: bool) -> Result<Target, TransportError
             path.to_string()
         },
         shown: url.to_string(),
+        https: scheme == "https",
     })
 }
 
