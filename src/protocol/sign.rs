@@ -30,7 +30,8 @@ const MAX_KEY_ID_LEN: usize = 128;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// A shared secret with its public id. Debug output never shows the secret.
+/// A runner's shared key: 32 random bytes, named by a key id so two keys can be valid
+/// during rotation. The secret never appears in Debug output.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SigningKey {
     pub key_id: String,
