@@ -328,3 +328,9 @@ fn https_to_a_plain_http_server_fails_in_the_tls_handshake() {
         matches!(e, TransportError::Connect { .. })
     );
 }
+
+#[test]
+fn client_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync + Clone>() {}
+    shareable::<Client>();
+}

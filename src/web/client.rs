@@ -89,7 +89,9 @@ impl TransportError {
     }
 }
 
-/// A reusable client (keeps connections to the same peer alive).
+/// A reusable client (keeps connections to the same peer alive). Cheap to clone and
+/// safe to share between threads, e.g. to call many runners in parallel.
+#[derive(Clone)]
 pub struct Client {
     agent: ureq::Agent,
     options: ClientOptions,
