@@ -397,7 +397,13 @@ fn cgi_get_is_a_health_line() {
 }
 
 /// (name, headers, body, expected fault reason, fault signed?)
-type RefusalCase = (&'static str, Vec<(String, String)>, Vec<u8>, FaultReason, bool);
+type RefusalCase = (
+    &'static str,
+    Vec<(String, String)>,
+    Vec<u8>,
+    FaultReason,
+    bool,
+);
 
 /// Every refusal: the right fault, the right HTTP status, and not one row changed.
 fn check_refusals(url: &str, db: &Db) {
@@ -614,6 +620,18 @@ fn both_keys_are_accepted_during_a_rotation() {
     let second = poll(&server.url(), &new, &request("r1", 1, vec![])).expect("new key");
     assert_eq!(second.messages.len(), 1);
     assert_ne!(first.messages[0].id, second.messages[0].id);
+
+    // Once the runner used the new key, the old one is no longer accepted.
+    let body = request("r1", 1, vec![]);
+    let headers = signed_headers(
+        &old,
+        "/dispatch",
+        &body,
+        sign::now_unix(),
+        &sign::new_nonce(),
+    );
+    let raw = raw_post(&server.url(), &headers, &body);
+    assert_eq!(fault_of(&raw).reason, FaultReason::UnknownRunner);
 }
 
 #[test]

@@ -297,7 +297,7 @@ impl Endpoint {
             .keys
             .iter()
             .find(|k| k.key_id == signature.key_id)
-            .or(runner.keys.first())
+            .or_else(|| runner.keys.first())
             .cloned();
         let key = sign::verify(
             &runner.keys,
@@ -362,7 +362,8 @@ impl Endpoint {
         Ok((job_run, key, served))
     }
 
-    /// The one transaction: remember the nonce, record results, reap, claim.
+    /// The one transaction: remember the nonce, record results, confirm a key rotation,
+    /// reap, claim, record the contact.
     fn apply(
         &self,
         client: &mut postgres::Client,
@@ -388,6 +389,9 @@ impl Endpoint {
         }
         let acknowledged =
             queue::apply_results(&mut tx, runner_id, &job_request.results).map_err(db_refusal)?;
+        // A runner signing with its new key has finished the rotation: stop accepting
+        // the old one.
+        runners::confirm_key(&mut tx, runner_id, &signature.key_id).map_err(db_refusal)?;
         queue::reap_expired(&mut tx).map_err(db_refusal)?;
         let mut job_run = if limit == 0 {
             empty_job_run()
