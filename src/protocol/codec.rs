@@ -65,7 +65,8 @@ pub fn operation_name(body: &Body) -> &'static str {
 /// Encodes a whole SOAP 1.1 envelope (UTF-8, with XML declaration, indented).
 pub fn encode(body: &Body) -> Vec<u8> {
     let mut w = Writer::new();
-    w.out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    w.out
+        .push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = write!(
         w.out,
         "<soap:Envelope xmlns:soap=\"{SOAP_ENV_NAMESPACE}\" xmlns:m=\"{NAMESPACE}\">"
@@ -519,7 +520,10 @@ fn decode_job_run_request(el: &Element, path: &str) -> Result<JobRunRequest, Fau
         let [items] = fields(results, &list_path, [MANY], ["result"])?;
         out.reserve(items.len());
         for (i, item) in items.into_iter().enumerate() {
-            out.push(decode_result(item, &format!("{list_path}/result[{}]", i + 1))?);
+            out.push(decode_result(
+                item,
+                &format!("{list_path}/result[{}]", i + 1),
+            )?);
         }
     }
     Ok(JobRunRequest {
@@ -704,8 +708,12 @@ fn decode_message(el: &Element, path: &str) -> Result<OutboundMessage, Fault> {
 }
 
 fn decode_config_update(el: &Element, path: &str) -> Result<JobRunnerConfigUpdate, Fault> {
-    let [runner_id, version, settings] =
-        fields(el, path, [ONE, ONE, ONE], ["runnerId", "version", "settings"])?;
+    let [runner_id, version, settings] = fields(
+        el,
+        path,
+        [ONE, ONE, ONE],
+        ["runnerId", "version", "settings"],
+    )?;
     let spath = format!("{path}/settings");
     let [batch, rate, connect, command, data, poll, margin, url, software] = fields(
         one(settings),
@@ -739,7 +747,11 @@ fn decode_config_update(el: &Element, path: &str) -> Result<JobRunnerConfigUpdat
     let version_el = one(version);
     let version: i64 = number(version_el, path, "a 64-bit integer")?;
     if version < 1 {
-        return Err(invalid(version_el, path, "is not a version (must be at least 1)"));
+        return Err(invalid(
+            version_el,
+            path,
+            "is not a version (must be at least 1)",
+        ));
     }
     Ok(JobRunnerConfigUpdate {
         runner_id: string(one(runner_id), path, 128)?,
@@ -804,8 +816,7 @@ fn decode_fault(el: &Element) -> Result<Fault, Fault> {
             .find(|c| c.ns == Ns::Mailrun && c.name == "FaultDetail")
         {
             let fpath = "Fault/detail/FaultDetail";
-            let [reason_el, message_el] =
-                fields(fd, fpath, [ONE, ONE], ["reason", "message"])?;
+            let [reason_el, message_el] = fields(fd, fpath, [ONE, ONE], ["reason", "message"])?;
             reason = FaultReason::parse(leaf(one(reason_el), fpath)?.trim()).unwrap_or(fallback);
             message = leaf(one(message_el), fpath)?.to_owned();
         }
@@ -871,7 +882,7 @@ fn fields<'a, const N: usize>(
 }
 
 /// The single element of a slot `fields` has checked to hold exactly one.
-fn one<'a>(slot: Vec<&'a Element>) -> &'a Element {
+fn one(slot: Vec<&Element>) -> &Element {
     slot[0]
 }
 
@@ -907,7 +918,10 @@ fn malformed(message: impl Into<String>) -> Fault {
 }
 
 fn missing(name: &str, path: &str) -> Fault {
-    Fault::new(FaultReason::MissingField, format!("missing <{name}> in {path}"))
+    Fault::new(
+        FaultReason::MissingField,
+        format!("missing <{name}> in {path}"),
+    )
 }
 
 /// `invalid value for <port> in JobRun/messages/message[1]/account: "0" is not a port`.

@@ -194,7 +194,8 @@ impl<'i, 'l> Parser<'i, 'l> {
                 path_of(&self.stack, None)
             )));
         }
-        self.root.ok_or_else(|| malformed("empty document: no root element"))
+        self.root
+            .ok_or_else(|| malformed("empty document: no root element"))
     }
 
     /// Checks the limits for a new element and creates it (not yet attached).
@@ -359,10 +360,7 @@ fn reference_char(reference: &quick_xml::events::BytesRef<'_>) -> Result<char, F
         "amp" => Ok('&'),
         "apos" => Ok('\''),
         "quot" => Ok('"'),
-        other => Err(malformed(format!(
-            "undefined entity &{};",
-            clip(other)
-        ))),
+        other => Err(malformed(format!("undefined entity &{};", clip(other)))),
     }
 }
 

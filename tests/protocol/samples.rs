@@ -9,7 +9,9 @@ use mailrun::protocol::*;
 pub const NASTY: &str = " <b>Tom & \"Jerry\" 'x'</b> ]]> \r\n\tZoë — 東京 🚀 ";
 
 fn at(secs: i64, nanos: u32) -> chrono::DateTime<Utc> {
-    Utc.timestamp_opt(secs, nanos).single().expect("valid timestamp")
+    Utc.timestamp_opt(secs, nanos)
+        .single()
+        .expect("valid timestamp")
 }
 
 pub fn account(full: bool) -> SmtpAccount {
@@ -17,7 +19,11 @@ pub fn account(full: bool) -> SmtpAccount {
         name: "transactional".into(),
         host: "smtp.example.net".into(),
         port: if full { 587 } else { 25 },
-        security: if full { Security::StartTls } else { Security::None },
+        security: if full {
+            Security::StartTls
+        } else {
+            Security::None
+        },
         username: full.then(|| "mailer@example.net".into()),
         password: full.then(|| "s3cret <&> pass".into()),
     }
@@ -38,8 +44,14 @@ pub fn message_full() -> OutboundMessage {
         text_body: Some("Hello Alice,\r\n\r\nYour order shipped.\r\n]]> & <done>\r\n".into()),
         html_body: Some("<p>Hello <b>Alice</b>,</p><p>Your order shipped.</p>".into()),
         headers: vec![
-            Header { name: "X-Campaign".into(), value: "autumn-2026".into() },
-            Header { name: "List-Unsubscribe".into(), value: "<mailto:unsub@example.com>".into() },
+            Header {
+                name: "X-Campaign".into(),
+                value: "autumn-2026".into(),
+            },
+            Header {
+                name: "List-Unsubscribe".into(),
+                value: "<mailto:unsub@example.com>".into(),
+            },
         ],
         attachments: vec![
             Attachment {
@@ -134,7 +146,7 @@ pub fn job_run_request() -> JobRunRequest {
                 smtp_code: None,
                 enhanced_status: None,
                 text: None,
-                attempted_at: at(1_795_430_002, 123_456_789),
+                attempted_at: at(1_795_430_002, 123_456_000),
                 recipients: vec![],
             },
         ],
@@ -146,15 +158,26 @@ pub fn job_run() -> JobRun {
         job_run_id: "jr-20261123-0002".into(),
         lease_seconds: 600,
         acknowledged: vec![
-            Acknowledgement { message_id: 1040, lease_token: "lt-1040".into() },
-            Acknowledgement { message_id: 1041, lease_token: "lt-1041".into() },
+            Acknowledgement {
+                message_id: 1040,
+                lease_token: "lt-1040".into(),
+            },
+            Acknowledgement {
+                message_id: 1041,
+                lease_token: "lt-1041".into(),
+            },
         ],
         messages: vec![message_full(), message_minimal()],
     }
 }
 
 pub fn job_run_empty() -> JobRun {
-    JobRun { job_run_id: String::new(), lease_seconds: 0, acknowledged: vec![], messages: vec![] }
+    JobRun {
+        job_run_id: String::new(),
+        lease_seconds: 0,
+        acknowledged: vec![],
+        messages: vec![],
+    }
 }
 
 pub fn settings(software: bool) -> RunnerSettings {
@@ -219,12 +242,18 @@ pub fn kebab(token: &str) -> String {
 /// The checked-in examples: file name → body.
 pub fn examples() -> Vec<(String, Body)> {
     let mut out: Vec<(String, Body)> = vec![
-        ("job-run-request.xml".into(), Body::JobRunRequest(job_run_request())),
+        (
+            "job-run-request.xml".into(),
+            Body::JobRunRequest(job_run_request()),
+        ),
         ("job-run.xml".into(), Body::JobRun(job_run())),
         ("job-run-empty.xml".into(), Body::JobRun(job_run_empty())),
         (
             "job-runner-ready.xml".into(),
-            Body::JobRunnerReady(JobRunnerReady { runner_id: "runner-eu-1".into(), queued: 1342 }),
+            Body::JobRunnerReady(JobRunnerReady {
+                runner_id: "runner-eu-1".into(),
+                queued: 1342,
+            }),
         ),
         (
             "job-runner-ready-response.xml".into(),
@@ -244,11 +273,16 @@ pub fn examples() -> Vec<(String, Body)> {
         ),
         (
             "job-runner-config-update-response.xml".into(),
-            Body::JobRunnerConfigUpdateResponse(JobRunnerConfigUpdateResponse { applied_version: 8 }),
+            Body::JobRunnerConfigUpdateResponse(JobRunnerConfigUpdateResponse {
+                applied_version: 8,
+            }),
         ),
     ];
     for reason in FaultReason::ALL {
-        out.push((format!("fault-{}.xml", kebab(reason.as_str())), Body::Fault(fault(reason))));
+        out.push((
+            format!("fault-{}.xml", kebab(reason.as_str())),
+            Body::Fault(fault(reason)),
+        ));
     }
     out
 }
