@@ -1117,3 +1117,33 @@ fn ready_status(el: &Element, path: &str) -> Result<ReadyStatus, Fault> {
         _ => Err(invalid(el, path, "is not one of accepted, busy, disabled")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping() {
+        let mut out = String::new();
+        escape_into(&mut out, "a<b>&]]>\r\n\t\u{0}\u{1F680}\"'");
+        assert_eq!(out, "a&lt;b&gt;&amp;]]&gt;&#13;\n\t\u{FFFD}\u{1F680}\"'");
+    }
+
+    #[test]
+    fn doubles_use_xsd_lexical_forms() {
+        assert_eq!(double_str(12.5), "12.5");
+        assert_eq!(double_str(0.0), "0");
+        assert_eq!(double_str(f64::INFINITY), "INF");
+        assert_eq!(double_str(f64::NEG_INFINITY), "-INF");
+        assert_eq!(double_str(f64::NAN), "NaN");
+        assert_eq!(double_str(1e-7).parse::<f64>().unwrap(), 1e-7);
+    }
+
+    #[test]
+    fn datetimes_keep_fractions_only_when_present() {
+        let t = DateTime::parse_from_rfc3339("2026-11-23T10:33:20.25+01:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(datetime_str(&t), "2026-11-23T09:33:20.250Z");
+    }
+}

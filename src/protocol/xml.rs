@@ -386,3 +386,90 @@ fn truncate(s: &mut String, max_chars: usize) {
         s.push('…');
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(depth: usize) -> String {
+        format!("{}{}", "<a>".repeat(depth), "</a>".repeat(depth))
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            max_bytes: 10_000,
+            max_depth: 4,
+            max_elements: 6,
+            max_attributes: 2,
+            max_text_bytes: 5,
+        }
+    }
+
+    fn reason(input: &str) -> FaultReason {
+        parse(input.as_bytes(), &limits()).unwrap_err().reason
+    }
+
+    #[test]
+    fn limits_are_inclusive() {
+        assert!(parse(nested(4).as_bytes(), &limits()).is_ok());
+        assert_eq!(reason(&nested(5)), FaultReason::TooDeep);
+        assert!(parse(b"<a><b/><b/><b/><b/><b/></a>", &limits()).is_ok());
+        assert_eq!(
+            reason("<a><b/><b/><b/><b/><b/><b/></a>"),
+            FaultReason::TooManyElements
+        );
+        assert!(parse(b"<a x='1' y='2'>12345</a>", &limits()).is_ok());
+        assert_eq!(
+            reason("<a x='1' y='2' z='3'/>"),
+            FaultReason::TooManyElements
+        );
+        assert_eq!(reason("<a>123<!-- -->456</a>"), FaultReason::TooLarge);
+        assert_eq!(reason("<a x='123456'/>"), FaultReason::TooLarge);
+        let small = Limits {
+            max_bytes: 8,
+            ..limits()
+        };
+        assert_eq!(
+            parse(b"<a>1</a> ", &small).unwrap_err().reason,
+            FaultReason::TooLarge
+        );
+    }
+
+    #[test]
+    fn text_is_collected_across_references_and_cdata() {
+        let roomy = Limits {
+            max_text_bytes: 100,
+            ..limits()
+        };
+        let root = parse(b"<a>x&lt;<![CDATA[&y]]>&#x41;\r\nz</a>", &roomy).map(|r| r.text);
+        assert_eq!(root.unwrap(), "x<&yA\nz");
+    }
+
+    #[test]
+    fn structure_errors() {
+        assert_eq!(reason("<a></b>"), FaultReason::MalformedXml);
+        assert_eq!(reason("<a/><b/>"), FaultReason::MalformedXml);
+        assert_eq!(reason("text<a/>"), FaultReason::MalformedXml);
+        assert_eq!(reason("<a>"), FaultReason::MalformedXml);
+        assert_eq!(reason("<p:a/>"), FaultReason::MalformedXml);
+        assert_eq!(
+            reason("<a/><?xml version='1.0'?>"),
+            FaultReason::MalformedXml
+        );
+        assert_eq!(
+            reason("<?xml version='1.1'?><a/>"),
+            FaultReason::MalformedXml
+        );
+    }
+
+    #[test]
+    fn bom_is_skipped() {
+        assert!(parse(b"\xEF\xBB\xBF<?xml version='1.0'?><a/>", &limits()).is_ok());
+    }
+
+    #[test]
+    fn clip_keeps_64_characters() {
+        assert_eq!(clip("é".repeat(100).as_str()).chars().count(), 65);
+        assert_eq!(clip("short"), "short");
+    }
+}
