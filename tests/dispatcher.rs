@@ -702,10 +702,19 @@ fn runner_endpoint(key: SigningKey, runner_id: &str) -> FakeRunnerEndpoint {
                     })
                 }
                 Ok(Body::JobRunnerConfigUpdate(update)) if update.runner_id == runner_id => {
-                    v.lock().unwrap().push(update.version);
-                    Body::JobRunnerConfigUpdateResponse(JobRunnerConfigUpdateResponse {
-                        applied_version: update.version,
-                    })
+                    let mut applied = v.lock().unwrap();
+                    // Like a runner: versions only increase.
+                    if applied.last().is_some_and(|last| update.version <= *last) {
+                        Body::Fault(Fault::new(
+                            FaultReason::VersionNotIncreasing,
+                            "version does not increase",
+                        ))
+                    } else {
+                        applied.push(update.version);
+                        Body::JobRunnerConfigUpdateResponse(JobRunnerConfigUpdateResponse {
+                            applied_version: update.version,
+                        })
+                    }
                 }
                 Ok(_) => Body::Fault(Fault::new(FaultReason::InvalidValue, "unexpected")),
                 Err(fault) => Body::Fault(fault),
@@ -935,8 +944,10 @@ fn push_config_set_creates_versions_and_pushes_to_all() {
         "--force",
     ]));
     common::assert_status(&out, 0);
-    assert_eq!(*a.versions.lock().unwrap(), vec![1, 1]);
-    assert_eq!(b.versions.lock().unwrap().len(), 1);
+    assert_eq!(a.calls.load(Ordering::SeqCst), 2, "--force pushed again");
+    assert_eq!(b.calls.load(Ordering::SeqCst), 1);
+    // The runner already holds version 1 and says so: current, not a failure.
+    assert_eq!(*a.versions.lock().unwrap(), vec![1]);
 
     // A new version derives from the last one.
     let out = common::run(common::command(PUSH).args([

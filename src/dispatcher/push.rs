@@ -19,7 +19,7 @@ use crate::cli::{
 use crate::dispatcher::connection;
 use crate::dispatcher::outbound::{self, CallError};
 use crate::dispatcher::runners::{self, Runner};
-use crate::protocol::{Body, JobRunnerConfigUpdate, RunnerSettings, SoftwareUpdate};
+use crate::protocol::{Body, FaultReason, JobRunnerConfigUpdate, RunnerSettings, SoftwareUpdate};
 use crate::web::client::{Client, ClientOptions};
 
 const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
@@ -417,7 +417,8 @@ pub fn create_version(
 #[derive(Debug, Serialize)]
 pub struct PushResult {
     pub id: String,
-    /// applied, current (skipped: already recorded), unreachable, refused, poll-only.
+    /// applied; current (already recorded at the version, or the runner says it holds
+    /// it or a newer one); unreachable; refused; poll-only.
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub applied_version: Option<i64>,
@@ -618,6 +619,14 @@ fn push_one(
         Err(CallError::NoEndpoint) => {
             result.status = "poll-only".to_string();
             result.error = Some("runner has no endpoint; it cannot receive pushes".to_string());
+        }
+        Err(CallError::Fault {
+            fault,
+            signed: true,
+        }) if fault.reason == FaultReason::VersionNotIncreasing => {
+            // The runner already holds this version or a newer one: nothing to do.
+            result.status = "current".to_string();
+            result.error = Some(fault.message);
         }
         Err(err) => {
             result.status = if err.is_unreachable() {
