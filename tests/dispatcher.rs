@@ -847,6 +847,22 @@ fn tick_reports_unreachable_runners() {
     ]));
     common::assert_status(&out, 0);
     assert_eq!(live.calls.load(Ordering::SeqCst), 1);
+    // The dead runner's status is recorded, but it was not "seen".
+    let row = db
+        .client()
+        .query_one(
+            "SELECT last_status, last_seen IS NULL FROM mailrun.runners WHERE id = 'dead'",
+            &[],
+        )
+        .expect("runner row");
+    let status: Option<String> = row.get(0);
+    assert!(
+        status
+            .as_deref()
+            .is_some_and(|s| s.starts_with("unreachable")),
+        "{status:?}"
+    );
+    assert!(row.get::<_, bool>(1), "an unreachable runner is not seen");
     let err = common::stderr(&out);
     assert!(err.contains("runner dead: unreachable"), "{err}");
     assert!(err.contains("runner live: accepted"), "{err}");

@@ -96,6 +96,9 @@ pub struct RunnerContact {
     pub config_version: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The runner itself answered (a signed response), so it was seen now.
+    #[serde(skip)]
+    pub answered: bool,
 }
 
 impl RunnerContact {
@@ -148,15 +151,9 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
         if contact.status == "poll-only" {
             continue;
         }
-        runners::record_contact(
-            &mut db,
-            &contact.id,
-            &contact.status,
-            contact.software_version.as_deref(),
-            contact.config_version,
-        )
-        .map_err(connection::exit_context)
-        .with_context(|| format!("recording the answer of runner {}", contact.id))?;
+        record(&mut db, contact)
+            .map_err(connection::exit_context)
+            .with_context(|| format!("recording the answer of runner {}", contact.id))?;
     }
     summary.available = summary.runners.iter().filter(|c| c.will_work()).count();
     report(&args, &summary)?;
@@ -198,6 +195,7 @@ fn wake(client: &Client, runner: &Runner, queued: u64) -> RunnerContact {
         software_version: None,
         config_version: None,
         error: None,
+        answered: false,
     };
     match outbound::call(client, runner, &body) {
         Ok(Body::JobRunnerReadyResponse(answer)) => {
@@ -209,8 +207,10 @@ fn wake(client: &Client, runner: &Runner, queued: u64) -> RunnerContact {
             .to_string();
             contact.software_version = Some(answer.software_version);
             contact.config_version = Some(answer.config_version);
+            contact.answered = true;
         }
         Ok(other) => {
+            contact.answered = true;
             contact.status = "unexpected-answer".to_string();
             contact.error = Some(format!(
                 "answered {} to JobRunnerReady",
@@ -219,11 +219,43 @@ fn wake(client: &Client, runner: &Runner, queued: u64) -> RunnerContact {
         }
         Err(CallError::NoEndpoint) => contact.status = "poll-only".to_string(),
         Err(err) => {
+            contact.answered = matches!(err, CallError::Fault { signed: true, .. });
             contact.status = err.kind().to_string();
             contact.error = Some(err.to_string());
         }
     }
     contact
+}
+
+/// Records one runner's answer. Only a signed answer proves the runner was there, so
+/// only then is it "seen" (last_seen, versions); otherwise just the status changes.
+fn record(db: &mut postgres::Client, contact: &RunnerContact) -> anyhow::Result<()> {
+    let status = match &contact.error {
+        Some(error) => format!("{}: {}", contact.status, truncate(error, 300)),
+        None => contact.status.clone(),
+    };
+    if contact.answered {
+        runners::record_contact(
+            db,
+            &contact.id,
+            &status,
+            contact.software_version.as_deref(),
+            contact.config_version,
+        )
+    } else {
+        db.execute(
+            "UPDATE mailrun.runners SET last_status = $2 WHERE id = $1",
+            &[&contact.id, &status],
+        )?;
+        Ok(())
+    }
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 fn report(args: &Args, summary: &TickSummary) -> anyhow::Result<()> {
