@@ -170,7 +170,10 @@ fn check_fields(fields: &[String]) -> Result<(), String> {
                 range.split('-').collect()
             };
             if atoms.len() > 2 {
-                return Err(format!("bad range {item:?} in the {} field", FIELD_NAMES[i]));
+                return Err(format!(
+                    "bad range {item:?} in the {} field",
+                    FIELD_NAMES[i]
+                ));
             }
             for atom in atoms {
                 let number = !atom.is_empty() && atom.bytes().all(|b| b.is_ascii_digit());
@@ -209,7 +212,13 @@ pub fn due_occurrence(
     created_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    match catch_up(spec, last_materialised, created_at, now, DEFAULT_MAX_LATENESS) {
+    match catch_up(
+        spec,
+        last_materialised,
+        created_at,
+        now,
+        DEFAULT_MAX_LATENESS,
+    ) {
         CatchUp::Due(t) => Some(t),
         CatchUp::Stale(_) | CatchUp::NothingDue => None,
     }

@@ -9,8 +9,8 @@
 //! either unique or refused, and the caller shows `read_as` back to the operator.
 
 use chrono::{
-    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone,
-    Utc, Weekday,
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc,
+    Weekday,
 };
 use chrono_tz::Tz;
 
@@ -80,7 +80,9 @@ pub enum WhenError {
         local: String,
         tz: String,
     },
-    #[error("unknown time zone {0:?}; use an IANA name such as Europe/Berlin, America/New_York or UTC")]
+    #[error(
+        "unknown time zone {0:?}; use an IANA name such as Europe/Berlin, America/New_York or UTC"
+    )]
     UnknownTimeZone(String),
 }
 
@@ -124,8 +126,7 @@ pub fn parse_send_at(input: &str, now: DateTime<Utc>, tz: Tz) -> Result<SendAt, 
 /// zero, and the UTC date only when it differs from the local one.
 pub fn describe(at: DateTime<Utc>, tz: Tz) -> String {
     let local = at.with_timezone(&tz);
-    let time_fmt = if at.timestamp_subsec_nanos() != 0 || local.format("%S").to_string() != "00"
-    {
+    let time_fmt = if at.timestamp_subsec_nanos() != 0 || local.format("%S").to_string() != "00" {
         "%H:%M:%S"
     } else {
         "%H:%M"
@@ -205,10 +206,7 @@ fn read_day<'t>(
         ["next", day, rest @ ..] => match weekday(day) {
             // "next friday" is the first Friday after today, never today itself. On a
             // Monday that is this week's Friday; `read_as` shows the date to confirm.
-            Some(wd) => Ok((
-                Day::Fixed(on_or_after(today + Duration::days(1), wd)),
-                rest,
-            )),
+            Some(wd) => Ok((Day::Fixed(on_or_after(today + Duration::days(1), wd)), rest)),
             None => Err(unrecognised(
                 input,
                 format!("expected a weekday after \"next\", found {day:?}"),
@@ -385,11 +383,7 @@ fn read_relative(
 }
 
 /// Maps a local wall-clock time to its one instant, refusing DST folds and gaps.
-fn resolve_local(
-    input: &str,
-    local: NaiveDateTime,
-    tz: Tz,
-) -> Result<DateTime<Utc>, WhenError> {
+fn resolve_local(input: &str, local: NaiveDateTime, tz: Tz) -> Result<DateTime<Utc>, WhenError> {
     let shown = local.format("%A %Y-%m-%d %H:%M").to_string();
     match tz.from_local_datetime(&local) {
         LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
