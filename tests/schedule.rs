@@ -648,13 +648,11 @@ fn unrecognised_input_lists_the_accepted_forms() {
 fn the_suggested_offset_form_of_an_ambiguous_time_parses() {
     let now = utc("2026-10-24T10:00:00Z");
     let err = parse_send_at("tomorrow 2:30", now, BERLIN).unwrap_err();
-    let WhenError::Ambiguous {
-        earlier_rfc3339, ..
-    } = err
-    else {
+    let WhenError::Ambiguous(amb) = err else {
         panic!("want Ambiguous, got {err:?}");
     };
-    let got = parse_send_at(&earlier_rfc3339, now, BERLIN).expect("suggestion parses");
+    assert_eq!(amb.local, "Sunday 2026-10-25 02:30");
+    let got = parse_send_at(&amb.earlier_rfc3339, now, BERLIN).expect("suggestion parses");
     assert_eq!(got.at, utc("2026-10-25T00:30:00Z"));
 }
 

@@ -5,4 +5,4 @@ pub mod cron;
 pub mod when;
 
 pub use cron::{catch_up, due_occurrence, CatchUp, CronError, CronSpec, DEFAULT_MAX_LATENESS};
-pub use when::{parse_send_at, parse_time_zone, SendAt, WhenError};
+pub use when::{describe, parse_send_at, parse_time_zone, AmbiguousTime, SendAt, WhenError};

@@ -61,16 +61,15 @@ pub enum WhenError {
     #[error(
         "{input:?} names {local} in {tz}, which happens twice because the clocks go back \
          that night: {earlier} or {later}; give an RFC 3339 time with the offset you mean, \
-         e.g. {earlier_rfc3339}"
+         e.g. {example}",
+        input = .0.input,
+        local = .0.local,
+        tz = .0.tz,
+        earlier = .0.earlier,
+        later = .0.later,
+        example = .0.earlier_rfc3339
     )]
-    Ambiguous {
-        input: String,
-        local: String,
-        tz: String,
-        earlier: String,
-        later: String,
-        earlier_rfc3339: String,
-    },
+    Ambiguous(Box<AmbiguousTime>),
     #[error(
         "{input:?} names {local} in {tz}, which does not exist because the clocks go \
          forward over it that night; choose a time outside the skipped hour"
@@ -84,6 +83,20 @@ pub enum WhenError {
         "unknown time zone {0:?}; use an IANA name such as Europe/Berlin, America/New_York or UTC"
     )]
     UnknownTimeZone(String),
+}
+
+/// The two readings of a local time that happens twice (boxed: keeps `WhenError` small).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmbiguousTime {
+    pub input: String,
+    /// The local date and time as typed, e.g. "Sunday 2026-10-25 02:30".
+    pub local: String,
+    pub tz: String,
+    /// The first reading, e.g. "02:30 CEST +02:00 (00:30 UTC)".
+    pub earlier: String,
+    pub later: String,
+    /// The first reading as RFC 3339, which `parse_send_at` accepts unambiguously.
+    pub earlier_rfc3339: String,
 }
 
 /// Looks up an IANA time zone name (from a flag or the configuration file).
@@ -396,14 +409,14 @@ fn resolve_local(input: &str, local: NaiveDateTime, tz: Tz) -> Result<DateTime<U
                     t.with_timezone(&Utc).format("%H:%M")
                 )
             };
-            Err(WhenError::Ambiguous {
+            Err(WhenError::Ambiguous(Box::new(AmbiguousTime {
                 input: input.to_string(),
                 local: shown,
                 tz: tz.name().to_string(),
                 earlier: reading(a),
                 later: reading(b),
                 earlier_rfc3339: a.format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
-            })
+            })))
         }
         LocalResult::None => Err(WhenError::Nonexistent {
             input: input.to_string(),
