@@ -944,6 +944,31 @@ fn five_missed_hours_run_once() {
     );
 }
 
+/// Database timestamps carry microseconds; occurrences are whole seconds.
+#[test]
+fn sub_second_instants() {
+    let spec = hourly();
+    let t = utc("2026-11-23T09:00:00.5Z");
+    assert_eq!(
+        spec.latest_at_or_before(t),
+        Some(utc("2026-11-23T09:00:00Z"))
+    );
+    assert_eq!(spec.next_after(t), Some(utc("2026-11-23T10:00:00Z")));
+    let t = utc("2026-11-23T08:59:59.999999Z");
+    assert_eq!(
+        spec.latest_at_or_before(t),
+        Some(utc("2026-11-23T08:00:00Z"))
+    );
+    assert_eq!(spec.next_after(t), Some(utc("2026-11-23T09:00:00Z")));
+    let created = utc("2026-11-23T00:00:00.25Z");
+    let last = Some(utc("2026-11-23T08:00:00Z"));
+    let now = utc("2026-11-23T09:00:00.5Z");
+    assert_eq!(
+        due_occurrence(&spec, last, created, now),
+        Some(utc("2026-11-23T09:00:00Z"))
+    );
+}
+
 #[test]
 fn clock_jumped_back_yields_nothing_new() {
     let spec = hourly();

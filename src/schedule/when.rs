@@ -9,8 +9,8 @@
 //! either unique or refused, and the caller shows `read_as` back to the operator.
 
 use chrono::{
-    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc,
-    Weekday,
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone,
+    Timelike, Utc, Weekday,
 };
 use chrono_tz::Tz;
 
@@ -139,7 +139,7 @@ pub fn parse_send_at(input: &str, now: DateTime<Utc>, tz: Tz) -> Result<SendAt, 
 /// zero, and the UTC date only when it differs from the local one.
 pub fn describe(at: DateTime<Utc>, tz: Tz) -> String {
     let local = at.with_timezone(&tz);
-    let time_fmt = if at.timestamp_subsec_nanos() != 0 || local.format("%S").to_string() != "00" {
+    let time_fmt = if local.second() != 0 || local.nanosecond() != 0 {
         "%H:%M:%S"
     } else {
         "%H:%M"
