@@ -118,14 +118,21 @@ pub fn parse_send_at(input: &str, now: DateTime<Utc>, tz: Tz) -> Result<SendAt, 
     }
     let at = read(trimmed, now, tz)?;
     let read_as = describe(at, tz);
-    if at < now - PAST_GRACE {
+    // Checked: `now` near the end of chrono's range must not panic.
+    if now
+        .checked_sub_signed(PAST_GRACE)
+        .is_some_and(|earliest| at < earliest)
+    {
         return Err(WhenError::InPast {
             input: trimmed.to_string(),
             read_as,
             now: describe(now, tz),
         });
     }
-    if at > now + Duration::days(MAX_AHEAD_DAYS) {
+    if now
+        .checked_add_signed(Duration::days(MAX_AHEAD_DAYS))
+        .is_none_or(|latest| at > latest)
+    {
         return Err(WhenError::TooFar {
             input: trimmed.to_string(),
             read_as,
