@@ -684,6 +684,8 @@ fn cron_specs_accepted() {
         "5 0 * 8 *",
         "0 0 * * 7",
         "0 0 29 2 *",
+        "0 0 31 2,3 *",
+        "0 0 30 2 MON",
         "  0 9 * * 1  ",
         "@yearly",
         "@annually",
@@ -728,6 +730,7 @@ fn cron_specs_refused() {
         ("*/0 * * * *", ""),
         ("0 0 30 2 *", "never matches"),
         ("0 0 31 4,6,9,11 *", "never matches"),
+        ("0 0 30,31 2 *", "never matches"),
         ("@reboot", "@reboot"),
         ("@often", "unknown macro @often"),
     ];

@@ -86,12 +86,8 @@ impl CronSpec {
             cron,
         };
         // "0 0 30 2 *" parses field by field but never fires; refuse it now rather
-        // than have a job that silently never runs. Eight years cover every leap day.
-        let probe = DateTime::<Utc>::from_timestamp(1_767_225_600, 0); // 2026-01-01
-        let fires = probe
-            .and_then(|p| parsed.next_after(p))
-            .is_some_and(|n| n.timestamp() < 1_767_225_600 + 8 * 366 * 86_400);
-        if !fires {
+        // than keep a job that silently never runs.
+        if !ever_matches(&parsed.cron) {
             return Err(err("it never matches a real date".to_string()));
         }
         Ok(parsed)
@@ -122,6 +118,25 @@ impl CronSpec {
             .ok()
             .map(|o| o.with_timezone(&Utc))
     }
+}
+
+/// Whether some real date matches. A restricted day-of-week field matches every
+/// week (alone, or or-ed with the day of month), so only a `*` weekday with days of
+/// month that none of the chosen months has can never fire.
+fn ever_matches(cron: &Cron) -> bool {
+    const MONTH_LENGTH: [u16; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let pattern = &cron.pattern;
+    if !pattern.is_dow_wildcard() {
+        return true;
+    }
+    let months = pattern.months.values();
+    pattern.days.values().iter().any(|&day| {
+        months.iter().any(|&month| {
+            MONTH_LENGTH
+                .get(usize::from(month).wrapping_sub(1))
+                .is_some_and(|&len| day <= len)
+        })
+    })
 }
 
 /// Turns an `@macro` into its five fields; splits a plain spec into its fields.
