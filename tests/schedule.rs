@@ -660,6 +660,7 @@ fn the_suggested_offset_form_of_an_ambiguous_time_parses() {
 fn time_zone_names() {
     assert_eq!(parse_time_zone("Europe/Berlin"), Ok(BERLIN));
     assert_eq!(parse_time_zone(" UTC "), Ok(UTC));
+    assert_eq!(parse_time_zone("america/new_york"), Ok(NEW_YORK));
     let err = parse_time_zone("Mars/Olympus").unwrap_err();
     assert!(
         err.to_string()
@@ -908,6 +909,7 @@ fn cron_spec_keeps_source_and_zone() {
     let cron = CronSpec::parse_in(" 0 9 * * MON ", BERLIN).expect("valid");
     assert_eq!(cron.as_str(), "0 9 * * MON");
     assert_eq!(cron.time_zone(), BERLIN);
+    assert_eq!(cron.to_string(), "0 9 * * MON");
     assert_eq!(
         format!("{cron:?}"),
         "CronSpec { spec: \"0 9 * * MON\", tz: \"Europe/Berlin\" }"

@@ -35,6 +35,12 @@ impl fmt::Debug for CronSpec {
     }
 }
 
+impl fmt::Display for CronSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
 impl PartialEq for CronSpec {
     fn eq(&self, other: &Self) -> bool {
         self.source == other.source && self.tz == other.tz

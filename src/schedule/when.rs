@@ -100,10 +100,18 @@ pub struct AmbiguousTime {
 }
 
 /// Looks up an IANA time zone name (from a flag or the configuration file).
+/// Case does not matter ("europe/berlin" is Europe/Berlin).
 pub fn parse_time_zone(name: &str) -> Result<Tz, WhenError> {
-    name.trim()
-        .parse::<Tz>()
-        .map_err(|_| WhenError::UnknownTimeZone(name.to_string()))
+    let name = name.trim();
+    name.parse::<Tz>()
+        .ok()
+        .or_else(|| {
+            chrono_tz::TZ_VARIANTS
+                .iter()
+                .find(|tz| tz.name().eq_ignore_ascii_case(name))
+                .copied()
+        })
+        .ok_or_else(|| WhenError::UnknownTimeZone(name.to_string()))
 }
 
 /// Parses a send-later time relative to `now`, reading local forms in `tz`.
