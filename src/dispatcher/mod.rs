@@ -1,1 +1,7 @@
 //! Dispatcher side: the PostgreSQL queue, the tick, the SOAP endpoint and config pushes.
+
+pub mod accounts;
+pub mod queue;
+pub mod retry;
+pub mod runners;
+pub mod schema;
