@@ -13,14 +13,14 @@ use crate::cli::{CliError, EXIT_DATA};
 use crate::protocol::sign::SigningKey;
 
 /// Batch size of a new runner unless given.
-pub const DEFAULT_BATCH_SIZE: i32 = 100;
+pub const DEFAULT_BATCH_SIZE: u32 = 100;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Runner {
     pub id: String,
     pub endpoint: String,
     pub enabled: bool,
-    pub batch_size: i32,
+    pub batch_size: u32,
     /// The current key first, then the previous one while a rotation is unconfirmed.
     pub keys: Vec<SigningKey>,
     pub last_seen: Option<DateTime<Utc>>,
@@ -51,7 +51,7 @@ fn from_row(row: &postgres::Row) -> anyhow::Result<Runner> {
         id: row.get(0),
         endpoint: row.get(1),
         enabled: row.get(2),
-        batch_size: row.get(3),
+        batch_size: u32::try_from(row.get::<_, i32>(3)).unwrap_or(1),
         keys,
         last_seen: row.get(8),
         last_status: row.get(9),
@@ -148,7 +148,7 @@ pub fn validate_endpoint(endpoint: &str) -> anyhow::Result<()> {
     }
 }
 
-pub fn validate_batch_size(n: i32) -> anyhow::Result<()> {
+pub fn validate_batch_size(n: u32) -> anyhow::Result<()> {
     if (1..=10000).contains(&n) {
         Ok(())
     } else {
@@ -165,7 +165,7 @@ pub fn add(
     c: &mut impl GenericClient,
     id: &str,
     endpoint: &str,
-    batch_size: i32,
+    batch_size: u32,
 ) -> anyhow::Result<SigningKey> {
     validate_id(id)?;
     validate_endpoint(endpoint)?;
@@ -180,7 +180,7 @@ pub fn add(
         &[
             &id,
             &endpoint,
-            &batch_size,
+            &(batch_size as i32),
             &key.key_id,
             &key.secret.as_slice(),
         ],
@@ -205,7 +205,7 @@ pub fn update(
     c: &mut impl GenericClient,
     id: &str,
     endpoint: Option<&str>,
-    batch_size: Option<i32>,
+    batch_size: Option<u32>,
 ) -> anyhow::Result<()> {
     if let Some(e) = endpoint {
         validate_endpoint(e)?;
@@ -217,7 +217,7 @@ pub fn update(
         "UPDATE mailrun.runners SET endpoint = coalesce($2, endpoint),
                 batch_size = coalesce($3, batch_size)
          WHERE id = $1",
-        &[&id, &endpoint, &batch_size],
+        &[&id, &endpoint, &batch_size.map(|n| n as i32)],
     )?;
     if n == 0 {
         return Err(CliError::new(EXIT_DATA, format!("no runner {id:?}")).into());
