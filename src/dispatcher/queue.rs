@@ -272,23 +272,33 @@ pub fn apply_results_detailed(
     runner_id: &str,
     results: &[MessageResult],
 ) -> anyhow::Result<Vec<(Acknowledgement, ApplyStatus)>> {
-    let mut out = Vec::with_capacity(results.len());
-    for r in results {
+    // Lock messages in id order so two transactions reporting on the same messages (a
+    // late report racing the current lease's) cannot deadlock.
+    let mut order: Vec<usize> = (0..results.len()).collect();
+    order.sort_by_key(|&i| results[i].message_id);
+    let mut statuses = vec![ApplyStatus::Unknown; results.len()];
+    for i in order {
         let status: String = c
             .query_one(
                 "SELECT mailrun.apply_result($1, $2)",
-                &[&runner_id, &result_json(r)],
+                &[&runner_id, &result_json(&results[i])],
             )?
             .get(0);
-        out.push((
-            Acknowledgement {
-                message_id: r.message_id,
-                lease_token: r.lease_token.clone(),
-            },
-            ApplyStatus::parse(&status)?,
-        ));
+        statuses[i] = ApplyStatus::parse(&status)?;
     }
-    Ok(out)
+    Ok(results
+        .iter()
+        .zip(statuses)
+        .map(|(r, status)| {
+            (
+                Acknowledgement {
+                    message_id: r.message_id,
+                    lease_token: r.lease_token.clone(),
+                },
+                status,
+            )
+        })
+        .collect())
 }
 
 /// Records each result and acknowledges every one the dispatcher has settled: applied,
