@@ -622,6 +622,10 @@ fn a_bad_line_refuses_the_bulk_unless_skip_invalid() {
     assert_eq!(json_out(&out)["skipped"].as_array().unwrap().len(), 3);
     assert!(stderr(&out).contains("skipped line 301"));
     assert_eq!(count(&url, "SELECT count(*) FROM mailrun.messages"), 310);
+
+    // Message flags do not mix with --jsonl.
+    let out = admin_stdin(&url, &["enqueue", "--jsonl", "--to", "x@example.org"], b"");
+    assert_status(&out, 64);
 }
 
 #[test]

@@ -720,6 +720,33 @@ fn enqueue(
     let (config, _) = DispatcherConfig::load(config_path)?;
     let policy = Policy::load(db)?;
     if let Some(path) = &args.jsonl {
+        let a = &args;
+        let flags_given = !(a.to.is_empty()
+            && a.cc.is_empty()
+            && a.bcc.is_empty()
+            && a.header.is_empty()
+            && a.attach.is_empty())
+            || [
+                &a.from,
+                &a.reply_to,
+                &a.subject,
+                &a.text,
+                &a.account,
+                &a.send_at,
+                &a.message_id,
+            ]
+            .iter()
+            .any(|v| v.is_some())
+            || a.text_file.is_some()
+            || a.html_file.is_some();
+        if flags_given {
+            return Err(CliError::new(
+                EXIT_USAGE,
+                "--jsonl takes every field from its lines (defaults from the config file); \
+                 message flags cannot be combined with it",
+            )
+            .into());
+        }
         return enqueue_jsonl(db, &config, &policy, path, args.skip_invalid, out);
     }
     let mut m = message_from_flags(&args)?;
