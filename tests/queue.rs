@@ -295,7 +295,7 @@ fn concurrent_claimers_never_share_a_message() {
 
 #[test]
 fn claim_uses_the_partial_due_index() {
-    let (_url, mut c) = setup("claim_explain");
+    let (url, mut c) = setup("claim_explain");
     c.batch_execute(
         "INSERT INTO mailrun.messages (account_id, from_addr, to_addrs, size_bytes,
              message_id_header, send_at, next_attempt_at, expires_at, state, finished_at)
@@ -310,24 +310,28 @@ fn claim_uses_the_partial_due_index() {
          ANALYZE mailrun.messages;",
     )
     .unwrap();
-    // The same query mailrun.claim_batch runs.
-    let plan: Vec<String> = c
-        .query(
-            "EXPLAIN SELECT d.id FROM mailrun.messages d
-             WHERE d.state IN ('queued', 'deferred') AND d.next_attempt_at <= now()
-             ORDER BY d.next_attempt_at, d.id LIMIT 50 FOR UPDATE SKIP LOCKED",
-            &[],
+    // The plan of the statement inside mailrun.claim_batch itself, via auto_explain.
+    let out = std::process::Command::new(common::pg_bin("psql"))
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-d", &url])
+        .arg("-c")
+        .arg(
+            "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0;
+             SET auto_explain.log_nested_statements = on; SET auto_explain.log_level = notice;
+             BEGIN; SELECT count(*) FROM mailrun.claim_batch('r1', 50, 60); ROLLBACK;",
         )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let plan = plan.join("\n");
+        .output()
+        .expect("run psql");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "psql failed: {log}");
+    let claim_plan = log
+        .split("NOTICE:")
+        .find(|p| p.contains("FOR UPDATE SKIP LOCKED"))
+        .unwrap_or_else(|| panic!("no plan for the claim query in:\n{log}"));
     assert!(
-        plan.contains("messages_due"),
-        "plan does not use the due index:\n{plan}"
+        claim_plan.contains("Index Scan using messages_due"),
+        "claim does not use the due index:\n{claim_plan}"
     );
-    assert!(!plan.contains("Seq Scan"), "{plan}");
+    assert!(!claim_plan.contains("Seq Scan"), "{claim_plan}");
     assert_eq!(
         queue::claim_batch(&mut c, "r1", 50, 60)
             .unwrap()
