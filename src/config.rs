@@ -36,6 +36,9 @@ use crate::dispatcher::retry::RetryConfig;
 pub const DATABASE_URL_ENV: &str = "MAILRUN_DATABASE_URL";
 /// Environment variable naming the config file.
 pub const CONFIG_ENV: &str = "MAILRUN_CONFIG";
+/// Connection timeout when the URL sets none (`connect_timeout=`).
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The system-wide config file.
 pub const SYSTEM_CONFIG: &str = "/etc/mailrun/dispatcher.toml";
 
@@ -173,9 +176,13 @@ pub fn database_url(flag: Option<&str>, config_path: Option<&Path>) -> anyhow::R
 
 /// Connects to PostgreSQL. Errors name the server but never the password.
 pub fn connect(url: &str) -> anyhow::Result<postgres::Client> {
-    let config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+    let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
         CliError::new(EXIT_CONFIG, format!("invalid database URL: {e}"))
     })?;
+    // An unreachable server must not hang a cron job or an operator for minutes.
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
     let target = describe(&config);
     config
         .connect(postgres::NoTls)

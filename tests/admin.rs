@@ -334,6 +334,39 @@ fn accounts_hide_passwords_and_test_logs_in() {
         ],
     );
     assert_status(&out, 64);
+    // A login in clear to another host needs an explicit opt-in.
+    let out = admin_stdin(
+        &url,
+        &[
+            "account",
+            "add",
+            "remote",
+            "--host",
+            "smtp.example.net",
+            "--port",
+            "25",
+            "--security",
+            "none",
+            "--username",
+            "u",
+            "--password-file",
+            "-",
+        ],
+        b"pw\n",
+    );
+    assert_status(&out, 64);
+    assert!(
+        stderr(&out).contains("--insecure-plain-auth"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM mailrun.smtp_accounts WHERE name = 'remote'"
+        ),
+        0
+    );
     let closed = common::free_port().to_string();
     let out = admin_stdin(
         &url,

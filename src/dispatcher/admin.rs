@@ -159,6 +159,10 @@ pub enum AccountCommand {
         /// File holding the password (first line), `-` for stdin.
         #[arg(long, value_name = "PATH", requires = "username")]
         password_file: Option<PathBuf>,
+        /// Allow a login over --security none to a host other than localhost (the
+        /// password then crosses the network in clear).
+        #[arg(long)]
+        insecure_plain_auth: bool,
     },
     /// List accounts (passwords show as "set" or "none").
     List,
@@ -545,7 +549,21 @@ fn account(db: &mut postgres::Client, cmd: AccountCommand, out: Output) -> anyho
             security,
             username,
             password_file,
+            insecure_plain_auth,
         } => {
+            let loopback = matches!(host.as_str(), "localhost" | "127.0.0.1" | "::1" | "[::1]");
+            if username.is_some()
+                && matches!(security, SecurityArg::None)
+                && !loopback
+                && !insecure_plain_auth
+            {
+                return Err(CliError::new(
+                    EXIT_USAGE,
+                    "a login over --security none would send the password in clear: use \
+                     starttls or tls, or give --insecure-plain-auth",
+                )
+                .into());
+            }
             let password = match (&username, password_file) {
                 (None, _) => None,
                 (Some(_), Some(path)) => Some(read_secret_file(&path)?),
