@@ -11,6 +11,7 @@
 //! database_url = "postgres://mailrun@localhost/mailrun"
 //! max_message_bytes = 10240000      # enqueue refuses bigger messages
 //! message_id_domain = "example.com" # default: the From address's domain
+//! time_zone = "Europe/Berlin"       # local send-later times; default UTC
 //!
 //! [defaults]                        # merged into `dispatch-admin enqueue`
 //! from = "News <news@example.com>"
@@ -49,6 +50,8 @@ pub struct DispatcherConfig {
     pub database_url: Option<String>,
     pub max_message_bytes: Option<i64>,
     pub message_id_domain: Option<String>,
+    /// IANA time zone for local send-later times ("tomorrow 9am"); default UTC.
+    pub time_zone: Option<String>,
     #[serde(default)]
     pub defaults: Defaults,
     pub retry: Option<RetryConfig>,
@@ -61,6 +64,7 @@ impl std::fmt::Debug for DispatcherConfig {
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
             .field("max_message_bytes", &self.max_message_bytes)
             .field("message_id_domain", &self.message_id_domain)
+            .field("time_zone", &self.time_zone)
             .field("defaults", &self.defaults)
             .field("retry", &self.retry)
             .finish()
@@ -136,6 +140,9 @@ impl DispatcherConfig {
         }
         if let Some(retry) = &config.retry {
             retry.validate()?;
+        }
+        if let Some(tz) = &config.time_zone {
+            crate::schedule::when::parse_time_zone(tz)?;
         }
         Ok(config)
     }

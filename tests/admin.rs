@@ -782,3 +782,77 @@ fn policy_is_synced_from_the_config_file() {
         60
     );
 }
+
+#[test]
+fn send_at_is_read_in_the_time_zone_against_the_database_clock() {
+    let url = init("admin_send_at");
+    let base = [
+        "enqueue",
+        "--from",
+        "a@example.com",
+        "--to",
+        "b@example.org",
+        "--text",
+        "x",
+    ];
+    let with = |extra: &[&str]| {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend_from_slice(extra);
+        admin(&url, &args)
+    };
+    let out = with(&["--send-at", "in 2 hours", "--json"]);
+    assert_status(&out, 0);
+    let id = json_out(&out)["id"].as_i64().unwrap();
+    let delay = count(
+        &url,
+        &format!("SELECT extract(epoch FROM send_at - created_at)::bigint FROM mailrun.messages WHERE id = {id}"),
+    );
+    assert!(
+        (7190..=7210).contains(&delay),
+        "send_at is {delay} s after enqueue"
+    );
+    assert_eq!(
+        count(&url, &format!("SELECT count(*) FROM mailrun.messages WHERE id = {id} AND next_attempt_at = send_at")),
+        1
+    );
+
+    let out = with(&[
+        "--send-at",
+        "2099-12-01 08:00",
+        "--time-zone",
+        "Europe/Berlin",
+    ]);
+    assert_status(&out, 65); // more than a year ahead
+    let out = with(&[
+        "--send-at",
+        "tomorrow 08:00",
+        "--time-zone",
+        "Europe/Berlin",
+        "--verbose",
+    ]);
+    assert_status(&out, 0);
+    assert!(stdout(&out).contains("Europe/Berlin"), "{}", stdout(&out));
+    let out = with(&["--send-at", "tomorrow", "--time-zone", "Europe/Berlin"]);
+    assert_status(&out, 65);
+    let out = with(&["--send-at", "2001-01-01T00:00:00Z"]);
+    assert_status(&out, 65);
+    assert!(stderr(&out).contains("past"), "{}", stderr(&out));
+    let out = with(&["--send-at", "in 1 hour", "--time-zone", "Mars/Olympus"]);
+    assert_status(&out, 64);
+
+    // JSON lines read send_at the same way; a bad one names its line.
+    let input = b"{\"from\":\"a@example.com\",\"to\":\"b@example.org\",\"text\":\"x\",\"send_at\":\"in 3 days\"}\n\
+{\"from\":\"a@example.com\",\"to\":\"b@example.org\",\"text\":\"x\",\"send_at\":\"someday\"}\n";
+    let out = admin_stdin(&url, &["enqueue", "--jsonl"], input);
+    assert_status(&out, 65);
+    assert!(stderr(&out).contains("line 2"), "{}", stderr(&out));
+    assert_eq!(count(&url, "SELECT count(*) FROM mailrun.messages"), 2);
+
+    // A config file's time zone must exist.
+    let dir = common::temp_dir();
+    let config = dir.path().join("dispatcher.toml");
+    std::fs::write(&config, "time_zone = \"Nowhere/Special\"\n").unwrap();
+    let mut args = vec!["--config", config.to_str().unwrap()];
+    args.extend_from_slice(&base);
+    assert_status(&admin(&url, &args), 78);
+}

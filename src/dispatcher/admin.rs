@@ -16,6 +16,7 @@ use crate::dispatcher::queue::{self, security_str, EnqueueError};
 use crate::dispatcher::retry::{Policy, DEFAULTS_HELP};
 use crate::dispatcher::{accounts, message, runners, schema};
 use crate::protocol::{Security, SmtpAccount};
+use crate::schedule::when;
 
 const AFTER_HELP: &str = "\
 Database URL: --database-url, else MAILRUN_DATABASE_URL, else database_url in the config
@@ -204,9 +205,14 @@ pub struct EnqueueArgs {
     /// SMTP account name [default: config, else the only account]
     #[arg(long)]
     pub account: Option<String>,
-    /// Send no earlier than this RFC 3339 time, e.g. 2026-01-31T08:00:00Z.
+    /// Send no earlier than this: "in 2 hours", "tomorrow 9am", "friday 17:30",
+    /// "2026-12-01 08:00" (local, see --time-zone) or RFC 3339.
     #[arg(long, value_name = "TIME")]
     pub send_at: Option<String>,
+    /// IANA time zone for local --send-at times [default: time_zone in the config
+    /// file, else UTC]
+    #[arg(long, value_name = "TZ")]
+    pub time_zone: Option<String>,
     /// Message-ID to use instead of a generated <uuid@from-domain>.
     #[arg(long, value_name = "ID")]
     pub message_id: Option<String>,
@@ -672,7 +678,6 @@ fn message_from_flags(args: &EnqueueArgs) -> anyhow::Result<Value> {
         ("subject", &args.subject),
         ("text", &args.text),
         ("account", &args.account),
-        ("send_at", &args.send_at),
         ("message_id", &args.message_id),
     ] {
         if let Some(v) = v {
@@ -765,18 +770,62 @@ fn enqueue(
             )
             .into());
         }
-        return enqueue_jsonl(db, &config, &policy, path, args.skip_invalid, out);
+        let when = SendAtReader::new(db, args.time_zone.as_deref(), &config)?;
+        return enqueue_jsonl(db, &config, &policy, &when, path, args.skip_invalid, out);
     }
+    let when = SendAtReader::new(db, args.time_zone.as_deref(), &config)?;
     let mut m = message_from_flags(&args)?;
+    let mut read_as = None;
+    if let Some(input) = &args.send_at {
+        let at = when.read(input).map_err(|e| CliError::new(EXIT_DATA, e))?;
+        m["send_at"] = json!(at.at.to_rfc3339());
+        read_as = Some(at.read_as);
+    }
     message::apply_defaults(&mut m, &config.defaults);
     message::check(&m, Some(policy.max_message_bytes)).map_err(|e| CliError::new(EXIT_DATA, e))?;
     let id = queue::enqueue(db, &m).map_err(enqueue_error)?;
     if out.json {
-        println!("{}", json!({"id": id}));
+        println!(
+            "{}",
+            json!({"id": id, "send_at": m.get("send_at"), "read_as": read_as})
+        );
     } else {
         println!("{id}");
+        if let (true, Some(r)) = (out.verbose, &read_as) {
+            println!("send at {r}");
+        }
     }
     Ok(EXIT_OK)
+}
+
+/// Reads send-later times with `schedule::when` in the chosen time zone, against the
+/// database's clock so every host agrees on what is past.
+struct SendAtReader {
+    tz: chrono_tz::Tz,
+    now: DateTime<Utc>,
+}
+
+impl SendAtReader {
+    fn new(
+        db: &mut postgres::Client,
+        flag: Option<&str>,
+        config: &DispatcherConfig,
+    ) -> anyhow::Result<SendAtReader> {
+        let tz = match (flag, &config.time_zone) {
+            (Some(name), _) => {
+                when::parse_time_zone(name).map_err(|e| CliError::new(EXIT_USAGE, e.to_string()))?
+            }
+            (None, Some(name)) => when::parse_time_zone(name)
+                .map_err(|e| CliError::new(crate::cli::EXIT_CONFIG, e.to_string()))?,
+            (None, None) => chrono_tz::UTC,
+        };
+        let now: DateTime<Utc> = db.query_one("SELECT now()", &[])?.get(0);
+        Ok(SendAtReader { tz, now })
+    }
+
+    fn read(&self, input: &str) -> Result<when::SendAt, String> {
+        when::parse_send_at(input, self.now, self.tz).map_err(|e| format!("\"send_at\": {e}"))
+    }
 }
 
 fn enqueue_error(e: EnqueueError) -> anyhow::Error {
@@ -790,6 +839,7 @@ fn enqueue_jsonl(
     db: &mut postgres::Client,
     config: &DispatcherConfig,
     policy: &Policy,
+    when: &SendAtReader,
     path: &Path,
     skip_invalid: bool,
     out: Output,
@@ -814,6 +864,10 @@ fn enqueue_jsonl(
         let parsed = serde_json::from_str::<Value>(&line)
             .map_err(|e| format!("not JSON: {e}"))
             .and_then(|mut m| {
+                if let Some(input) = m.get("send_at").and_then(Value::as_str) {
+                    let at = when.read(input)?;
+                    m["send_at"] = json!(at.at.to_rfc3339());
+                }
                 message::apply_defaults(&mut m, &config.defaults);
                 message::check(&m, Some(policy.max_message_bytes))?;
                 if let Some(acc) = m.get("account").and_then(Value::as_str) {
