@@ -939,3 +939,36 @@ fn key_rotation_keeps_the_previous_key_until_confirmed() {
     assert_eq!(r.config_version, Some(3));
     assert!(!format!("{r:?}").contains(&hex::encode(r.keys[0].secret)));
 }
+
+#[test]
+fn a_reaped_lease_past_the_give_up_time_expires() {
+    let (_url, mut c) = setup("reap_expire");
+    let id = enqueue(&mut c, msg(&["a@example.org"]));
+    claim_one(&mut c, "r1", id);
+    c.execute(
+        "UPDATE mailrun.messages SET lease_expires_at = now() - interval '1 second',
+                expires_at = now() - interval '1 second' WHERE id = $1",
+        &[&id],
+    )
+    .unwrap();
+    assert_eq!(queue::reap_expired(&mut c).unwrap(), 1);
+    assert_eq!(state(&mut c, id), "expired");
+}
+
+#[test]
+fn a_cancelled_message_stays_cancelled_when_its_lease_reports_late() {
+    let (_url, mut c) = setup("cancel_leased");
+    let id = enqueue(&mut c, msg(&["a@example.org"]));
+    let (run, token) = claim_one(&mut c, "r1", id);
+    assert_eq!(queue::cancel(&mut c, id).unwrap(), "leased");
+    let r = result(&run, id, &token, Outcome::Sent, Some(250));
+    assert_eq!(apply(&mut c, "r1", &r), ApplyStatus::Late);
+    assert_eq!(state(&mut c, id), "cancelled");
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM mailrun.delivery_attempts WHERE late"
+        ),
+        1
+    );
+}
