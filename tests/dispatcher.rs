@@ -656,6 +656,30 @@ fn unavailable_database_is_a_server_fault() {
 }
 
 #[test]
+fn a_database_without_the_schema_is_unavailable_for_runners_and_a_config_error_for_commands() {
+    let url = common::cluster().fresh_db("no_schema");
+    let server = Listen::start(&url, &[]);
+    let key = SigningKey::generate("key-x");
+    let body = request("x", 1, vec![]);
+    let headers = signed_headers(
+        &key,
+        "/dispatch",
+        &body,
+        sign::now_unix(),
+        &sign::new_nonce(),
+    );
+    let raw = raw_post(&server.url(), &headers, &body);
+    assert_eq!(raw.status, 503);
+    assert_eq!(fault_of(&raw).reason, FaultReason::Unavailable);
+
+    let out = common::run(common::command(TICK).args(["--database-url", &url]));
+    common::assert_status(&out, 78);
+    assert!(common::stderr(&out).contains("dispatch-admin init"));
+    let out = common::run(common::command(PUSH).args(["--database-url", &url, "--all"]));
+    common::assert_status(&out, 78);
+}
+
+#[test]
 fn not_under_a_web_server_without_listen_is_a_usage_error() {
     let out = common::run(
         common::command(CGI)

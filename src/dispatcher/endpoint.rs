@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_CONFIG, EXIT_OK, EXIT_USAGE};
-use crate::dispatcher::{connection, queue, runners};
+use crate::dispatcher::{connection, queue, runners, schema};
 use crate::protocol::codec::{self, Limits};
 use crate::protocol::sign::{self, Signature, SigningKey};
 use crate::protocol::{Body, Fault, FaultReason, JobRun, JobRunRequest};
@@ -281,6 +281,15 @@ impl Endpoint {
             .map_err(|e| Refusal::new(e.fault_reason(), e.to_string()))?;
 
         let mut client = connection::connect(&self.database_url).map_err(db_refusal)?;
+        // Mid-upgrade (binary and schema out of step) the runner should come back later.
+        schema::require_current(&mut client).map_err(|err| {
+            let mut refusal = db_refusal(err);
+            refusal.fault = Fault::new(
+                FaultReason::Unavailable,
+                "the dispatcher's database schema does not match this dispatcher; retry later",
+            );
+            refusal
+        })?;
 
         let runner = runners::find_by_key_id(&mut client, &signature.key_id)
             .map_err(db_refusal)?

@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::cli::{
     CliError, EXIT_CODES_HELP, EXIT_CONFIG, EXIT_DATA, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE,
 };
-use crate::dispatcher::connection;
 use crate::dispatcher::outbound::{self, CallError};
 use crate::dispatcher::runners::{self, Runner};
+use crate::dispatcher::{connection, schema};
 use crate::protocol::{Body, FaultReason, JobRunnerConfigUpdate, RunnerSettings, SoftwareUpdate};
 use crate::web::client::{Client, ClientOptions};
 
@@ -435,6 +435,7 @@ pub struct PushSummary {
 pub fn main(args: Args) -> anyhow::Result<u8> {
     let url = crate::config::database_url(args.database_url.as_deref(), args.config.as_deref())?;
     let mut db = connection::connect(&url).map_err(connection::exit_context)?;
+    schema::require_current(&mut db).map_err(connection::exit_context)?;
 
     let (version, settings) = match &args.command {
         Some(Command::Show) => return show(&args, &mut db),

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_NO_WORK, EXIT_OK, EXIT_UNAVAILABLE};
 use crate::dispatcher::outbound::{self, CallError};
 use crate::dispatcher::runners::{self, Runner};
-use crate::dispatcher::{connection, queue};
+use crate::dispatcher::{connection, queue, schema};
 use crate::protocol::{Body, JobRunnerReady, ReadyStatus};
 use crate::web::client::{Client, ClientOptions};
 
@@ -110,6 +110,7 @@ impl RunnerContact {
 pub fn main(args: Args) -> anyhow::Result<u8> {
     let url = crate::config::database_url(args.database_url.as_deref(), args.config.as_deref())?;
     let mut db = connection::connect(&url).map_err(connection::exit_context)?;
+    schema::require_current(&mut db).map_err(connection::exit_context)?;
 
     let reaped = queue::reap_expired(&mut db)
         .map_err(connection::exit_context)
