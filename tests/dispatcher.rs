@@ -529,6 +529,15 @@ fn check_refusals(url: &str, db: &Db) {
         assert_eq!(db.snapshot(), before, "{name}: state changed");
     }
 
+    // Far over the limit: refused by the HTTP adapter before the body is read.
+    let before = db.snapshot();
+    let mut huge = body.clone();
+    huge.extend(std::iter::repeat_n(b' ', 20_000));
+    let headers = signed_headers(&key, &path, &huge, now, &sign::new_nonce());
+    let raw = raw_post(url, &headers, &huge);
+    assert_eq!(raw.status, 413);
+    assert_eq!(db.snapshot(), before, "huge body: state changed");
+
     // Replay: the first use works (and changes state), the same bytes again do not.
     let headers = signed_headers(&key, &path, &body, now, &sign::new_nonce());
     let first = raw_post(url, &headers, &body);
