@@ -387,6 +387,42 @@ fn cgi_behind_lighttpd_serves_batches_acknowledges_results_and_ends_empty() {
 }
 
 #[test]
+fn cgi_misconfigured_still_answers_a_fault() {
+    let db = Db::new("cgi_misconfigured");
+    let key = db.add_runner("r1", "https://runner.example/", 10);
+    let body = request("r1", 1, vec![]);
+    let bad_setting = lighttpd(&db, &[("MAILRUN_LEASE_SECONDS", "forever")]);
+    // No MAILRUN_DATABASE_URL and no config file.
+    let no_database = web::Lighttpd::start_cgi(
+        &[("dispatch-cgi", Path::new(CGI))],
+        &[("MAILRUN_CONFIG", "/nonexistent/dispatcher.toml")],
+    );
+    for (server, log_says) in [
+        (&bad_setting, "MAILRUN_LEASE_SECONDS"),
+        (&no_database, "dispatcher.toml"),
+    ] {
+        let url = server.url("dispatch-cgi");
+        let headers = signed_headers(
+            &key,
+            &url_path(&url),
+            &body,
+            sign::now_unix(),
+            &sign::new_nonce(),
+        );
+        let raw = raw_post(&url, &headers, &body);
+        assert_eq!(raw.status, 500);
+        let fault = fault_of(&raw);
+        assert_eq!(fault.reason, FaultReason::Internal);
+        assert!(fault.message.contains("not configured"), "{fault}");
+        let log = server.error_log();
+        assert!(
+            log.contains(log_says),
+            "error log lacks {log_says:?}:\n{log}"
+        );
+    }
+}
+
+#[test]
 fn cgi_get_is_a_health_line() {
     let db = Db::new("cgi_get");
     let server = lighttpd(&db, &[]);

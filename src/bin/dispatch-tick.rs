@@ -1,8 +1,9 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use mailrun::dispatcher::tick::{self, Args};
 
 fn main() -> ExitCode {
-    mailrun::cli::run("dispatch-tick", || tick::main(Args::parse()))
+    mailrun::cli::run("dispatch-tick", || {
+        tick::main(mailrun::cli::parse_args::<Args>())
+    })
 }

@@ -1,8 +1,9 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use mailrun::dispatcher::push::{self, Args};
 
 fn main() -> ExitCode {
-    mailrun::cli::run("push-config", || push::main(Args::parse()))
+    mailrun::cli::run("push-config", || {
+        push::main(mailrun::cli::parse_args::<Args>())
+    })
 }

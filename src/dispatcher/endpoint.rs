@@ -78,11 +78,30 @@ pub struct Args {
 impl Args {
     /// Parses the command line, except under CGI: there argv may be the request's query
     /// string (RFC 3875 4.4), so only the environment configures the program.
+    ///
+    /// A bad setting in the environment under CGI still answers the web server (a fault,
+    /// logged to stderr) before exiting 78, rather than leaving it a broken response.
     pub fn parse_cgi_aware() -> Args {
-        if std::env::var_os("GATEWAY_INTERFACE").is_some() {
-            Args::parse_from(["dispatch-cgi"])
-        } else {
-            Args::parse()
+        if std::env::var_os("GATEWAY_INTERFACE").is_none() {
+            return crate::cli::parse_args();
+        }
+        match Args::try_parse_from(["dispatch-cgi"]) {
+            Ok(args) => args,
+            Err(err) => {
+                // clap names the flag; under CGI the operator set the variable.
+                let text = err.to_string();
+                let first = text
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim_start_matches("error: ");
+                eprintln!(
+                    "dispatch-cgi: error: bad setting in the environment \
+                     (MAILRUN_LEASE_SECONDS, MAILRUN_MAX_BODY or MAILRUN_VERBOSE): {first}"
+                );
+                answer_not_configured();
+                std::process::exit(i32::from(EXIT_CONFIG));
+            }
         }
     }
 }
@@ -123,14 +142,7 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
             Err(err) => {
                 // Still answer the web server properly; the operator reads the log.
                 eprintln!("dispatch-cgi: error: {err:#}");
-                let handler = |_req: Request| {
-                    fault_response(
-                        &Fault::new(FaultReason::Internal, "dispatcher is not configured"),
-                        None,
-                        "",
-                    )
-                };
-                crate::web::cgi::serve_once(&handler, adapter_limit(max_body))?;
+                answer_not_configured();
                 Ok(EXIT_CONFIG)
             }
         },
@@ -139,6 +151,21 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
             "not started by a web server (GATEWAY_INTERFACE is unset); use --listen ADDR to serve HTTP",
         )
         .into()),
+    }
+}
+
+/// Answers the pending CGI request with an `Internal` fault: the dispatcher cannot work
+/// until its operator fixes the configuration (the reason is in the log).
+fn answer_not_configured() {
+    let handler = |_req: Request| {
+        fault_response(
+            &Fault::new(FaultReason::Internal, "dispatcher is not configured"),
+            None,
+            "",
+        )
+    };
+    if let Err(e) = crate::web::cgi::serve_once(&handler, adapter_limit(DEFAULT_MAX_BODY)) {
+        eprintln!("dispatch-cgi: error: cannot answer the web server: {e}");
     }
 }
 

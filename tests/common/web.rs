@@ -70,6 +70,7 @@ impl Lighttpd {
 server.bind = "127.0.0.1"
 server.port = {port}
 server.errorlog = {errorlog}
+server.breakagelog = {breakagelog}
 server.pid-file = {pidfile}
 server.modules = ("mod_cgi", "mod_setenv")
 server.max-request-size = 65536
@@ -80,6 +81,7 @@ $HTTP["url"] =~ "^/cgi-bin/" {{
 "#,
             root = quoted(&root.display().to_string()),
             errorlog = quoted(&dir.path().join("error.log").display().to_string()),
+            breakagelog = quoted(&dir.path().join("cgi-stderr.log").display().to_string()),
             pidfile = quoted(&dir.path().join("lighttpd.pid").display().to_string()),
             env = env_list.join(", "),
         );
@@ -91,7 +93,7 @@ $HTTP["url"] =~ "^/cgi-bin/" {{
             .arg(&conf_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .expect("start lighttpd: run scripts/test-setup.sh");
         let mut server = Lighttpd { child, port, dir };
@@ -127,9 +129,12 @@ $HTTP["url"] =~ "^/cgi-bin/" {{
         format!("http://127.0.0.1:{}/cgi-bin/{name}", self.port)
     }
 
-    /// The server's error log (CGI programs' stderr lands here).
+    /// The server's error log followed by what the CGI programs wrote to stderr
+    /// (`server.breakagelog`).
     pub fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        format!("{}{}", read("error.log"), read("cgi-stderr.log"))
     }
 }
 
