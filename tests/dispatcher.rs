@@ -604,9 +604,9 @@ fn listen_refuses_bad_requests_without_changing_anything() {
     check_refusals(&server.url(), &db);
 }
 
-#[test]
-fn two_runners_polling_at_once_get_disjoint_batches() {
-    let db = Db::new("disjoint");
+/// Four runners poll at once until the queue is empty: every message is handed out
+/// exactly once.
+fn check_disjoint_batches(db: &Db, url: &str) {
     let keys: Vec<(String, SigningKey)> = (0..4)
         .map(|i| {
             let id = format!("r{i}");
@@ -615,16 +615,13 @@ fn two_runners_polling_at_once_get_disjoint_batches() {
         })
         .collect();
     let ids = db.enqueue(40);
-    let server = Listen::start(&db.url, &[]);
-    let url = server.url();
 
     let claimed: Arc<Mutex<Vec<i64>>> = Arc::default();
     std::thread::scope(|scope| {
         for (id, key) in &keys {
             let claimed = Arc::clone(&claimed);
-            let url = url.clone();
             scope.spawn(move || loop {
-                let run = poll(&url, key, &request(id, 5, vec![])).expect("poll");
+                let run = poll(url, key, &request(id, 5, vec![])).expect("poll");
                 if run.messages.is_empty() {
                     break;
                 }
@@ -642,6 +639,20 @@ fn two_runners_polling_at_once_get_disjoint_batches() {
     claimed.dedup();
     assert_eq!(claimed.len(), total, "a message was handed out twice");
     assert_eq!(claimed, ids, "every message handed out exactly once");
+}
+
+#[test]
+fn runners_polling_at_once_get_disjoint_batches_under_listen() {
+    let db = Db::new("disjoint_listen");
+    let server = Listen::start(&db.url, &[]);
+    check_disjoint_batches(&db, &server.url());
+}
+
+#[test]
+fn runners_polling_at_once_get_disjoint_batches_behind_lighttpd() {
+    let db = Db::new("disjoint_cgi");
+    let server = lighttpd(&db, &[]);
+    check_disjoint_batches(&db, &server.url("dispatch-cgi"));
 }
 
 #[test]
