@@ -962,6 +962,15 @@ fn tick_refuses_plain_http_to_a_remote_runner_unless_allowed() {
 }
 
 #[test]
+fn tick_with_an_invalid_database_url_exits_78_without_echoing_it() {
+    let out = common::run(
+        common::command(TICK).args(["--database-url", "postgres://u:s3cret@host:port/db"]),
+    );
+    common::assert_status(&out, 78);
+    assert!(!common::stderr(&out).contains("s3cret"));
+}
+
+#[test]
 fn tick_with_database_down_exits_69() {
     let port = common::free_port();
     let url = format!("postgres://postgres@127.0.0.1:{port}/nothing");

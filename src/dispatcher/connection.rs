@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
-
 /// Connection timeout when the URL sets none: a CGI request or a cron tick must not hang
 /// on an unreachable server.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -12,9 +10,17 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connects without TLS to the URL (or key=value string). Errors never include the URL,
 /// which may carry a password.
 pub fn connect(url: &str) -> anyhow::Result<postgres::Client> {
-    let mut config: postgres::Config = url
-        .parse()
-        .context("invalid database URL (check MAILRUN_DATABASE_URL or the config file)")?;
+    let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+        crate::cli::CliError::new(
+            crate::cli::EXIT_CONFIG,
+            format!(
+                "invalid database URL (check MAILRUN_DATABASE_URL or the config file): {e}{}",
+                std::error::Error::source(&e)
+                    .map(|cause| format!(": {cause}"))
+                    .unwrap_or_default()
+            ),
+        )
+    })?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
     }
