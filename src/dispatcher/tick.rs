@@ -147,7 +147,7 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
     summary.runners =
         outbound::parallel_map(&enabled, parallel, |runner| wake(&client, runner, queued));
 
-    // Recorded after all calls: the answers are facts even if one write fails.
+    // Recorded after all calls, on the one database connection (the calls ran in parallel).
     for contact in &summary.runners {
         if contact.status == "poll-only" {
             continue;
