@@ -1,1 +1,5 @@
 //! Runner side: state folder, spool and journal, poll, send and the SOAP endpoint.
+
+pub mod config;
+pub mod spool;
+pub mod state;
