@@ -1,7 +1,9 @@
 use std::process::ExitCode;
 
+use clap::Parser;
+
 fn main() -> ExitCode {
     mailrun::cli::run("runner-admin", || {
-        Err(mailrun::cli::CliError::not_yet_available("runner-admin").into())
+        mailrun::runner::admin::main(mailrun::runner::admin::Args::parse())
     })
 }

@@ -1,7 +1,9 @@
 use std::process::ExitCode;
 
+use clap::Parser;
+
 fn main() -> ExitCode {
     mailrun::cli::run("runner-cgi", || {
-        Err(mailrun::cli::CliError::not_yet_available("runner-cgi").into())
+        mailrun::runner::endpoint::main(mailrun::runner::endpoint::Args::parse())
     })
 }

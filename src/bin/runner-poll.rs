@@ -1,7 +1,9 @@
 use std::process::ExitCode;
 
+use clap::Parser;
+
 fn main() -> ExitCode {
     mailrun::cli::run("runner-poll", || {
-        Err(mailrun::cli::CliError::not_yet_available("runner-poll").into())
+        mailrun::runner::poll::main(mailrun::runner::poll::Args::parse())
     })
 }

@@ -1,7 +1,9 @@
 use std::process::ExitCode;
 
+use clap::Parser;
+
 fn main() -> ExitCode {
     mailrun::cli::run("runner-send", || {
-        Err(mailrun::cli::CliError::not_yet_available("runner-send").into())
+        mailrun::runner::send::main(mailrun::runner::send::Args::parse())
     })
 }

@@ -1,0 +1,230 @@
+//! `runner-send`: deliver every spooled batch over SMTP, journalling each outcome.
+//!
+//! Guarantees (docs/runner.md): an outcome is fsynced to the batch's journal before the
+//! next message starts, so a restart never resends a journalled message; no message
+//! starts at or after the local lease deadline (receipt + lease − safety margin, on this
+//! runner's clock), those are journalled as not attempted; a journal write failure (disk
+//! full) stops sending at once.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use clap::Parser;
+
+use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_DATA, EXIT_NO_WORK, EXIT_OK, EXIT_TEMPFAIL};
+use crate::protocol::codec::{self, Limits};
+use crate::protocol::{Body, JobRun, MessageResult, Outcome};
+use crate::runner::config::RunnerConfig;
+use crate::runner::spool::{self, Journal, SpooledBatch};
+use crate::runner::state::{now_unix, StateDir};
+use crate::smtp::Sender;
+
+/// Deliver every spooled batch over SMTP.
+#[derive(Debug, Parser)]
+#[command(
+    name = "runner-send",
+    version,
+    about = "Deliver every spooled batch over SMTP, journalling each outcome",
+    after_help = concat!(
+        "Exit status here: 0 messages were sent (or reported), 3 no spooled batch or another\n",
+        "run holds the lock, 65 a spooled batch is unreadable (moved aside as .rejected),\n",
+        "75 the journal could not be written (disk full?): sending stopped, 78 runner.toml\n",
+        "is missing, invalid or readable by others.\n\n",
+    ),
+    after_long_help = EXIT_CODES_HELP
+)]
+pub struct Args {
+    /// Runner state folder [default: $MAILRUN_RUNNER_DIR, else ~/.local/share/mailrun/runner]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Print one line per message to stderr.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+pub fn main(args: Args) -> Result<u8> {
+    let state = StateDir::locate(args.state_dir.as_deref())?;
+    let config = RunnerConfig::load(&state)?;
+    state.create()?;
+    let Some(_lock) = state.try_lock()? else {
+        if args.verbose {
+            eprintln!("runner-send: another run holds the lock");
+        }
+        return Ok(EXIT_NO_WORK);
+    };
+    let report = send_all(&state, &config, args.verbose)?;
+    Ok(if report.batches == 0 {
+        EXIT_NO_WORK
+    } else {
+        EXIT_OK
+    })
+}
+
+/// What one `send_all` did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SendReport {
+    pub batches: usize,
+    pub sent: usize,
+    pub deferred: usize,
+    pub failed: usize,
+    pub not_attempted: usize,
+}
+
+impl SendReport {
+    fn count(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Sent => self.sent += 1,
+            Outcome::Deferred => self.deferred += 1,
+            Outcome::Failed => self.failed += 1,
+            Outcome::NotAttempted => self.not_attempted += 1,
+        }
+    }
+}
+
+/// Delivers every spooled batch; the caller holds the state lock.
+pub fn send_all(state: &StateDir, config: &RunnerConfig, verbose: bool) -> Result<SendReport> {
+    spool::remove_orphans(state)?;
+    let mut report = SendReport::default();
+    let mut sender = Sender::new(config.settings.smtp_options());
+    let result = (|| {
+        for batch in spool::list_batches(state)? {
+            send_batch(state, config, &batch, &mut sender, &mut report, verbose)?;
+            report.batches += 1;
+        }
+        Ok(report)
+    })();
+    sender.close();
+    result
+}
+
+fn decode_batch(batch: &SpooledBatch) -> Result<JobRun> {
+    let bytes = batch.read_xml()?;
+    match codec::decode_with(&bytes, &Limits::RESPONSE) {
+        Ok(Body::JobRun(run)) if run.job_run_id == batch.id => Ok(run),
+        Ok(Body::JobRun(run)) => {
+            anyhow::bail!("holds batch {:?}, not {:?}", run.job_run_id, batch.id)
+        }
+        Ok(_) => anyhow::bail!("is not a JobRun"),
+        Err(fault) => anyhow::bail!("cannot be decoded: {fault}"),
+    }
+}
+
+fn send_batch(
+    state: &StateDir,
+    config: &RunnerConfig,
+    batch: &SpooledBatch,
+    sender: &mut Sender,
+    report: &mut SendReport,
+    verbose: bool,
+) -> Result<()> {
+    let run = match decode_batch(batch) {
+        Ok(run) => run,
+        Err(e) => {
+            // Without ids and lease tokens nothing can be reported: keep the file for
+            // the operator and let the dispatcher's lease expire (messages are requeued).
+            let aside = batch.xml.with_extension("xml.rejected");
+            std::fs::rename(&batch.xml, &aside)
+                .with_context(|| format!("cannot move {} aside", batch.xml.display()))?;
+            return Err(CliError::new(
+                EXIT_DATA,
+                format!(
+                    "spooled batch {} {e:#}; moved to {}",
+                    batch.id,
+                    aside.display()
+                ),
+            )
+            .into());
+        }
+    };
+    let meta = batch.read_meta()?;
+    let deadline = meta.deadline(config.settings.lease_safety_margin_seconds);
+    let mut journal = Journal::open(&batch.journal)?;
+    let done = journal.done();
+    let rate = config.settings.send_rate_per_second;
+    let interval = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
+    let mut last_start: Option<Instant> = None;
+
+    for msg in &run.messages {
+        if done.contains(&msg.id) {
+            continue; // journalled by an earlier run: never resend
+        }
+        if let (Some(interval), Some(last)) = (interval, last_start) {
+            let wait = interval.saturating_sub(last.elapsed());
+            let wait_secs = i64::try_from(wait.as_secs()).unwrap_or(i64::MAX);
+            if now_unix().saturating_add(wait_secs) < deadline {
+                std::thread::sleep(wait);
+            }
+        }
+        let result = if now_unix() >= deadline {
+            MessageResult {
+                job_run_id: run.job_run_id.clone(),
+                message_id: msg.id,
+                lease_token: msg.lease_token.clone(),
+                outcome: Outcome::NotAttempted,
+                smtp_code: None,
+                enhanced_status: None,
+                text: Some("local lease deadline passed before the message started".into()),
+                attempted_at: Utc::now(),
+                recipients: Vec::new(),
+            }
+        } else {
+            last_start = Some(Instant::now());
+            let attempted_at = Utc::now();
+            let d = sender.deliver(msg);
+            MessageResult {
+                job_run_id: run.job_run_id.clone(),
+                message_id: msg.id,
+                lease_token: msg.lease_token.clone(),
+                outcome: d.outcome,
+                smtp_code: d.smtp_code,
+                enhanced_status: d.enhanced_status,
+                text: d.text,
+                attempted_at,
+                recipients: d.recipients,
+            }
+        };
+        if verbose {
+            eprintln!(
+                "runner-send: batch {} message {}: {:?}{}{}",
+                run.job_run_id,
+                msg.id,
+                result.outcome,
+                result
+                    .smtp_code
+                    .map(|c| format!(" {c}"))
+                    .unwrap_or_default(),
+                result
+                    .text
+                    .as_deref()
+                    .map(|t| format!(" {t}"))
+                    .unwrap_or_default()
+            );
+        }
+        let outcome = result.outcome;
+        journal.append(result).map_err(|e| {
+            CliError::new(
+                EXIT_TEMPFAIL,
+                format!("sending stopped: {e:#}; the batch resumes on the next run"),
+            )
+        })?;
+        report.count(outcome);
+    }
+
+    // Everything in this batch has an outcome; report the journal in batch order.
+    let mut results: Vec<MessageResult> = Vec::with_capacity(run.messages.len());
+    for msg in &run.messages {
+        if let Some(r) = journal
+            .entries()
+            .iter()
+            .rev()
+            .find(|r| r.message_id == msg.id)
+        {
+            results.push(r.clone());
+        }
+    }
+    spool::finish_batch(state, batch, &results)
+        .map_err(|e| CliError::new(EXIT_TEMPFAIL, format!("{e:#}")))?;
+    Ok(())
+}
