@@ -551,6 +551,31 @@ fn lease_deadline_mid_batch_reports_the_rest_not_attempted() {
     assert_eq!(server.messages().len(), 1);
 }
 
+#[test]
+fn send_rate_limit_spaces_message_starts() {
+    // A lower bound only (the limiter sleeps between starts): 5 messages at 4 per
+    // second cannot all start within less than a second.
+    let server = SmtpServer::start(SmtpServerOptions::default());
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    set_setting(&state, "send_rate_per_second", "4.0");
+    let acct = smtp_account(server.port);
+    spool(
+        &state,
+        &job_run("jr-rate", 600, (1..=5).map(|i| message(i, &acct)).collect()),
+        now(),
+    );
+    let start = Instant::now();
+    assert_status(&run("runner-send", &state, &[]), 0);
+    assert!(
+        start.elapsed() >= Duration::from_millis(1000),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(server.messages().len(), 5);
+}
+
 /// Edits one `[settings]` value of runner.toml in place (keeping mode 0600).
 fn set_setting(state: &Path, name: &str, value: &str) {
     let path = state.join("runner.toml");

@@ -283,3 +283,37 @@ fn invalid_address_fails_without_connecting() {
     assert_eq!(d.outcome, Outcome::Failed);
     assert!(d.text.unwrap().contains("invalid To address"));
 }
+
+#[test]
+fn untrusted_starttls_certificate_is_not_downgraded_to_plain_text() {
+    let server = SmtpServer::start(SmtpServerOptions {
+        auth: true,
+        starttls_self_signed: true,
+        ..Default::default()
+    });
+    let mut acct = account(server.port, Security::StartTls);
+    acct.username = Some("user".into());
+    acct.password = Some("canary-Pa55word".into());
+    let d = Sender::new(options()).deliver(&message(40, acct));
+    assert_eq!(d.outcome, Outcome::Deferred, "{d:?}");
+    assert!(
+        d.text.as_deref().unwrap_or("").contains("STARTTLS"),
+        "{d:?}"
+    );
+    let verbs: Vec<String> = server.commands().into_iter().map(|c| c.verb).collect();
+    assert!(verbs.contains(&"STARTTLS".to_string()), "{verbs:?}");
+    assert!(
+        !verbs.iter().any(|v| v == "AUTH" || v == "MAIL"),
+        "{verbs:?}"
+    );
+    assert!(server.messages().is_empty());
+}
+
+#[test]
+fn implicit_tls_to_a_plain_server_sends_nothing() {
+    let server = SmtpServer::start(SmtpServerOptions::default());
+    let d = Sender::new(options()).deliver(&message(41, account(server.port, Security::Tls)));
+    assert_eq!(d.outcome, Outcome::Deferred, "{d:?}");
+    assert!(server.commands().iter().all(|c| c.verb != "MAIL"));
+    assert!(server.messages().is_empty());
+}

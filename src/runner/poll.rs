@@ -14,7 +14,8 @@ use anyhow::Result;
 use clap::Parser;
 
 use crate::cli::{
-    CliError, EXIT_CODES_HELP, EXIT_CONFIG, EXIT_DATA, EXIT_NO_WORK, EXIT_OK, EXIT_UNAVAILABLE,
+    CliError, EXIT_CODES_HELP, EXIT_CONFIG, EXIT_DATA, EXIT_NO_WORK, EXIT_OK, EXIT_TEMPFAIL,
+    EXIT_UNAVAILABLE,
 };
 use crate::protocol::codec::{self, Limits};
 use crate::protocol::{Body, FaultReason, JobRun, JobRunRequest, MessageResult, SOFTWARE_VERSION};
@@ -227,7 +228,11 @@ pub fn poll_once(
                     received_at,
                     lease_seconds: run.lease_seconds,
                 },
-            )?;
+            )
+            .map_err(|e| {
+                // The dispatcher re-queues the batch when its lease expires.
+                CliError::new(EXIT_TEMPFAIL, format!("cannot spool the batch: {e:#}"))
+            })?;
         }
         PollOutcome::Spooled {
             job_run_id: run.job_run_id.clone(),

@@ -27,13 +27,16 @@ use crate::smtp::Sender;
     name = "runner-send",
     version,
     about = "Deliver every spooled batch over SMTP, journalling each outcome",
-    after_help = concat!(
-        "Exit status here: 0 messages were sent (or reported), 3 no spooled batch or another\n",
-        "run holds the lock, 65 a spooled batch is unreadable (moved aside as .rejected),\n",
-        "75 the journal could not be written (disk full?): sending stopped, 78 runner.toml\n",
-        "is missing, invalid or readable by others.\n\n",
-    ),
-    after_long_help = EXIT_CODES_HELP
+    long_about = "Deliver every spooled batch over SMTP, journalling each outcome (fsync) \
+before the next message starts. A restart resumes from the journal and never resends a \
+journalled message; no message starts after the batch's local lease deadline (receipt + \
+lease - lease_safety_margin_seconds); those are reported as not attempted. Finished \
+batches move to outbox/ for the next runner-poll.\n\n\
+Exit status: 0 batches were delivered, 3 no spooled batch (or another run holds the \
+lock), 65 a spooled batch is unreadable (moved aside as .xml.rejected; the others are \
+still sent), 75 the journal or outbox could not be written (disk full?): sending stopped, \
+78 runner.toml is missing, invalid or readable by others.",
+    after_help = EXIT_CODES_HELP
 )]
 pub struct Args {
     /// Runner state folder [default: $MAILRUN_RUNNER_DIR, else ~/.local/share/mailrun/runner]
@@ -89,11 +92,22 @@ pub fn send_all(state: &StateDir, config: &RunnerConfig, verbose: bool) -> Resul
     let mut report = SendReport::default();
     let mut sender = Sender::new(config.settings.smtp_options());
     let result = (|| {
+        // An unreadable batch does not hold up the others; it is reported at the end.
+        let mut rejected: Option<anyhow::Error> = None;
         for batch in spool::list_batches(state)? {
-            send_batch(state, config, &batch, &mut sender, &mut report, verbose)?;
-            report.batches += 1;
+            match send_batch(state, config, &batch, &mut sender, &mut report, verbose) {
+                Ok(()) => report.batches += 1,
+                Err(e) if crate::cli::exit_code_of(&e) == EXIT_DATA => {
+                    eprintln!("runner-send: {e:#}");
+                    rejected.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(report)
+        match rejected {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
     })();
     sender.close();
     result

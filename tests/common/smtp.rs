@@ -22,6 +22,8 @@ pub struct SmtpServerOptions {
     pub delay: f64,
     /// Offer AUTH over plain text and accept any credentials.
     pub auth: bool,
+    /// Offer STARTTLS with a fresh self-signed certificate (which clients must refuse).
+    pub starttls_self_signed: bool,
 }
 
 /// One message the server accepted.
@@ -109,6 +111,21 @@ impl SmtpServer {
         }
         if options.auth {
             cmd.arg("--auth");
+        }
+        if options.starttls_self_signed {
+            let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            let out = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                ])
+                .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .output()
+                .unwrap_or_else(|e| panic!("openssl not found ({e}): run scripts/test-setup.sh"));
+            assert!(out.status.success(), "openssl req failed");
+            cmd.arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key);
         }
         let mut child = cmd.spawn().expect("start smtp_server.py");
         wait_for_port(port, &mut child);

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import sys
 
 from aiosmtpd.smtp import SMTP, AuthResult
@@ -29,6 +30,8 @@ def main():
     p.add_argument("--drop-on-data", action="store_true", help="close instead of answering DATA")
     p.add_argument("--delay", type=float, default=0.0, help="seconds to wait before answering DATA")
     p.add_argument("--auth", action="store_true", help="offer AUTH over plain text, accept any login")
+    p.add_argument("--tls-cert", help="offer STARTTLS with this certificate (PEM)")
+    p.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
     args = p.parse_args()
 
     record = open(args.record, "a", encoding="utf-8")
@@ -91,10 +94,17 @@ def main():
     def authenticator(server, session, envelope, mechanism, auth_data):
         return AuthResult(success=True)
 
+    tls_context = None
+    if args.tls_cert:
+        tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls_context.load_cert_chain(args.tls_cert, args.tls_key)
+
     def factory():
         kwargs = {}
         if args.auth:
             kwargs = dict(authenticator=authenticator, auth_require_tls=False)
+        if tls_context is not None:
+            kwargs["tls_context"] = tls_context
         return Recording(Handler(), hostname="test.invalid", **kwargs)
 
     loop = asyncio.new_event_loop()
