@@ -189,6 +189,18 @@ impl Sender {
     }
 
     fn open(&self, account: &SmtpAccount) -> Result<SmtpConnection, Delivery> {
+        // Decided before connecting: credentials never cross the network in clear.
+        let has_credentials = account.username.is_some() && account.password.is_some();
+        if has_credentials && account.security == Security::None && !is_loopback(&account.host) {
+            return Err(Delivery::whole(
+                Outcome::Deferred,
+                None,
+                format!(
+                    "refusing to send credentials in clear text to {} (use security starttls or tls)",
+                    account.host
+                ),
+            ));
+        }
         let server = (account.host.as_str(), account.port);
         let tls = || {
             TlsParameters::new(account.host.clone()).map_err(|e| {
@@ -236,17 +248,6 @@ impl Sender {
             }
         }
         if let (Some(user), Some(password)) = (&account.username, &account.password) {
-            if !conn.is_encrypted() && !is_loopback(&account.host) {
-                conn.abort();
-                return Err(Delivery::whole(
-                    Outcome::Deferred,
-                    None,
-                    format!(
-                        "refusing to send credentials in clear text to {} (use security starttls or tls)",
-                        account.host
-                    ),
-                ));
-            }
             let credentials = Credentials::new(user.clone(), password.clone());
             // Authentication problems are the account's, not the message's: defer.
             if let Err(e) = conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials) {
