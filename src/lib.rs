@@ -9,3 +9,4 @@ pub mod dispatcher;
 pub mod protocol;
 pub mod runner;
 pub mod smtp;
+pub mod web;

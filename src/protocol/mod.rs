@@ -2,8 +2,11 @@
 //! HMAC request/response signing rule. No HTTP here; `protocol/` at the top of the
 //! repository (WSDL, XSD, examples) is the contract this module follows.
 
+pub mod codec;
+pub mod limits;
 pub mod sign;
 pub mod types;
+mod xml;
 
 pub use types::*;
 

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh Debian 12 machine that has Rust:
+# PostgreSQL (server binaries; the tests make their own private cluster with initdb),
+# Postfix's smtp-sink and a scripted aiosmtpd (real SMTP servers), lighttpd (real CGI),
+# xmllint (XSD validation) and zeep (a SOAP client mailrun did not write).
+# Idempotent: a second run installs nothing new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(postgresql libxml2-utils postfix lighttpd python3 python3-venv ca-certificates)
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test-setup: installing ${missing[*]}" >&2
+  # Postfix is only here for smtp-sink/smtp-source: do not configure a local MTA.
+  echo "postfix postfix/main_mailer_type select No configuration" | as_root debconf-set-selections
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Python tools in a project-local virtualenv (Debian's pip refuses system-wide installs).
+VENV=.venv-test
+PY_PACKAGES=(zeep==4.3.1 aiosmtpd==1.4.6 requests)
+if [ ! -x "$VENV/bin/python3" ]; then
+  /usr/bin/python3 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python3" -c "import zeep, aiosmtpd, requests" 2>/dev/null; then
+  echo "test-setup: installing ${PY_PACKAGES[*]} into $VENV" >&2
+  "$VENV/bin/python3" -m pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+fi
+
+for tool in xmllint lighttpd /usr/sbin/smtp-sink; do
+  command -v "$tool" >/dev/null || { echo "test-setup: $tool still missing" >&2; exit 1; }
+done
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "test-setup: initdb missing" >&2; exit 1; }
+echo "test-setup: ready" >&2

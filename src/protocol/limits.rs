@@ -1,0 +1,60 @@
+//! Parse limits: how much untrusted XML the codec reads before refusing it.
+//!
+//! Every limit is checked while streaming, before anything proportional to the excess
+//! is built, so a hostile peer cannot make the receiver allocate or recurse without bound.
+
+/// Bounds applied by [`crate::protocol::codec::decode_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Whole envelope, in bytes (checked first, before parsing).
+    pub max_bytes: usize,
+    /// Element nesting; the `soap:Envelope` is depth 1. Our messages need 7.
+    pub max_depth: usize,
+    /// Elements in the whole document.
+    pub max_elements: usize,
+    /// Attributes (namespace declarations included) on one element.
+    pub max_attributes: usize,
+    /// Decoded text of one element (or one attribute value), in bytes.
+    pub max_text_bytes: usize,
+}
+
+impl Limits {
+    /// For envelopes from the dispatcher to a runner (JobRun): a batch of 1000 messages
+    /// with 50 KB bodies and attachments fits comfortably.
+    pub const RESPONSE: Limits = Limits {
+        max_bytes: 128 * 1024 * 1024,
+        max_depth: 32,
+        max_elements: 2_000_000,
+        max_attributes: 32,
+        // One attachment of up to 48 MiB (64 MiB of base64).
+        max_text_bytes: 64 * 1024 * 1024,
+    };
+
+    /// For requests a receiver answers without having asked for them (JobRunRequest at
+    /// the dispatcher, JobRunnerReady and JobRunnerConfigUpdate at a runner): results
+    /// of a 1000-message batch with per-recipient outcomes fit, little else does.
+    pub const REQUEST: Limits = Limits {
+        max_bytes: 8 * 1024 * 1024,
+        max_depth: 32,
+        max_elements: 200_000,
+        max_attributes: 32,
+        max_text_bytes: 64 * 1024,
+    };
+
+    /// The limits for inbound requests ([`Limits::REQUEST`]).
+    pub const fn for_request() -> Limits {
+        Limits::REQUEST
+    }
+
+    /// The limits for responses and spooled batches ([`Limits::RESPONSE`]).
+    pub const fn for_response() -> Limits {
+        Limits::RESPONSE
+    }
+}
+
+impl Default for Limits {
+    /// Generous enough for any JobRun the dispatcher sends ([`Limits::RESPONSE`]).
+    fn default() -> Limits {
+        Limits::RESPONSE
+    }
+}
