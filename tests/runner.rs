@@ -769,13 +769,19 @@ fn poll_spools_batches_reports_results_and_respects_the_ready_marker() {
     assert!(dispatcher.requests().is_empty());
 
     std::fs::write(state.join("ready"), "hint\n").unwrap();
-    let out = run("runner-poll", &state, &[]);
+    let out = run("runner-poll", &state, &["--json"]);
     assert_status(&out, 0);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["outcome"], "spooled");
+    assert_eq!(json["messages"], 2);
     let xml = std::fs::read(state.join("spool/jr-a.xml")).unwrap();
     assert!(matches!(codec::decode(&xml), Ok(Body::JobRun(r)) if r.messages.len() == 2));
     assert!(state.join("spool/jr-a.meta").exists());
 
-    assert_status(&run("runner-send", &state, &[]), 0);
+    let out = run("runner-send", &state, &["--json"]);
+    assert_status(&out, 0);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["sent"], 2);
     assert_eq!(outbox(&state).len(), 2);
 
     // The next poll carries both results; the dispatcher acknowledges them.

@@ -57,6 +57,9 @@ pub struct Args {
     /// Print what happened to stderr.
     #[arg(long, short)]
     pub verbose: bool,
+    /// Print the outcome as JSON to stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn main(args: Args) -> Result<u8> {
@@ -72,6 +75,11 @@ pub fn main(args: Args) -> Result<u8> {
     let outcome = poll_once(&state, &config, &PollOptions::from_args(&args))?;
     if args.verbose {
         eprintln!("runner-poll: {outcome}");
+    }
+    if args.json {
+        let json = serde_json::to_string(&outcome)
+            .map_err(|e| anyhow::anyhow!("cannot serialise the outcome: {e}"))?;
+        println!("{json}");
     }
     Ok(match outcome {
         PollOutcome::Spooled { .. } => EXIT_OK,
@@ -99,7 +107,8 @@ impl PollOptions {
 }
 
 /// What one poll did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum PollOutcome {
     /// A batch is in the spool.
     Spooled {

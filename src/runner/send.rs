@@ -45,6 +45,9 @@ pub struct Args {
     /// Print one line per message to stderr.
     #[arg(long, short)]
     pub verbose: bool,
+    /// Print a JSON summary (batches, sent, deferred, failed, not_attempted) to stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn main(args: Args) -> Result<u8> {
@@ -58,6 +61,12 @@ pub fn main(args: Args) -> Result<u8> {
         return Ok(EXIT_NO_WORK);
     };
     let report = send_all(&state, &config, args.verbose)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).context("cannot serialise report")?
+        );
+    }
     Ok(if report.batches == 0 {
         EXIT_NO_WORK
     } else {
@@ -66,7 +75,7 @@ pub fn main(args: Args) -> Result<u8> {
 }
 
 /// What one `send_all` did.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct SendReport {
     pub batches: usize,
     pub sent: usize,
