@@ -49,16 +49,21 @@ pub struct SmtpServer {
     _dir: tempfile::TempDir,
 }
 
+/// python3 that can import aiosmtpd: the test-setup virtualenv first, then PATH.
 fn python() -> PathBuf {
-    let out = Command::new("python3")
-        .args(["-c", "import aiosmtpd"])
-        .output()
-        .unwrap_or_else(|e| panic!("python3 not found ({e}): run scripts/test-setup.sh"));
-    assert!(
-        out.status.success(),
-        "python3 cannot import aiosmtpd: run scripts/test-setup.sh (pip install aiosmtpd)"
-    );
-    PathBuf::from("python3")
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin/python3");
+    for candidate in [venv, PathBuf::from("python3")] {
+        let ok = Command::new(&candidate)
+            .args(["-c", "import aiosmtpd"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return candidate;
+        }
+    }
+    panic!("python3 with aiosmtpd not found: run scripts/test-setup.sh");
 }
 
 fn wait_for_port(port: u16, child: &mut Child) {
