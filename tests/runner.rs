@@ -1132,7 +1132,9 @@ fn cgi_ready_starts_a_detached_cycle_that_delivers() {
         queued: 1,
     });
     let (_, answer, _) = call(&cgi.url, &key(), &ready);
-    assert!(matches!(answer, Body::JobRunnerReadyResponse(r) if r.status == ReadyStatus::Accepted));
+    assert!(
+        matches!(&answer, Body::JobRunnerReadyResponse(r) if r.status == ReadyStatus::Accepted)
+    );
     // Safety bound only: delivery normally starts within a second.
     let start = Instant::now();
     while dispatcher.requests().len() < 2 || !outbox(&state).is_empty() {
@@ -1144,4 +1146,120 @@ fn cgi_ready_starts_a_detached_cycle_that_delivers() {
     }
     assert_eq!(server.messages().len(), 1);
     assert_eq!(dispatcher.requests()[1].results.len(), 1);
+}
+
+/// Runs runner-cgi the way a web server does (RFC 3875: meta-variables in the
+/// environment, body on stdin) and splits its output into status, headers and body.
+fn cgi_request(
+    state: &Path,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::Write;
+    let mut cmd = bin("runner-cgi");
+    cmd.env("MAILRUN_RUNNER_DIR", state)
+        .env("GATEWAY_INTERFACE", "CGI/1.1")
+        .env("REQUEST_METHOD", "POST")
+        .env("REQUEST_URI", "/cgi-bin/runner-cgi")
+        .env("SCRIPT_NAME", "/cgi-bin/runner-cgi")
+        .env("CONTENT_TYPE", codec::CONTENT_TYPE)
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .arg("--no-start")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in headers {
+        cmd.env(
+            format!("HTTP_{}", name.to_ascii_uppercase().replace('-', "_")),
+            value,
+        );
+    }
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let raw = out.stdout;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4))
+        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)))
+        .unwrap_or_else(|| panic!("no CGI header block: {}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split.0]).into_owned();
+    let mut status = 200;
+    let mut hdrs = Vec::new();
+    for line in head.lines() {
+        let (n, v) = line.split_once(':').unwrap();
+        if n.eq_ignore_ascii_case("status") {
+            status = v.trim()[..3].parse().unwrap();
+        } else {
+            hdrs.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    (status, hdrs, raw[split.0 + split.1..].to_vec())
+}
+
+#[test]
+fn cgi_mode_answers_one_signed_request_with_a_signed_response() {
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    let body = codec::encode(&Body::JobRunnerReady(JobRunnerReady {
+        runner_id: "r1".into(),
+        queued: 3,
+    }));
+    let action = "urn:mailrun:soap:v1#JobRunnerReady";
+    let sig = sign::sign(&key(), "POST", "/cgi-bin/runner-cgi", action, &body);
+    let mut headers: Vec<(String, String)> = sig
+        .to_headers()
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v))
+        .collect();
+    headers.push(("SOAPAction".into(), format!("\"{action}\"")));
+    let (status, resp_headers, resp_body) = cgi_request(&state, &headers, &body);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp_body));
+    let answer = codec::decode(&resp_body).unwrap();
+    assert!(
+        matches!(&answer, Body::JobRunnerReadyResponse(r) if r.status == ReadyStatus::Accepted)
+    );
+    let get = |n: &str| {
+        resp_headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
+    let rsig = sign::Signature::from_headers(get).expect("response is signed");
+    sign::verify(
+        &[key()],
+        &rsig,
+        "RESPONSE",
+        "/cgi-bin/runner-cgi",
+        codec::soap_action(&answer),
+        &resp_body,
+        now(),
+    )
+    .expect("response signature verifies");
+    assert!(state.join("ready").exists());
+
+    // A group-readable runner.toml: the peer gets a fault, nothing changes.
+    std::fs::remove_file(state.join("ready")).unwrap();
+    std::fs::set_permissions(
+        state.join("runner.toml"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let sig = sign::sign(&key(), "POST", "/cgi-bin/runner-cgi", action, &body);
+    let mut headers: Vec<(String, String)> = sig
+        .to_headers()
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v))
+        .collect();
+    headers.push(("SOAPAction".into(), format!("\"{action}\"")));
+    let (status, _, resp_body) = cgi_request(&state, &headers, &body);
+    assert_eq!(status, 500);
+    assert_eq!(
+        fault_reason(&codec::decode(&resp_body).unwrap()),
+        FaultReason::Internal
+    );
+    assert!(!state.join("ready").exists());
 }

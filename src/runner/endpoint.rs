@@ -61,19 +61,26 @@ pub struct Args {
 
 pub fn main(args: Args) -> Result<u8> {
     let state = StateDir::locate(args.state_dir.as_deref())?;
-    // Refuse to serve at all with a missing or unsafe runner.toml.
-    RunnerConfig::load(&state)?;
+    // A missing or unsafe runner.toml: --listen refuses to start; a CGI run still answers
+    // (an Internal fault, so the peer is not left with a bare 500) and then fails, the
+    // reason going to the web server's error log.
+    let config_check = RunnerConfig::load(&state);
     let endpoint = Endpoint {
         state,
         start_cycle: !args.no_start,
     };
     match &args.listen {
-        Some(addr) => web::listen::serve(addr, move |req| endpoint.handle(req), MAX_REQUEST_BYTES)
-            .map_err(|e| {
-                CliError::new(EXIT_UNAVAILABLE, format!("cannot listen on {addr}: {e}"))
-            })?,
-        None => web::cgi::serve_once(&|req| endpoint.handle(req), MAX_REQUEST_BYTES)
-            .context("cannot answer the CGI request")?,
+        Some(addr) => {
+            config_check?;
+            web::listen::serve(addr, move |req| endpoint.handle(req), MAX_REQUEST_BYTES).map_err(
+                |e| CliError::new(EXIT_UNAVAILABLE, format!("cannot listen on {addr}: {e}")),
+            )?
+        }
+        None => {
+            web::cgi::serve_once(&|req| endpoint.handle(req), MAX_REQUEST_BYTES)
+                .context("cannot answer the CGI request")?;
+            config_check?;
+        }
     }
     Ok(EXIT_OK)
 }
