@@ -175,6 +175,9 @@ pub fn poll_once(
         allow_plain_http: config.allow_plain_http,
         max_response_bytes: MAX_RESPONSE_BYTES,
     });
+    // The lease clock starts before the request leaves: the dispatcher's lease cannot
+    // have started earlier, so the local deadline never lies after the real one.
+    let requested_at = now_unix();
     let response = client
         .post_signed(
             &config.dispatcher_url,
@@ -183,7 +186,6 @@ pub fn poll_once(
             &body,
         )
         .map_err(|e| CliError::new(e.exit_code(), format!("dispatcher: {e}")))?;
-    let received_at = now_unix();
     let run = match codec::decode_with(&response.body, &Limits::RESPONSE) {
         Ok(Body::JobRun(run)) if response.status == 200 && response.authenticated => run,
         Ok(Body::Fault(fault)) => {
@@ -234,7 +236,7 @@ pub fn poll_once(
                 &run.job_run_id,
                 &response.body,
                 BatchMeta {
-                    received_at,
+                    received_at: requested_at,
                     lease_seconds: run.lease_seconds,
                 },
             )
