@@ -1263,3 +1263,49 @@ fn cgi_mode_answers_one_signed_request_with_a_signed_response() {
     );
     assert!(!state.join("ready").exists());
 }
+
+#[test]
+fn key_rotation_accepts_both_keys_inbound_until_the_old_one_is_dropped() {
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    let new_key = SigningKey {
+        key_id: "k2".into(),
+        secret: [8u8; 32],
+    };
+    let out = run(
+        "runner-admin",
+        &state,
+        &[
+            "rotate-key",
+            "--key-id",
+            "k2",
+            "--key",
+            &new_key.secret_hex(),
+        ],
+    );
+    assert_status(&out, 0);
+    let mode = std::fs::metadata(state.join("runner.toml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let cgi = listen(&state, &["--no-start"]);
+    let ready = Body::JobRunnerReady(JobRunnerReady {
+        runner_id: "r1".into(),
+        queued: 1,
+    });
+    for k in [key(), new_key.clone()] {
+        let (status, _, authenticated) = call(&cgi.url, &k, &ready);
+        assert_eq!(status, 200, "key {}", k.key_id);
+        assert!(authenticated);
+    }
+    assert_status(&run("runner-admin", &state, &["drop-previous-key"]), 0);
+    let (status, answer, _) = call(&cgi.url, &key(), &ready);
+    assert_eq!(status, 500);
+    assert_eq!(fault_reason(&answer), FaultReason::BadSignature);
+    let (status, _, _) = call(&cgi.url, &new_key, &ready);
+    assert_eq!(status, 200);
+    // Nothing left to drop.
+    assert_status(&run("runner-admin", &state, &["drop-previous-key"]), 3);
+}

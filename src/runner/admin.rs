@@ -2,7 +2,7 @@
 //! (poll, send, poll again...) that cron and runner-cgi start.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -16,7 +16,7 @@ use crate::runner::config::{RunnerConfig, Settings};
 use crate::runner::poll::{self, PollOptions, PollOutcome};
 use crate::runner::send;
 use crate::runner::spool::{self, Journal};
-use crate::runner::state::StateDir;
+use crate::runner::state::{ConfigLock, StateDir};
 
 /// Manage a runner's state folder and run delivery cycles.
 #[derive(Debug, Parser)]
@@ -54,6 +54,24 @@ dispatcher is unreachable or timed out, 65 it answered something invalid, 75 the
 could not be written, 78 configuration error."
     )]
     Cycle(CycleArgs),
+    /// Switch to a new signing key; the old one stays accepted on inbound requests until
+    /// `drop-previous-key` (rotate at the dispatcher too).
+    RotateKey(RotateKeyArgs),
+    /// Stop accepting the previous key.
+    DropPreviousKey,
+}
+
+#[derive(Debug, Parser)]
+pub struct RotateKeyArgs {
+    /// The id of the new key.
+    #[arg(long, value_name = "KID")]
+    pub key_id: String,
+    /// The new key as 64 hex characters (prefer --key-file).
+    #[arg(long, value_name = "HEX", conflicts_with = "key_file")]
+    pub key: Option<String>,
+    /// Read the new key from this file, or from stdin with `-`.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Parser)]
@@ -110,26 +128,66 @@ pub fn main(args: Args) -> Result<u8> {
         Command::Init(a) => init(&state, a),
         Command::Status(a) => status(&state, a),
         Command::Cycle(a) => cycle(&state, a),
+        Command::RotateKey(a) => rotate_key(&state, a),
+        Command::DropPreviousKey => drop_previous_key(&state),
     }
 }
 
-fn init(state: &StateDir, args: InitArgs) -> Result<u8> {
-    let key = match (&args.key, &args.key_file) {
-        (Some(k), None) => k.trim().to_string(),
-        (None, Some(path)) => {
+/// The key from `--key` or `--key-file` (`-` = stdin), trimmed and lowercased.
+fn read_key(key: Option<&str>, key_file: Option<&Path>) -> Result<String> {
+    let text = match (key, key_file) {
+        (Some(k), None) => k.to_string(),
+        (None, Some(path)) if path.as_os_str() == "-" => {
             let mut text = String::new();
-            if path.as_os_str() == "-" {
-                std::io::stdin()
-                    .read_to_string(&mut text)
-                    .context("cannot read the key from stdin")?;
-            } else {
-                text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read key file {}", path.display()))?;
-            }
-            text.trim().to_string()
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read the key from stdin")?;
+            text
         }
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read key file {}", path.display()))?,
         _ => return Err(CliError::new(EXIT_USAGE, "give the key with --key or --key-file").into()),
     };
+    Ok(text.trim().to_ascii_lowercase())
+}
+
+fn rotate_key(state: &StateDir, args: RotateKeyArgs) -> Result<u8> {
+    let key = read_key(args.key.as_deref(), args.key_file.as_deref())?;
+    let _guard = ConfigLock::take(state)?;
+    let mut config = RunnerConfig::load(state)?;
+    if args.key_id == config.key_id {
+        return Err(CliError::new(
+            EXIT_USAGE,
+            format!(
+                "the new key needs a new key id (current: {:?})",
+                config.key_id
+            ),
+        )
+        .into());
+    }
+    config.previous_key_id = Some(std::mem::replace(&mut config.key_id, args.key_id));
+    config.previous_key = Some(std::mem::replace(&mut config.key, key));
+    config
+        .validate()
+        .map_err(|e| CliError::new(EXIT_USAGE, e))?;
+    config.save(state)?;
+    Ok(EXIT_OK)
+}
+
+fn drop_previous_key(state: &StateDir) -> Result<u8> {
+    let _guard = ConfigLock::take(state)?;
+    let mut config = RunnerConfig::load(state)?;
+    if config.previous_key.is_none() {
+        return Ok(EXIT_NO_WORK);
+    }
+    config.previous_key_id = None;
+    config.previous_key = None;
+    config.save(state)?;
+    Ok(EXIT_OK)
+}
+
+fn init(state: &StateDir, args: InitArgs) -> Result<u8> {
+    let key = read_key(args.key.as_deref(), args.key_file.as_deref())?;
     let existing = state.config_path().exists();
     if existing && !args.force {
         return Err(CliError::new(
@@ -152,7 +210,7 @@ fn init(state: &StateDir, args: InitArgs) -> Result<u8> {
         runner_id: args.runner_id,
         dispatcher_url: args.dispatcher_url,
         key_id: args.key_id,
-        key: key.to_ascii_lowercase(),
+        key,
         previous_key_id: None,
         previous_key: None,
         allow_plain_http: args.allow_plain_http,

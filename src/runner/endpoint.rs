@@ -7,8 +7,6 @@
 //! Answers are signed with the key the request was signed with; faults before a key is
 //! known go out unsigned.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,7 +23,7 @@ use crate::protocol::{
 };
 use crate::runner::config::RunnerConfig;
 use crate::runner::nonces;
-use crate::runner::state::{now_unix, write_atomic, StateDir};
+use crate::runner::state::{now_unix, write_atomic, ConfigLock, StateDir};
 use crate::web::{self, Request, Response};
 
 /// Largest request body accepted (JobRunnerReady and JobRunnerConfigUpdate are small).
@@ -213,14 +211,7 @@ impl Endpoint {
         update: &JobRunnerConfigUpdate,
     ) -> Result<Body, Fault> {
         // Serialise updates so two pushes cannot interleave read-modify-write.
-        let lock_path = self.state.root().join("config.lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .and_then(|f| f.lock().map(|()| f))
+        let lock = ConfigLock::take(&self.state)
             .map_err(|_| Fault::new(FaultReason::Internal, "cannot lock the configuration"))?;
         let mut config = RunnerConfig::load(&self.state)
             .map_err(|_| Fault::new(FaultReason::Internal, "runner is not configured"))?;

@@ -121,6 +121,27 @@ impl StateDir {
     }
 }
 
+/// Serialises read-modify-write of runner.toml (config updates, key rotation); blocks.
+pub struct ConfigLock {
+    _file: File,
+}
+
+impl ConfigLock {
+    pub fn take(state: &StateDir) -> Result<ConfigLock> {
+        let path = state.root().join("config.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        file.lock()
+            .with_context(|| format!("cannot lock {}", path.display()))?;
+        Ok(ConfigLock { _file: file })
+    }
+}
+
 /// Held while a poll, send or cycle runs; released when dropped (or the process dies).
 pub struct StateLock {
     _file: File,
