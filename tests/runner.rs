@@ -1309,3 +1309,59 @@ fn key_rotation_accepts_both_keys_inbound_until_the_old_one_is_dropped() {
     // Nothing left to drop.
     assert_status(&run("runner-admin", &state, &["drop-previous-key"]), 3);
 }
+
+#[test]
+fn cycle_stops_at_its_time_budget_and_when_the_dispatcher_is_silent() {
+    let dispatcher = TestDispatcher::start(key());
+    let server = SmtpServer::start(SmtpServerOptions::default());
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    init_runner(&state, &dispatcher.url);
+    let acct = smtp_account(server.port);
+    // A batch left by an interrupted run, and more work waiting at the dispatcher.
+    spool(
+        &state,
+        &job_run("jr-left", 600, vec![message(1, &acct)]),
+        now(),
+    );
+    dispatcher.push(job_run("jr-more", 600, vec![message(2, &acct)]));
+
+    // No time at all: deliver the leftover, report it, ask for nothing new.
+    let out = run(
+        "runner-admin",
+        &state,
+        &["cycle", "--force", "--max-seconds", "0"],
+    );
+    assert_status(&out, 0);
+    assert_eq!(server.messages().len(), 1);
+    let reqs = dispatcher.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].capacity, 0);
+    assert_eq!(reqs[0].results.len(), 1);
+    assert!(outbox(&state).is_empty());
+
+    // A silent dispatcher: leftovers are still delivered, then exit 69.
+    let dir2 = common::temp_dir();
+    let state2 = dir2.path().join("state");
+    init_runner(
+        &state2,
+        &format!("http://127.0.0.1:{}/dispatch", common::free_port()),
+    );
+    spool(
+        &state2,
+        &job_run("jr-left2", 600, vec![message(3, &acct)]),
+        now(),
+    );
+    let out = run(
+        "runner-admin",
+        &state2,
+        &["cycle", "--force", "--timeout", "5"],
+    );
+    assert_status(&out, 69);
+    assert_eq!(server.messages().len(), 2);
+    assert_eq!(
+        outbox(&state2).len(),
+        1,
+        "the result waits for the next poll"
+    );
+}
