@@ -18,7 +18,7 @@ use crate::protocol::codec::{self, Limits};
 use crate::protocol::{Body, JobRun, MessageResult, Outcome};
 use crate::runner::config::RunnerConfig;
 use crate::runner::spool::{self, Journal, SpooledBatch};
-use crate::runner::state::{now_unix, StateDir};
+use crate::runner::state::StateDir;
 use crate::smtp::Sender;
 
 /// Deliver every spooled batch over SMTP.
@@ -173,14 +173,18 @@ fn send_batch(
         if done.contains(&msg.id) {
             continue; // journalled by an earlier run: never resend
         }
-        if let (Some(interval), Some(last)) = (interval, last_start) {
-            let wait = interval.saturating_sub(last.elapsed());
-            let wait_secs = i64::try_from(wait.as_secs()).unwrap_or(i64::MAX);
-            if now_unix().saturating_add(wait_secs) < deadline {
-                std::thread::sleep(wait);
-            }
+        // The rate limit may delay a start; a start delayed past the deadline is no start.
+        let wait = match (interval, last_start) {
+            (Some(interval), Some(last)) => interval.saturating_sub(last.elapsed()),
+            _ => Duration::ZERO,
+        };
+        let deadline_ms = deadline.saturating_mul(1000);
+        let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+        let in_time = Utc::now().timestamp_millis().saturating_add(wait_ms) < deadline_ms;
+        if in_time && !wait.is_zero() {
+            std::thread::sleep(wait);
         }
-        let result = if now_unix() >= deadline {
+        let result = if !in_time || Utc::now().timestamp_millis() >= deadline_ms {
             MessageResult {
                 job_run_id: run.job_run_id.clone(),
                 message_id: msg.id,
