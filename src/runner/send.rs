@@ -29,7 +29,7 @@ use crate::smtp::Sender;
     about = "Deliver every spooled batch over SMTP, journalling each outcome",
     long_about = "Deliver every spooled batch over SMTP, journalling each outcome (fsync) \
 before the next message starts. A restart resumes from the journal and never resends a \
-journalled message; no message starts after the batch's local lease deadline (receipt + \
+journalled message; no message starts after the batch's local lease deadline (request time + \
 lease - lease_safety_margin_seconds); those are reported as not attempted. Finished \
 batches move to outbox/ for the next runner-poll.\n\n\
 Exit status: 0 batches were delivered, 3 no spooled batch (or another run holds the \
