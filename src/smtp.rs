@@ -398,6 +398,7 @@ fn transaction(conn: &mut SmtpConnection, msg: &BuiltMessage, options: &SmtpOpti
         params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
     if let Err(e) = conn.command(Mail::new(Some(msg.sender.clone()), params)) {
+        drop_if_desynchronised(conn, &e);
         return Delivery::from_error(&e, "MAIL FROM refused");
     }
     let mut recipients = Vec::with_capacity(msg.recipients.len());
@@ -421,7 +422,10 @@ fn transaction(conn: &mut SmtpConnection, msg: &BuiltMessage, options: &SmtpOpti
                 });
             }
             // The connection failed: nothing was accepted for delivery.
-            Err(e) => return Delivery::from_error(&e, "RCPT TO"),
+            Err(e) => {
+                drop_if_desynchronised(conn, &e);
+                return Delivery::from_error(&e, "RCPT TO");
+            }
         }
     }
     let accepted = recipients
@@ -465,6 +469,7 @@ fn transaction(conn: &mut SmtpConnection, msg: &BuiltMessage, options: &SmtpOpti
         d
     };
     if let Err(e) = conn.command(Data) {
+        drop_if_desynchronised(conn, &e);
         return after_data(&e, "DATA refused", recipients);
     }
     if let Err(e) = conn.set_timeout(Some(options.data_timeout)) {
@@ -485,7 +490,24 @@ fn transaction(conn: &mut SmtpConnection, msg: &BuiltMessage, options: &SmtpOpti
                 recipients: if refused_some { recipients } else { Vec::new() },
             }
         }
-        Err(e) => after_data(&e, "message refused", recipients),
+        Err(e) => {
+            drop_if_desynchronised(conn, &e);
+            let what = if e.status().is_some() {
+                "message refused"
+            } else {
+                "no answer after the final dot"
+            };
+            after_data(&e, what, recipients)
+        }
+    }
+}
+
+/// After an error that is not an SMTP reply (timeout, dropped or garbled connection) a
+/// late reply may still arrive and would be read as the answer to the next command: the
+/// connection is closed so the next message starts on a fresh one.
+fn drop_if_desynchronised(conn: &mut SmtpConnection, err: &SmtpError) {
+    if err.status().is_none() {
+        conn.abort();
     }
 }
 
@@ -500,10 +522,26 @@ fn classify(err: &SmtpError) -> (Outcome, Option<u16>, String) {
     };
     let text = match (code, std::error::Error::source(err)) {
         (Some(_), Some(source)) => source.to_string(),
-        _ if err.is_timeout() => format!("timed out ({err})"),
+        _ if is_timeout(err) => format!("timed out ({err})"),
         _ => err.to_string(),
     };
     (outcome, code, text)
+}
+
+/// A socket timeout: lettre only recognises `TimedOut`, but a read timeout on Linux
+/// surfaces as `WouldBlock` (EAGAIN).
+fn is_timeout(err: &SmtpError) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            );
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The RFC 3463 enhanced status code at the start of a reply text, e.g. "5.1.1".

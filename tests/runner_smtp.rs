@@ -320,3 +320,32 @@ fn implicit_tls_to_a_plain_server_sends_nothing() {
     assert!(server.commands().iter().all(|c| c.verb != "MAIL"));
     assert!(server.messages().is_empty());
 }
+
+#[test]
+fn timeout_after_the_final_dot_defers_and_the_next_message_gets_a_fresh_connection() {
+    // The first DATA is answered after 3 s; the client waits 1 s.
+    let server = SmtpServer::start(SmtpServerOptions {
+        delay: 3.0,
+        delay_count: Some(1),
+        ..Default::default()
+    });
+    let mut opts = options();
+    opts.data_timeout = Duration::from_secs(1);
+    let mut sender = Sender::new(opts);
+    let d = sender.deliver(&message(50, account(server.port, Security::None)));
+    assert_eq!(d.outcome, Outcome::Deferred, "{d:?}");
+    assert_eq!(d.smtp_code, None);
+    assert!(
+        d.text.as_deref().unwrap_or("").contains("timed out"),
+        "{d:?}"
+    );
+    // The late 250 for message 50 must not be read as an answer about message 51.
+    let d = sender.deliver(&message(51, account(server.port, Security::None)));
+    assert_eq!(d.outcome, Outcome::Sent, "{d:?}");
+    let ehlos = server
+        .commands()
+        .iter()
+        .filter(|c| c.verb == "EHLO")
+        .count();
+    assert_eq!(ehlos, 2, "a fresh connection after the timeout");
+}

@@ -20,6 +20,8 @@ pub struct SmtpServerOptions {
     pub drop_on_data: bool,
     /// Seconds to wait before answering the end of DATA.
     pub delay: f64,
+    /// Delay only the first N answers (`None`: all).
+    pub delay_count: Option<u32>,
     /// Offer AUTH over plain text and accept any credentials.
     pub auth: bool,
     /// Offer STARTTLS with a fresh self-signed certificate (which clients must refuse).
@@ -113,6 +115,9 @@ impl SmtpServer {
         }
         if options.delay > 0.0 {
             cmd.arg("--delay").arg(options.delay.to_string());
+        }
+        if let Some(n) = options.delay_count {
+            cmd.arg("--delay-count").arg(n.to_string());
         }
         if options.auth {
             cmd.arg("--auth");

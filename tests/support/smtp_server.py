@@ -29,6 +29,7 @@ def main():
     p.add_argument("--data-reply", help='reply to the end of DATA, e.g. "451 4.3.0 later"')
     p.add_argument("--drop-on-data", action="store_true", help="close instead of answering DATA")
     p.add_argument("--delay", type=float, default=0.0, help="seconds to wait before answering DATA")
+    p.add_argument("--delay-count", type=int, default=-1, help="delay only the first N DATA answers")
     p.add_argument("--auth", action="store_true", help="offer AUTH over plain text, accept any login")
     p.add_argument("--tls-cert", help="offer STARTTLS with this certificate (PEM)")
     p.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
@@ -68,7 +69,8 @@ def main():
             return "250 2.1.5 OK"
 
         async def handle_DATA(self, server, session, envelope):
-            if args.delay:
+            if args.delay and args.delay_count != 0:
+                args.delay_count -= 1
                 await asyncio.sleep(args.delay)
             if args.drop_on_data:
                 server.transport.close()
