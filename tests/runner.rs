@@ -1365,3 +1365,28 @@ fn cycle_stops_at_its_time_budget_and_when_the_dispatcher_is_silent() {
         "the result waits for the next poll"
     );
 }
+
+#[test]
+fn a_broken_runner_toml_is_a_config_error_that_does_not_echo_the_key() {
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    let path = state.join("runner.toml");
+    let secret = key().secret_hex();
+    let text = std::fs::read_to_string(&path).unwrap();
+    for broken in [
+        // unterminated string on the key's line
+        text.replace(&format!("key = \"{secret}\""), &format!("key = \"{secret}")),
+        // wrong length
+        text.replace(&secret, &secret[..60]),
+        // unknown field next to the key
+        text.replace("enabled = true", &format!("enabld = \"{secret}\"")),
+    ] {
+        std::fs::write(&path, broken).unwrap();
+        let out = run("runner-send", &state, &[]);
+        assert_status(&out, 78);
+        let err = stderr(&out);
+        assert!(err.contains("runner.toml"), "{err}");
+        assert!(!err.contains(&secret[..40]), "key echoed: {err}");
+    }
+}
