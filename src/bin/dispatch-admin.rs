@@ -2,6 +2,6 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     mailrun::cli::run("dispatch-admin", || {
-        Err(mailrun::cli::CliError::not_yet_available("dispatch-admin").into())
+        mailrun::dispatcher::admin::main(mailrun::cli::parse_args())
     })
 }
