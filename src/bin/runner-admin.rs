@@ -1,9 +1,7 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     mailrun::cli::run("runner-admin", || {
-        mailrun::runner::admin::main(mailrun::runner::admin::Args::parse())
+        mailrun::runner::admin::main(mailrun::cli::parse_args())
     })
 }

@@ -1,9 +1,7 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     mailrun::cli::run("runner-cgi", || {
-        mailrun::runner::endpoint::main(mailrun::runner::endpoint::Args::parse())
+        mailrun::runner::endpoint::main(mailrun::cli::parse_args())
     })
 }

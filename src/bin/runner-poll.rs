@@ -1,9 +1,7 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     mailrun::cli::run("runner-poll", || {
-        mailrun::runner::poll::main(mailrun::runner::poll::Args::parse())
+        mailrun::runner::poll::main(mailrun::cli::parse_args())
     })
 }
