@@ -1390,3 +1390,23 @@ fn a_broken_runner_toml_is_a_config_error_that_does_not_echo_the_key() {
         assert!(!err.contains(&secret[..40]), "key echoed: {err}");
     }
 }
+
+#[test]
+fn a_batch_with_an_unreadable_meta_is_reported_not_attempted() {
+    let server = SmtpServer::start(SmtpServerOptions::default());
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    let acct = smtp_account(server.port);
+    spool(
+        &state,
+        &job_run("jr-meta", 600, vec![message(1, &acct)]),
+        now(),
+    );
+    std::fs::write(state.join("spool/jr-meta.meta"), b"{not json").unwrap();
+    let out = run("runner-send", &state, &[]);
+    assert_status(&out, 0);
+    assert!(stderr(&out).contains("jr-meta"), "{}", stderr(&out));
+    assert_eq!(outcome_of(&outbox(&state), 1), "not_attempted");
+    assert!(server.messages().is_empty());
+}

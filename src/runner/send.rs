@@ -17,7 +17,7 @@ use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_DATA, EXIT_NO_WORK, EXIT_OK, EX
 use crate::protocol::codec::{self, Limits};
 use crate::protocol::{Body, JobRun, MessageResult, Outcome};
 use crate::runner::config::RunnerConfig;
-use crate::runner::spool::{self, Journal, SpooledBatch};
+use crate::runner::spool::{self, BatchMeta, Journal, SpooledBatch};
 use crate::runner::state::StateDir;
 use crate::smtp::Sender;
 
@@ -161,7 +161,18 @@ fn send_batch(
             .into());
         }
     };
-    let meta = batch.read_meta()?;
+    // Without a readable receipt time the lease cannot be trusted: report every message
+    // not yet done as not attempted (the dispatcher re-queues them) instead of guessing.
+    let meta = batch.read_meta().unwrap_or_else(|e| {
+        eprintln!(
+            "runner-send: batch {}: {e:#}; its messages are reported not attempted",
+            batch.id
+        );
+        BatchMeta {
+            received_at: 0,
+            lease_seconds: 0,
+        }
+    });
     let deadline = meta.deadline(config.settings.lease_safety_margin_seconds);
     let mut journal = Journal::open(&batch.journal)?;
     let done = journal.done();
