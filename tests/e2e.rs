@@ -1,0 +1,150 @@
+//! The whole handshake on real parts: dispatch-cgi and two runner-cgi instances, each
+//! behind its own lighttpd on loopback, PostgreSQL, and a real SMTP server (aiosmtpd,
+//! recording every Message-ID). push-config sends JobRunnerConfigUpdate to both runners;
+//! dispatch-tick sends JobRunnerReady; each runner-cgi starts `runner-admin cycle`, which
+//! polls dispatch-cgi (JobRunRequest carrying the previous results), delivers over SMTP,
+//! and stops at the empty JobRun. Every message must reach the SMTP server exactly once
+//! and have exactly one recorded attempt.
+//!
+//! 10 000 messages by default; `MAILRUN_SOAK=1` runs 100 000 (set `MAILRUN_E2E_MESSAGES`
+//! for any other count).
+mod common;
+#[path = "common/pipeline.rs"]
+mod pipeline;
+#[path = "common/web.rs"]
+mod web;
+
+use std::time::Duration;
+
+use common::smtp::{SmtpServer, SmtpServerOptions};
+use pipeline::{Db, RunnerNode};
+
+fn message_count() -> i64 {
+    if let Ok(n) = std::env::var("MAILRUN_E2E_MESSAGES") {
+        return n.parse().expect("MAILRUN_E2E_MESSAGES is a number");
+    }
+    if std::env::var("MAILRUN_SOAK").is_ok_and(|v| v == "1") {
+        100_000
+    } else {
+        10_000
+    }
+}
+
+#[test]
+fn ten_thousand_messages_through_two_runners_behind_lighttpd_delivered_exactly_once() {
+    let n = message_count();
+    let smtp = SmtpServer::start(SmtpServerOptions::default());
+    let db = Db::new(common::cluster().fresh_db("e2e_handshake"), smtp.port);
+    let dispatcher = pipeline::serve_dispatcher(&db.url, &[]);
+    let dispatcher_url = dispatcher.url("dispatch-cgi");
+
+    let runners: Vec<RunnerNode> = ["east", "west"]
+        .iter()
+        .map(|id| RunnerNode::init(id, &dispatcher_url))
+        .collect();
+    let servers: Vec<web::Lighttpd> = runners.iter().map(RunnerNode::serve).collect();
+    for (runner, server) in runners.iter().zip(&servers) {
+        db.add_runner(runner, &server.url("runner-cgi"), 500);
+    }
+
+    // JobRunnerConfigUpdate to both: big batches, and a cycle budget long enough that
+    // one JobRunnerReady normally empties the queue (later ticks cover the rest).
+    let out = common::run(common::command(pipeline::PUSH_CONFIG).args([
+        "--database-url",
+        &db.url,
+        "set",
+        &format!("dispatcher_url={dispatcher_url}"),
+        "batch_size=500",
+        "poll_interval_seconds=600",
+    ]));
+    common::assert_status(&out, 0);
+    let applied = db.count(
+        "SELECT count(*) FROM mailrun.runners WHERE config_version_applied = 1",
+    );
+    assert_eq!(applied, 2, "both runners applied version 1");
+    for runner in &runners {
+        let toml = std::fs::read_to_string(runner.dir().join("runner.toml")).expect("toml");
+        assert!(toml.contains("batch_size = 500"), "{toml}");
+    }
+
+    // Nothing due: the tick contacts nobody.
+    common::assert_status(&pipeline::tick(&db.url, &[]), 3);
+
+    db.enqueue(n);
+
+    // The first tick wakes both runners (JobRunnerReady → accepted, cycle started).
+    let out = pipeline::tick(&db.url, &["--json"]);
+    common::assert_status(&out, 0);
+    let summary: serde_json::Value =
+        serde_json::from_str(&common::stdout(&out)).expect("tick --json");
+    let statuses: Vec<&str> = summary["runners"]
+        .as_array()
+        .expect("runners")
+        .iter()
+        .map(|r| r["status"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(statuses, ["accepted", "accepted"], "{summary}");
+
+    // Cron goes on ticking until every message is sent; a busy runner answers "busy".
+    let bound = Duration::from_secs(if n > 20_000 { 3600 } else { 900 });
+    let mut ticks = 1;
+    pipeline::wait_until(bound, "every message sent", || {
+        if db.count("SELECT count(*) FROM mailrun.messages WHERE state = 'sent'") == n {
+            return true;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        ticks += 1;
+        let out = pipeline::tick(&db.url, &[]);
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(3)),
+            "dispatch-tick: {}\n{}\n{}",
+            common::stderr(&out),
+            dispatcher.error_log(),
+            servers[0].error_log()
+        );
+        false
+    });
+
+    // The cycles end at the empty JobRun, which acknowledged the last results.
+    pipeline::wait_until(Duration::from_secs(120), "runners idle", || {
+        runners.iter().all(|r| r.leftovers().is_empty())
+    });
+
+    let delivered = pipeline::assert_all_delivered(&db, &smtp, 0);
+    assert_eq!(delivered.total() as i64, n);
+    assert_eq!(
+        db.count("SELECT count(*) FROM mailrun.delivery_attempts"),
+        n,
+        "exactly one attempt recorded per message"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM mailrun.delivery_attempts WHERE outcome <> 'sent' OR late"),
+        0
+    );
+    // Both runners did part of the work (when there is more than one batch for each),
+    // under batches no larger than configured.
+    for runner in runners.iter().filter(|_| n > 1000) {
+        let mut c = db.client();
+        let row = c
+            .query_one(
+                "SELECT count(*), coalesce(max(message_count), 0) FROM mailrun.job_runs
+                  WHERE runner_id = $1 AND message_count > 0",
+                &[&runner.id],
+            )
+            .expect("job runs");
+        let (batches, largest): (i64, i32) = (row.get(0), row.get(1));
+        assert!(batches > 0, "runner {} got no batch", runner.id);
+        assert!(largest <= 500, "batch of {largest}");
+        let attempts: i64 = c
+            .query_one(
+                "SELECT count(*) FROM mailrun.delivery_attempts WHERE runner_id = $1",
+                &[&runner.id],
+            )
+            .expect("attempts")
+            .get(0);
+        assert!(attempts > 0, "runner {} delivered nothing", runner.id);
+    }
+    // Afterwards the queue is empty again: the tick contacts nobody.
+    common::assert_status(&pipeline::tick(&db.url, &[]), 3);
+    eprintln!("{n} messages delivered exactly once after {ticks} tick(s)");
+}
