@@ -31,7 +31,7 @@ pub struct ClientOptions {
 /// (a JobRun carries SMTP passwords).
 #[derive(Clone, PartialEq, Eq)]
 pub struct SignedResponse {
-    /// 200, or 500 for a SOAP fault.
+    /// 200, or 500 (503 for Unavailable) for a SOAP fault.
     pub status: u16,
     pub body: Vec<u8>,
     /// True when the response carried a valid signature by our key. Always true for
@@ -122,8 +122,9 @@ impl Client {
 
     /// POST a SOAP body signed with `key`, and check the response is signed by it too.
     ///
-    /// Returns the response for 200 (signature required) and for a SOAP fault (500 with
-    /// an XML body; signature checked if present). Any other status is an error.
+    /// Returns the response for 200 (signature required) and for a SOAP fault (500, or
+    /// 503 as the dispatcher answers Unavailable, with an XML body; signature checked if
+    /// present). Any other status is an error.
     pub fn post_signed(
         &self,
         url: &str,
@@ -166,7 +167,8 @@ impl Client {
         };
         let is_xml =
             header("content-type").is_some_and(|ct| ct.to_ascii_lowercase().contains("xml"));
-        if !(status == 200 || (status == 500 && is_xml)) {
+        let fault_status = status == 500 || status == 503;
+        if !(status == 200 || (fault_status && is_xml)) {
             return Err(TransportError::Status { url: shown, status });
         }
         let response_action = header("soapaction").map(|a| unquote(&a).to_string());
@@ -182,7 +184,7 @@ impl Client {
 
         let response_action = response_action.as_deref().unwrap_or(action);
         let authenticated = match response_sig {
-            Err(SignError::Missing) if status == 500 => false,
+            Err(SignError::Missing) if fault_status => false,
             Err(e) => {
                 return Err(TransportError::BadResponseSignature {
                     url: shown,

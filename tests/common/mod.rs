@@ -286,3 +286,58 @@ pub fn write(path: &Path, contents: impl AsRef<[u8]>) {
     }
     std::fs::write(path, contents).expect("write");
 }
+
+/// A PostgreSQL cluster of one test's own (for tests that stop and start the server,
+/// which would disturb every other test on the shared cluster). Stopped and removed
+/// when dropped.
+pub struct PrivateCluster {
+    pub cluster: PgCluster,
+    _root: tempfile::TempDir,
+}
+
+impl PrivateCluster {
+    pub fn start() -> PrivateCluster {
+        let root = tempfile::Builder::new()
+            .prefix("mailrun-test-pg-own-")
+            .tempdir()
+            .expect("temp dir");
+        let data_dir = root.path().join("data");
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(root.path())
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown of {:?} failed", root.path());
+        }
+        let out = pg_command("initdb")
+            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "-D"])
+            .arg(&data_dir)
+            .output()
+            .expect("initdb: run scripts/test-setup.sh");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = PgCluster {
+            port: free_port(),
+            data_dir,
+        };
+        cluster.start();
+        PrivateCluster {
+            cluster,
+            _root: root,
+        }
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = pg_command("pg_ctl")
+            .arg("-D")
+            .arg(&self.cluster.data_dir)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}

@@ -16,6 +16,8 @@ pub struct SmtpServerOptions {
     pub defer: Vec<String>,
     /// Reply to the end of DATA instead of 250, e.g. "451 4.3.0 try later".
     pub data_reply: Option<String>,
+    /// Give `data_reply` only to the first N messages, then accept (`None`: all).
+    pub data_reply_count: Option<u32>,
     /// Close the connection instead of answering the end of DATA.
     pub drop_on_data: bool,
     /// Seconds to wait before answering the end of DATA.
@@ -206,6 +208,9 @@ impl SmtpServer {
         }
         if let Some(reply) = &options.data_reply {
             cmd.arg("--data-reply").arg(reply);
+        }
+        if let Some(n) = options.data_reply_count {
+            cmd.arg("--data-reply-count").arg(n.to_string());
         }
         if options.drop_on_data {
             cmd.arg("--drop-on-data");

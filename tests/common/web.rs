@@ -56,9 +56,13 @@ impl Lighttpd {
         let cgi_bin = root.join("cgi-bin");
         std::fs::create_dir_all(&cgi_bin).expect("mkdir cgi-bin");
         for (name, binary) in programs {
-            // A copy, as an operator would install it into the web server's cgi-bin.
-            std::fs::copy(binary, cgi_bin.join(name))
-                .unwrap_or_else(|e| panic!("copy {binary:?} into cgi-bin: {e}"));
+            // Installed into the web server's cgi-bin as an operator would: a hard link
+            // when possible (debug binaries are ~100 MB each), else a copy.
+            let target = cgi_bin.join(name);
+            if std::fs::hard_link(binary, &target).is_err() {
+                std::fs::copy(binary, &target)
+                    .unwrap_or_else(|e| panic!("copy {binary:?} into cgi-bin: {e}"));
+            }
         }
         let env_list: Vec<String> = env
             .iter()
@@ -127,6 +131,12 @@ $HTTP["url"] =~ "^/cgi-bin/" {{
     /// `http://127.0.0.1:PORT/cgi-bin/<name>`.
     pub fn url(&self, name: &str) -> String {
         format!("http://127.0.0.1:{}/cgi-bin/{name}", self.port)
+    }
+
+    /// Where the copy of a program served as `/cgi-bin/<name>` lives (to find its
+    /// processes, e.g. to kill one mid-request).
+    pub fn program_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join("www").join("cgi-bin").join(name)
     }
 
     /// The server's error log followed by what the CGI programs wrote to stderr

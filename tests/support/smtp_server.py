@@ -27,6 +27,8 @@ def main():
     p.add_argument("--reject", action="append", default=[], help="550 this RCPT")
     p.add_argument("--defer", action="append", default=[], help="451 this RCPT")
     p.add_argument("--data-reply", help='reply to the end of DATA, e.g. "451 4.3.0 later"')
+    p.add_argument("--data-reply-count", type=int, default=-1,
+                   help="give --data-reply only to the first N messages, then accept")
     p.add_argument("--drop-on-data", action="store_true", help="close instead of answering DATA")
     p.add_argument("--delay", type=float, default=0.0, help="seconds to wait before answering DATA")
     p.add_argument("--delay-count", type=int, default=-1, help="delay only the first N DATA answers")
@@ -79,7 +81,8 @@ def main():
             if args.drop_on_data:
                 server.transport.close()
                 return "421 closing"
-            if args.data_reply:
+            if args.data_reply and args.data_reply_count != 0:
+                args.data_reply_count -= 1
                 return args.data_reply
             data = envelope.content.decode("utf-8", "replace")
             message_id = None
