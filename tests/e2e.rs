@@ -148,3 +148,98 @@ fn ten_thousand_messages_through_two_runners_behind_lighttpd_delivered_exactly_o
     common::assert_status(&pipeline::tick(&db.url, &[]), 3);
     eprintln!("{n} messages delivered exactly once after {ticks} tick(s)");
 }
+
+// ---------------------------------------------------------------------------------------
+// Interop: zeep, driven only by protocol/'s WSDL and the signing rule
+// ---------------------------------------------------------------------------------------
+
+/// Runs tests/support/zeep_interop.py with python3 from the test-setup virtualenv (or
+/// MAILRUN_TEST_PYTHON, or PATH); returns its JSON output.
+fn zeep(args: &[&str]) -> serde_json::Value {
+    let venv = pipeline::manifest_path(".venv-test/bin/python3");
+    let python = std::env::var("MAILRUN_TEST_PYTHON").unwrap_or_else(|_| {
+        if venv.exists() {
+            venv.display().to_string()
+        } else {
+            "python3".to_string()
+        }
+    });
+    let out = std::process::Command::new(&python)
+        .arg(pipeline::manifest_path("tests/support/zeep_interop.py"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}: run scripts/test-setup.sh"));
+    assert!(
+        out.status.success(),
+        "zeep failed (run scripts/test-setup.sh if zeep is missing):\n{}\n{}",
+        common::stdout(&out),
+        common::stderr(&out)
+    );
+    serde_json::from_slice(&out.stdout).expect("zeep JSON output")
+}
+
+#[test]
+fn zeep_plays_a_runner_against_dispatch_cgi_gets_a_batch_and_reports_results() {
+    let db = Db::new(common::cluster().fresh_db("e2e_zeep_runner"), 9);
+    let dispatcher = pipeline::serve_dispatcher(&db.url, &[]);
+    let runner = RunnerNode::init("zeep-runner", &dispatcher.url("dispatch-cgi"));
+    db.add_runner(&runner, "http://127.0.0.1:9/unused", 10);
+    db.enqueue(3);
+    let wsdl = pipeline::manifest_path("protocol/dispatcher.wsdl");
+    let got = zeep(&[
+        "runner",
+        &wsdl.display().to_string(),
+        &dispatcher.url("dispatch-cgi"),
+        &runner.id,
+        &runner.key.key_id,
+        &runner.key.secret_hex(),
+    ]);
+    let ids = |v: &serde_json::Value| -> Vec<i64> {
+        let mut ids: Vec<i64> = v
+            .as_array()
+            .expect("ids")
+            .iter()
+            .filter_map(|x| x.as_i64())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&got["batch"]).len(), 3, "{got}");
+    assert_eq!(ids(&got["acknowledged"]), ids(&got["batch"]), "{got}");
+    assert_eq!(got["final_messages"], 0, "{got}");
+    // The dispatcher recorded zeep's results like any runner's.
+    assert_eq!(
+        db.count("SELECT count(*) FROM mailrun.messages WHERE state = 'sent'"),
+        3
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM mailrun.delivery_attempts
+              WHERE runner_id = 'zeep-runner' AND outcome = 'sent' AND smtp_code = 250"
+        ),
+        3
+    );
+}
+
+#[test]
+fn zeep_plays_the_dispatcher_against_runner_cgi_ready_and_config_update() {
+    let runner = RunnerNode::init("zeep-target", "http://127.0.0.1:9/cgi-bin/dispatch-cgi");
+    let server = runner.serve();
+    let wsdl = pipeline::manifest_path("protocol/runner.wsdl");
+    let got = zeep(&[
+        "dispatcher",
+        &wsdl.display().to_string(),
+        &server.url("runner-cgi"),
+        &runner.id,
+        &runner.key.key_id,
+        &runner.key.secret_hex(),
+        "http://127.0.0.1:9/cgi-bin/dispatch-cgi",
+    ]);
+    assert_eq!(got["ready"], "accepted", "{got}");
+    assert_eq!(got["config_version"], 0, "{got}");
+    assert_eq!(got["applied"], 1, "{got}");
+    assert_eq!(got["again"], "VersionNotIncreasing", "{got}");
+    assert!(runner.dir().join("ready").exists());
+    let toml = std::fs::read_to_string(runner.dir().join("runner.toml")).expect("runner.toml");
+    assert!(toml.contains("batch_size = 25"), "{toml}");
+}
