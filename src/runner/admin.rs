@@ -9,7 +9,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
-use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_CONFIG, EXIT_NO_WORK, EXIT_OK, EXIT_USAGE};
+use crate::cli::{
+    CliError, EXIT_CODES_HELP, EXIT_CONFIG, EXIT_NO_WORK, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE,
+};
 use crate::protocol::codec::{self, Limits};
 use crate::protocol::Body;
 use crate::runner::config::{RunnerConfig, Settings};
@@ -369,9 +371,27 @@ fn cycle(state: &StateDir, args: CycleArgs) -> Result<u8> {
         let outcome = poll::poll_once(state, &config, &opts)?;
         log(&outcome.to_string());
         match outcome {
-            PollOutcome::Spooled { .. } => {
+            PollOutcome::Spooled { job_run_id, .. } => {
                 did_work = true;
-                send::send_all(state, &config, args.verbose)?;
+                let sent = send::send_all(state, &config, args.verbose)?;
+                if sent.not_attempted > 0 && sent.sent + sent.deferred + sent.failed == 0 {
+                    // Not one message could start before the local lease deadline (a
+                    // lease no longer than the safety margin): asking again at once would
+                    // get the same messages back, forever. Report them and stop.
+                    opts.capacity = Some(0);
+                    let outcome = poll::poll_once(state, &config, &opts)?;
+                    log(&format!("final report: {outcome}"));
+                    return Err(CliError::new(
+                        EXIT_TEMPFAIL,
+                        format!(
+                            "batch {job_run_id}: no message could start before the local lease \
+                             deadline (lease minus lease_safety_margin_seconds = {}); the \
+                             dispatcher's lease is too short for this runner",
+                            config.settings.lease_safety_margin_seconds
+                        ),
+                    )
+                    .into());
+                }
                 // The hint was acted on; keep asking until the dispatcher runs dry.
                 opts.force = true;
             }
