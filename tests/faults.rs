@@ -380,3 +380,33 @@ fn smtp_4xx_then_accepting_defers_then_delivers_once() {
         5
     );
 }
+
+/// A dispatcher lease no longer than the runner's safety margin leaves no time to start
+/// any message: the cycle reports them not attempted (they return to the queue at once)
+/// and stops with a clear error instead of fetching the same batch again and again.
+#[test]
+fn a_lease_shorter_than_the_safety_margin_stops_the_cycle_clearly() {
+    let smtp = SmtpServer::start(SmtpServerOptions::default());
+    let db = Db::new(common::cluster().fresh_db("faults_short_lease"), smtp.port);
+    // 30 s, the shortest lease dispatch-cgi grants; the runner's default margin is 30 s.
+    let dispatcher = pipeline::serve_dispatcher(&db.url, &[("MAILRUN_LEASE_SECONDS", "30")]);
+    let runner = RunnerNode::init("r1", &dispatcher.url("dispatch-cgi"));
+    db.add_runner(&runner, "http://127.0.0.1:9/r1", 5);
+    db.enqueue(5);
+
+    let out = runner.cycle(30);
+    common::assert_status(&out, 75);
+    assert!(
+        common::stderr(&out).contains("lease_safety_margin_seconds = 30"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert!(smtp.messages().is_empty());
+    assert_eq!(db.count("SELECT count(*) FROM mailrun.job_runs"), 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM mailrun.delivery_attempts WHERE outcome = 'not_attempted'"),
+        5
+    );
+    assert_eq!(leased(&db), 0, "reported, so back in the queue");
+    assert!(runner.leftovers().is_empty(), "{:?}", runner.leftovers());
+}

@@ -394,3 +394,64 @@ pub fn kill_9(pid: i32) {
 pub fn manifest_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
+
+/// Is a `runner-admin` (or other runner command) working on this state folder right now?
+fn runner_process_alive(state: &Path) -> bool {
+    let want = state.as_os_str().as_encoded_bytes();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    rd.flatten().any(|e| {
+        e.file_name().to_string_lossy().parse::<u32>().is_ok()
+            && std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == want))
+    })
+}
+
+/// Watches runner state folders for batches left behind by a cycle that ended without
+/// finishing them (a crash, a kill, a full disk): a spooled batch with no runner process
+/// alive on the folder. Each such interruption may resend at most the one message in
+/// flight between the SMTP server's 250 and the journal, so their number bounds the
+/// duplicates a run may show.
+pub struct InterruptionWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<BTreeSet<String>>,
+}
+
+impl InterruptionWatch {
+    pub fn start(states: Vec<PathBuf>) -> InterruptionWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut interrupted = BTreeSet::new();
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                for state in &states {
+                    let spooled: Vec<String> = std::fs::read_dir(state.join("spool"))
+                        .map(|rd| {
+                            rd.flatten()
+                                .filter_map(|e| {
+                                    let name = e.file_name().to_string_lossy().into_owned();
+                                    name.strip_suffix(".xml").map(str::to_string)
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    // Spool first, then processes: a batch whose cycle is still alive
+                    // is never counted.
+                    if !spooled.is_empty() && !runner_process_alive(state) {
+                        interrupted.extend(spooled);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            interrupted
+        });
+        InterruptionWatch { stop, handle }
+    }
+
+    /// Stops watching; the ids of the interrupted batches seen.
+    pub fn finish(self) -> BTreeSet<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.handle.join().expect("watch thread")
+    }
+}
