@@ -58,9 +58,7 @@ fn ten_thousand_messages_through_two_runners_behind_lighttpd_delivered_exactly_o
         "poll_interval_seconds=600",
     ]));
     common::assert_status(&out, 0);
-    let applied = db.count(
-        "SELECT count(*) FROM mailrun.runners WHERE config_version_applied = 1",
-    );
+    let applied = db.count("SELECT count(*) FROM mailrun.runners WHERE config_version_applied = 1");
     assert_eq!(applied, 2, "both runners applied version 1");
     for runner in &runners {
         let toml = std::fs::read_to_string(runner.dir().join("runner.toml")).expect("toml");
@@ -72,9 +70,8 @@ fn ten_thousand_messages_through_two_runners_behind_lighttpd_delivered_exactly_o
 
     db.enqueue(n);
 
-    let watch = pipeline::InterruptionWatch::start(
-        runners.iter().map(|r| r.dir().to_path_buf()).collect(),
-    );
+    let watch =
+        pipeline::InterruptionWatch::start(runners.iter().map(|r| r.dir().to_path_buf()).collect());
 
     // The first tick wakes both runners (JobRunnerReady → accepted, cycle started).
     let out = pipeline::tick(&db.url, &["--json"]);
@@ -104,7 +101,10 @@ fn ten_thousand_messages_through_two_runners_behind_lighttpd_delivered_exactly_o
         ticks += 1;
         if ticks % 5 == 0 {
             for (runner, slot) in runners.iter().zip(cron.iter_mut()) {
-                if slot.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none()) {
+                if slot
+                    .as_mut()
+                    .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+                {
                     continue; // the previous cron run is still going
                 }
                 let log = std::fs::OpenOptions::new()

@@ -78,7 +78,10 @@ fn a_runner_that_vanishes_with_a_batch_loses_nothing() {
         )
         .expect("attempts")
         .get(0);
-    assert_eq!(by_other, 5, "the vanished runner's messages went to the other one");
+    assert_eq!(
+        by_other, 5,
+        "the vanished runner's messages went to the other one"
+    );
 }
 
 /// kill -9 of dispatch-cgi (one CGI process under lighttpd) while it is inside its
@@ -136,20 +139,30 @@ fn kill_9_of_dispatch_cgi_mid_request_loses_nothing() {
 
     // The killed request changed nothing once its backend noticed: no attempt recorded,
     // the first batch still leased, the results still in the runner's outbox.
-    pipeline::wait_until(Duration::from_secs(30), "the dead request's backend gone", || {
-        db.count(
-            "SELECT count(*) FROM pg_stat_activity
+    pipeline::wait_until(
+        Duration::from_secs(30),
+        "the dead request's backend gone",
+        || {
+            db.count(
+                "SELECT count(*) FROM pg_stat_activity
               WHERE datname = current_database() AND pid <> pg_backend_pid()
                 AND backend_type = 'client backend'",
-        ) == 0
-    });
-    assert_eq!(db.count("SELECT count(*) FROM mailrun.delivery_attempts"), 0);
+            ) == 0
+        },
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM mailrun.delivery_attempts"),
+        0
+    );
     assert_eq!(leased(&db), 5);
     assert!(runner.leftovers().iter().any(|f| f.starts_with("outbox/")));
 
     cycle_until_all_sent(&db, &runner, 10, Duration::from_secs(120));
     pipeline::assert_all_delivered(&db, &smtp, 0);
-    assert_eq!(db.count("SELECT count(*) FROM mailrun.delivery_attempts"), 10);
+    assert_eq!(
+        db.count("SELECT count(*) FROM mailrun.delivery_attempts"),
+        10
+    );
     assert!(runner.leftovers().is_empty(), "{:?}", runner.leftovers());
 }
 
@@ -172,7 +185,14 @@ fn postgresql_stopped_and_restarted_during_a_run_loses_nothing() {
 
     let cycle = runner
         .command(pipeline::RUNNER_ADMIN)
-        .args(["cycle", "--force", "--max-seconds", "120", "--timeout", "20"])
+        .args([
+            "cycle",
+            "--force",
+            "--max-seconds",
+            "120",
+            "--timeout",
+            "20",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -194,7 +214,10 @@ fn postgresql_stopped_and_restarted_during_a_run_loses_nothing() {
     own.cluster.start();
     cycle_until_all_sent(&db, &runner, 20, Duration::from_secs(180));
     pipeline::assert_all_delivered(&db, &smtp, 0);
-    assert_eq!(db.count("SELECT count(*) FROM mailrun.delivery_attempts"), 20);
+    assert_eq!(
+        db.count("SELECT count(*) FROM mailrun.delivery_attempts"),
+        20
+    );
 }
 
 /// The dispatcher goes away between a runner's delivery and its report: the runner says
@@ -203,7 +226,10 @@ fn postgresql_stopped_and_restarted_during_a_run_loses_nothing() {
 #[test]
 fn dispatcher_unreachable_from_the_runner_loses_nothing() {
     let smtp = SmtpServer::start(SmtpServerOptions::default());
-    let db = Db::new(common::cluster().fresh_db("faults_no_dispatcher"), smtp.port);
+    let db = Db::new(
+        common::cluster().fresh_db("faults_no_dispatcher"),
+        smtp.port,
+    );
     let port = common::free_port();
     let mut dispatcher = Listening::start(&db.url, port, 600);
     let runner = RunnerNode::init("r1", &dispatcher.url());
@@ -225,12 +251,18 @@ fn dispatcher_unreachable_from_the_runner_loses_nothing() {
     common::assert_status(&out, 69);
     assert!(runner.leftovers().iter().any(|f| f.starts_with("outbox/")));
     assert_eq!(leased(&db), 5);
-    assert_eq!(db.count("SELECT count(*) FROM mailrun.delivery_attempts"), 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM mailrun.delivery_attempts"),
+        0
+    );
 
     let _back = Listening::start(&db.url, port, 600);
     cycle_until_all_sent(&db, &runner, 12, Duration::from_secs(120));
     pipeline::assert_all_delivered(&db, &smtp, 0);
-    assert_eq!(db.count("SELECT count(*) FROM mailrun.delivery_attempts"), 12);
+    assert_eq!(
+        db.count("SELECT count(*) FROM mailrun.delivery_attempts"),
+        12
+    );
 }
 
 /// dispatch-tick cannot reach a runner: it says so (exit 69 when nobody can take the
@@ -243,7 +275,10 @@ fn runner_unreachable_from_dispatch_tick_loses_nothing() {
     let dispatcher = pipeline::serve_dispatcher(&db.url, &[]);
     let url = dispatcher.url("dispatch-cgi");
     let away = RunnerNode::init("away", &url);
-    let dead = format!("http://127.0.0.1:{}/cgi-bin/runner-cgi", common::free_port());
+    let dead = format!(
+        "http://127.0.0.1:{}/cgi-bin/runner-cgi",
+        common::free_port()
+    );
     db.add_runner(&away, &dead, 50);
     db.enqueue(8);
 
@@ -256,7 +291,10 @@ fn runner_unreachable_from_dispatch_tick_loses_nothing() {
     );
     let status: Option<String> = db
         .client()
-        .query_one("SELECT last_status FROM mailrun.runners WHERE id = 'away'", &[])
+        .query_one(
+            "SELECT last_status FROM mailrun.runners WHERE id = 'away'",
+            &[],
+        )
         .expect("status")
         .get(0);
     assert!(
@@ -331,9 +369,11 @@ fn clocks_skewed_beyond_the_window_are_refused_clearly() {
 
     // The dispatcher's clock is 10 minutes behind: the runner refuses JobRunnerReady
     // and the tick reports it.
-    let out = common::run(
-        skewed("-10m", pipeline::DISPATCH_TICK).args(["--database-url", &db.url, "--json"]),
-    );
+    let out = common::run(skewed("-10m", pipeline::DISPATCH_TICK).args([
+        "--database-url",
+        &db.url,
+        "--json",
+    ]));
     common::assert_status(&out, 69);
     let summary: serde_json::Value =
         serde_json::from_str(&common::stdout(&out)).expect("tick --json");

@@ -311,7 +311,16 @@ impl PrivateCluster {
             assert!(status.success(), "chown of {:?} failed", root.path());
         }
         let out = pg_command("initdb")
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "-D"])
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
             .arg(&data_dir)
             .output()
             .expect("initdb: run scripts/test-setup.sh");

@@ -137,7 +137,13 @@ impl RunnerNode {
         };
         let mut child = node
             .command(RUNNER_ADMIN)
-            .args(["init", "--dispatcher-url", dispatcher_url, "--runner-id", id])
+            .args([
+                "init",
+                "--dispatcher-url",
+                dispatcher_url,
+                "--runner-id",
+                id,
+            ])
             .args(["--key-id", &node.key.key_id, "--key-file", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -311,7 +317,9 @@ impl Delivered {
     pub fn of(smtp: &SmtpServer) -> Delivered {
         let mut per_id = BTreeMap::new();
         for m in smtp.messages() {
-            let id = m.message_id.expect("every delivered message has a Message-ID");
+            let id = m
+                .message_id
+                .expect("every delivered message has a Message-ID");
             *per_id.entry(id).or_insert(0) += 1;
         }
         Delivered { per_id }
