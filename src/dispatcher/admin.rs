@@ -14,7 +14,7 @@ use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_DATA, EXIT_OK, EXIT_USAGE};
 use crate::config::{self, DispatcherConfig};
 use crate::dispatcher::queue::{self, security_str, EnqueueError};
 use crate::dispatcher::retry::{Policy, DEFAULTS_HELP};
-use crate::dispatcher::{accounts, message, runners, schema};
+use crate::dispatcher::{accounts, admin_results, message, runners, schema};
 use crate::protocol::{Security, SmtpAccount};
 use crate::schedule::when;
 
@@ -53,6 +53,13 @@ pub enum Command {
     Init,
     /// Apply pending schema migrations and sync the retry policy; refuses a newer schema.
     Migrate,
+    /// Recurring jobs: add (cron spec + message template), list, show, pause, resume,
+    /// remove. dispatch-tick enqueues each due occurrence exactly once.
+    #[command(subcommand)]
+    Schedule(admin_results::ScheduleCommand),
+    /// Delivery results: every attempt with its SMTP answer (table, --json or --csv),
+    /// or --summary per job run or recurring job.
+    Report(Box<admin_results::ReportArgs>),
     /// Show or sync the retry policy (mailrun.policy) from the config file.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -245,6 +252,16 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
                 Command::Account(a) => account(&mut db, a, out),
                 Command::Enqueue(e) => enqueue(&mut db, args.config.as_deref(), *e, out),
                 Command::Status => status(&mut db, out),
+                Command::Schedule(s) => admin_results::schedule(
+                    &mut db,
+                    args.config.as_deref(),
+                    s,
+                    out.json,
+                    out.verbose,
+                ),
+                Command::Report(r) => {
+                    admin_results::report(&mut db, args.config.as_deref(), *r, out.json)
+                }
                 Command::Show { id } => show(&mut db, id, out),
                 Command::Cancel { ids } => each(&mut db, &ids, Op::Cancel, out),
                 Command::Retry { ids } => each(&mut db, &ids, Op::Retry, out),

@@ -2,8 +2,13 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod admin_results;
 pub mod message;
 pub mod queue;
+pub mod recurring;
+pub mod report;
+pub mod retention;
 pub mod retry;
 pub mod runners;
 pub mod schema;
+pub mod status_page;
