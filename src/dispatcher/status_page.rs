@@ -224,12 +224,13 @@ th{background:#f5f5f5;white-space:nowrap}td.n{text-align:right;font-variant-nume
 .counts{display:grid;grid-template-columns:repeat(auto-fill,minmax(100px,1fr));gap:6px}
 .count{border:1px solid #ddd;border-radius:6px;padding:6px 8px}.count b{display:block;font-size:1.4em}
 .ok{color:#17692b}.warn{color:#8a5a00}.bad{color:#a31515}.empty{color:#777;font-style:italic}
+time{white-space:nowrap}
 .smtp{font-family:ui-monospace,monospace;font-size:.85em;word-break:break-word}
 @media (prefers-color-scheme:dark){body{background:#111;color:#e8e8e8}th{background:#222}th,td{border-color:#333}.count{border-color:#333}.ok{color:#6fd08a}.warn{color:#e0b050}.bad{color:#ff8080}}
 ";
 
 fn ts(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
 /// "5m ago" / "in 2h" relative to `now`.
