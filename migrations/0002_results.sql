@@ -88,19 +88,39 @@ LANGUAGE sql STABLE AS $$
                            r->>'enhanced_status', patterns)))))
 $$;
 
--- Deletes finished messages past their keep time, at most `max_rows` per call so a
--- tick stays short: sent after `keep_sent`; failed, expired and cancelled after
--- `keep_failed`; except messages kept for review (see kept_for_review), which stay
--- until an operator runs `dispatch-admin purge`. Job runs left without leases go too.
--- Returns (purged, kept_for_review): messages deleted, and messages past their time
--- that were kept because of a review code.
+-- Finished messages a purge found matching a review code: kept until an operator
+-- removes them (`dispatch-admin purge`), and not examined again by later purges, so a
+-- tick's work stays bounded however many are held.
+ALTER TABLE mailrun.messages ADD COLUMN held_for_review boolean NOT NULL DEFAULT false;
+CREATE INDEX messages_purgeable ON mailrun.messages (finished_at)
+    WHERE finished_at IS NOT NULL AND NOT held_for_review;
+CREATE INDEX messages_held ON mailrun.messages (id) WHERE held_for_review;
+
+-- A message that is retried (no longer finished) is no longer held.
+CREATE FUNCTION mailrun.release_review_hold() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.finished_at IS NULL THEN
+        NEW.held_for_review := false;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER messages_release_review_hold BEFORE UPDATE OF finished_at ON mailrun.messages
+    FOR EACH ROW WHEN (OLD.held_for_review) EXECUTE FUNCTION mailrun.release_review_hold();
+
+-- Looks at up to `max_rows` finished messages past their keep time, oldest first: sent
+-- after `keep_sent`; failed, expired and cancelled after `keep_failed`. Those matching a
+-- review pattern (see kept_for_review) are held; the others are deleted with their
+-- attempts and leases. Job runs left without leases go too. Returns (purged, held):
+-- messages deleted, and messages newly held for review by this call.
 CREATE FUNCTION mailrun.purge_finished(keep_sent interval, keep_failed interval,
                                        review text[], max_rows integer)
-RETURNS TABLE (purged bigint, kept_for_review bigint)
+RETURNS TABLE (purged bigint, held bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_purged bigint;
-    v_kept bigint;
+    v_held bigint;
 BEGIN
     IF keep_sent IS NULL OR keep_failed IS NULL OR keep_sent < interval '0'
        OR keep_failed < interval '0' THEN
@@ -114,15 +134,23 @@ BEGIN
     WITH due AS (
         SELECT m.id, mailrun.kept_for_review(m, review) AS keep
         FROM mailrun.messages m
-        WHERE m.finished_at < now() - least(keep_sent, keep_failed)
+        WHERE m.finished_at IS NOT NULL AND NOT m.held_for_review
+          AND m.finished_at < now() - least(keep_sent, keep_failed)
           AND m.finished_at < now() - CASE WHEN m.state = 'sent' THEN keep_sent ELSE keep_failed END
+        ORDER BY m.finished_at
+        LIMIT max_rows
+        FOR UPDATE SKIP LOCKED
+    ), hold AS (
+        UPDATE mailrun.messages m SET held_for_review = true
+        WHERE m.id IN (SELECT d.id FROM due d WHERE d.keep)
+        RETURNING m.id
     ), gone AS (
         DELETE FROM mailrun.messages m
-        WHERE m.id IN (SELECT d.id FROM due d WHERE NOT d.keep ORDER BY d.id LIMIT max_rows)
+        WHERE m.id IN (SELECT d.id FROM due d WHERE NOT d.keep)
         RETURNING m.id
     )
-    SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM due WHERE keep)
-    INTO v_purged, v_kept;
+    SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM hold)
+    INTO v_purged, v_held;
 
     DELETE FROM mailrun.job_runs j
     WHERE j.created_at < now() - least(keep_sent, keep_failed)
@@ -130,7 +158,7 @@ BEGIN
       AND NOT EXISTS (SELECT 1 FROM mailrun.leases l WHERE l.job_run_id = j.id);
 
     purged := v_purged;
-    kept_for_review := v_kept;
+    held := v_held;
     RETURN NEXT;
 END
 $$;

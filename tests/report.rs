@@ -312,7 +312,7 @@ fn retention_purges_finished_messages_and_keeps_review_codes() {
     };
     // Nothing is old enough yet.
     let p = retention::purge_due(&mut c, &config).unwrap();
-    assert_eq!((p.purged, p.kept_for_review), (0, 0));
+    assert_eq!((p.purged, p.held_for_review), (0, 0));
 
     c.batch_execute(
         "UPDATE mailrun.messages SET finished_at = now() - interval '40 days'
@@ -322,7 +322,7 @@ fn retention_purges_finished_messages_and_keeps_review_codes() {
     let p = retention::purge_due(&mut c, &config).unwrap();
     // Message 1 (sent) goes; 2 (sent, but a recipient got 5.1.1) is kept for review;
     // the cancelled one is within keep_failed_days; 3 is not finished.
-    assert_eq!((p.purged, p.kept_for_review), (1, 1));
+    assert_eq!((p.purged, p.held_for_review), (1, 1));
     assert_eq!(state(ids[0]), None);
     assert_eq!(state(ids[1]).as_deref(), Some("sent"));
     assert_eq!(state(cancelled).as_deref(), Some("cancelled"));
@@ -344,24 +344,62 @@ fn retention_purges_finished_messages_and_keeps_review_codes() {
     )
     .unwrap();
     let p = retention::purge_due(&mut c, &config).unwrap();
-    assert_eq!((p.purged, p.kept_for_review), (1, 1));
+    // The cancelled message goes; the held one is not looked at again.
+    assert_eq!((p.purged, p.held_for_review), (1, 0));
     assert_eq!(state(cancelled), None);
-    // Without the review code, it goes as well; the enhanced-code prefix and the basic
-    // code with wildcards match the same way.
-    for codes in [vec!["5.1"], vec!["55x"], vec!["5xx"]] {
-        let keep = RetentionConfig {
-            review_codes: codes.iter().map(|s| s.to_string()).collect(),
-            ..config.clone()
-        };
-        assert_eq!(
-            retention::purge_due(&mut c, &keep).unwrap().kept_for_review,
-            1
-        );
-    }
+    let held = |id: i64| -> bool {
+        db(&url)
+            .query_one(
+                "SELECT held_for_review FROM mailrun.messages WHERE id = $1",
+                &[&id],
+            )
+            .unwrap()
+            .get(0)
+    };
+    assert!(held(ids[1]));
     let p = retention::purge_due(&mut c, &RetentionConfig::default()).unwrap();
-    assert_eq!((p.purged, p.kept_for_review), (1, 0));
+    assert_eq!((p.purged, p.held_for_review), (0, 0));
+    assert_eq!(state(ids[1]).as_deref(), Some("sent"));
+
+    // A retry makes it unfinished, and no longer held.
+    queue::retry(&mut c, ids[1]).unwrap();
+    assert!(!held(ids[1]));
+    // An operator's purge removes what is finished, held or not.
+    c.batch_execute(
+        "UPDATE mailrun.messages SET state = 'failed', finished_at = now() - interval '100 days',
+             held_for_review = true WHERE id IN (SELECT id FROM mailrun.messages WHERE state = 'queued')",
+    )
+    .unwrap();
+    assert_status(&admin(&url, &["purge", "--older-than", "1d"]), 0);
     assert_eq!(state(ids[1]), None);
     assert_eq!(state(ids[2]).as_deref(), Some("deferred"));
+}
+
+#[test]
+fn review_patterns_match_basic_and_enhanced_codes() {
+    let url = common::cluster().fresh_db("report_patterns");
+    assert_status(&admin(&url, &["init"]), 0);
+    let mut c = db(&url);
+    let matches = |c: &mut Client, code: Option<i32>, enhanced: Option<&str>, p: &[&str]| -> bool {
+        let p: Vec<String> = p.iter().map(|s| s.to_string()).collect();
+        c.query_one(
+            "SELECT mailrun.code_matches($1, $2, $3)",
+            &[&code, &enhanced, &p],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert!(matches(&mut c, Some(550), None, &["550"]));
+    assert!(matches(&mut c, Some(554), None, &["55x"]));
+    assert!(matches(&mut c, Some(521), None, &["5xx"]));
+    assert!(!matches(&mut c, Some(450), None, &["5xx"]));
+    assert!(matches(&mut c, None, Some("5.7.1"), &["5.7.1"]));
+    assert!(matches(&mut c, None, Some("5.7.26"), &["5.7"]));
+    assert!(!matches(&mut c, None, Some("5.7.1"), &["5.7.10"]));
+    assert!(!matches(&mut c, None, Some("5.71.1"), &["5.7"]));
+    assert!(matches(&mut c, Some(250), Some("2.0.0"), &["4xx", "2.0"]));
+    assert!(!matches(&mut c, None, None, &["5xx", "5.7"]));
+    assert!(!matches(&mut c, Some(550), Some("5.1.1"), &[]));
 }
 
 #[test]

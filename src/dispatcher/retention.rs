@@ -12,7 +12,9 @@
 //!
 //! A review code is a basic SMTP code with `x` wildcards (`550`, `55x`, `5xx`) or an
 //! enhanced status code or its prefix (`5.7.1`, `5.7`). A message matches when its last
-//! answer, or any answer recorded for it (per recipient too), matches.
+//! answer, or any answer recorded for it (per recipient too), matches; it is then
+//! marked `held_for_review` and stays until `dispatch-admin purge` removes it (or a
+//! retry makes it unfinished again).
 
 use postgres::GenericClient;
 use serde::{Deserialize, Serialize};
@@ -99,25 +101,26 @@ pub fn valid_review_code(code: &str) -> bool {
 pub struct Purged {
     /// Messages deleted (with their attempts).
     pub purged: i64,
-    /// Messages past their keep time that stay because of a review code.
-    pub kept_for_review: i64,
+    /// Messages newly held for review (past their keep time, matching a review code).
+    pub held_for_review: i64,
 }
 
-/// Deletes finished messages past their keep time per `config` (at most
-/// [`PURGE_BATCH`] per call). Called by every `dispatch-tick`.
+/// Deletes finished messages past their keep time per `config`, holding those that
+/// match a review code (at most [`PURGE_BATCH`] examined per call). Called by every
+/// `dispatch-tick`.
 pub fn purge_due(c: &mut impl GenericClient, config: &RetentionConfig) -> anyhow::Result<Purged> {
     config.validate()?;
     // validate() bounds both to 36500, well inside i32.
     let sent = i32::try_from(config.keep_sent_days)?;
     let failed = i32::try_from(config.keep_failed_days)?;
     let row = c.query_one(
-        "SELECT purged, kept_for_review FROM mailrun.purge_finished(
+        "SELECT purged, held FROM mailrun.purge_finished(
              make_interval(days => $1), make_interval(days => $2), $3, $4)",
         &[&sent, &failed, &config.review_codes, &PURGE_BATCH],
     )?;
     Ok(Purged {
         purged: row.get(0),
-        kept_for_review: row.get(1),
+        held_for_review: row.get(1),
     })
 }
 
