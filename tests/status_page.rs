@@ -299,6 +299,7 @@ fn page_renders_in_chromium_with_the_database_numbers() {
         by_id(&dom, "count-due-now"),
         count(&url, "SELECT mailrun.count_due()").to_string()
     );
+    assert_eq!(by_id(&dom, "count-held-for-review"), "0");
     assert_eq!(by_id(&dom, "count-sent"), "1");
     assert_eq!(by_id(&dom, "count-failed"), "1");
     assert_eq!(by_id(&dom, "count-deferred"), "1");

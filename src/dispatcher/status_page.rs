@@ -326,11 +326,16 @@ fn queue_section(c: &mut impl GenericClient, h: &mut String) -> anyhow::Result<(
         }
     }
     let due: i64 = c.query_one("SELECT mailrun.count_due()", &[])?.get(0);
+    let held: i64 = c
+        .query_one(
+            "SELECT count(*) FROM mailrun.messages WHERE held_for_review",
+            &[],
+        )?
+        .get(0);
+    counts.push(("due now".to_string(), due));
+    counts.push(("held for review".to_string(), held));
     h.push_str("<h2>Queue</h2>\n<div class=\"counts\">\n");
-    for (state, n) in counts
-        .iter()
-        .chain(std::iter::once(&("due now".to_string(), due)))
-    {
+    for (state, n) in &counts {
         let id = state.replace(' ', "-");
         let _ = writeln!(
             h,
