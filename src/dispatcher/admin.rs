@@ -1034,7 +1034,8 @@ fn show(db: &mut postgres::Client, id: i64, out: Output) -> anyhow::Result<u8> {
                     m.bcc_addrs, m.subject, m.message_id_header, m.size_bytes, m.created_at,
                     m.send_at, m.next_attempt_at, m.expires_at, m.attempts, m.lease_runner,
                     m.lease_expires_at, m.recipients_sent, m.recipients_failed, m.last_code,
-                    m.last_enhanced, m.last_text, m.finished_at, m.job_run_id::text
+                    m.last_enhanced, m.last_text, m.finished_at, m.job_run_id::text,
+                    m.recurring_job_id, m.held_for_review
              FROM mailrun.messages m JOIN mailrun.smtp_accounts a ON a.id = m.account_id
              WHERE m.id = $1",
             &[&id],
@@ -1056,6 +1057,8 @@ fn show(db: &mut postgres::Client, id: i64, out: Output) -> anyhow::Result<u8> {
         "last_enhanced": row.get::<_, Option<String>>(21),
         "last_text": row.get::<_, Option<String>>(22), "finished_at": ts(23),
         "job_run_id": row.get::<_, Option<String>>(24),
+        "recurring_job_id": row.get::<_, Option<i64>>(25),
+        "held_for_review": row.get::<_, bool>(26),
     });
     let attempts: Vec<Value> = db
         .query(
@@ -1124,6 +1127,8 @@ fn show_text(m: &Value, attempts: &[Value]) -> String {
         "last_enhanced",
         "last_text",
         "finished_at",
+        "recurring_job_id",
+        "held_for_review",
     ] {
         s.push_str(&format!("{key:<18} {}\n", field(&m[key])));
     }
