@@ -3,7 +3,11 @@
 pub mod accounts;
 pub mod admin;
 pub mod admin_results;
+pub mod connection;
+pub mod endpoint;
 pub mod message;
+pub mod outbound;
+pub mod push;
 pub mod queue;
 pub mod recurring;
 pub mod report;
@@ -12,3 +16,4 @@ pub mod retry;
 pub mod runners;
 pub mod schema;
 pub mod status_page;
+pub mod tick;
