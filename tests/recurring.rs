@@ -521,3 +521,84 @@ fn send_later_shows_how_the_time_was_read() {
     );
     assert_eq!(count(&url, "SELECT count(*) FROM mailrun.messages"), 2);
 }
+
+#[test]
+fn overlapping_dispatch_ticks_enqueue_once() {
+    let url = init("recurring_tick");
+    let job = add_job(
+        &url,
+        "*/5 * * * *",
+        Duration::hours(24),
+        Utc::now() - Duration::hours(3),
+    );
+    let ticks: Vec<_> = (0..4)
+        .map(|_| {
+            common::command(env!("CARGO_BIN_EXE_dispatch-tick"))
+                .arg("--database-url")
+                .arg(&url)
+                .arg("--json")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("start dispatch-tick")
+        })
+        .collect();
+    let mut enqueued = 0;
+    for t in ticks {
+        let out = t.wait_with_output().unwrap();
+        // No runner is registered: 69 when the tick saw the message due, 3 when it
+        // counted before the winning tick committed; the summary is printed either way.
+        let code = out.status.code();
+        assert!(
+            matches!(code, Some(3) | Some(69)),
+            "exit {code:?}: {}",
+            stderr(&out)
+        );
+        let summary: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        for m in summary["recurring"].as_array().unwrap() {
+            assert_eq!(m["job_id"], job);
+            assert_eq!(m["status"], "enqueued");
+            enqueued += 1;
+        }
+    }
+    assert_eq!(enqueued, 1, "one tick enqueued the occurrence");
+    assert_eq!(count(&url, "SELECT count(*) FROM mailrun.messages"), 1);
+    assert_eq!(
+        count(
+            &url,
+            &format!("SELECT count(*) FROM mailrun.messages WHERE recurring_job_id = {job}")
+        ),
+        1
+    );
+}
+
+#[test]
+fn dispatch_tick_says_when_an_occurrence_is_skipped() {
+    let url = init("recurring_tick_skip");
+    add_job(
+        &url,
+        "@daily",
+        Duration::minutes(1),
+        Utc::now() - Duration::days(3),
+    );
+    // Unless the test runs within a minute after midnight UTC, today's run is too late.
+    let out = common::run(
+        common::command(env!("CARGO_BIN_EXE_dispatch-tick"))
+            .arg("--database-url")
+            .arg(&url),
+    );
+    let late = Utc::now().time() > chrono::NaiveTime::from_hms_opt(0, 1, 0).unwrap();
+    if late {
+        assert_status(&out, 3);
+        assert!(stderr(&out).contains("skipped"), "{}", stderr(&out));
+        assert_eq!(count(&url, "SELECT count(*) FROM mailrun.messages"), 0);
+        // Said once: the next tick is silent.
+        let out = common::run(
+            common::command(env!("CARGO_BIN_EXE_dispatch-tick"))
+                .arg("--database-url")
+                .arg(&url),
+        );
+        assert_status(&out, 3);
+        assert_eq!(stderr(&out), "");
+    }
+}

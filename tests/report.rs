@@ -443,3 +443,68 @@ fn retention_and_status_page_settings_are_checked_in_the_config_file() {
         0,
     );
 }
+
+#[test]
+fn dispatch_tick_purges_per_the_config_file() {
+    let (url, _, ids) = delivered("report_tick_purge");
+    let dir = common::temp_dir();
+    let config = dir.path().join("dispatcher.toml");
+    std::fs::write(
+        &config,
+        "[retention]\nkeep_sent_days = 2\nkeep_failed_days = 2\nreview_codes = [\"5.1.1\"]\n",
+    )
+    .unwrap();
+    db(&url)
+        .batch_execute(
+            "UPDATE mailrun.messages SET finished_at = now() - interval '3 days'
+             WHERE finished_at IS NOT NULL",
+        )
+        .unwrap();
+    let out = common::run(
+        common::command(env!("CARGO_BIN_EXE_dispatch-tick"))
+            .arg("--database-url")
+            .arg(&url)
+            .arg("--config")
+            .arg(&config)
+            .arg("--json"),
+    );
+    // Message 3 is deferred (not due yet): nothing to wake runners for.
+    assert_status(&out, 3);
+    let summary = json_out_any(&out);
+    assert_eq!(
+        summary["retention"],
+        json!({"purged": 1, "held_for_review": 1})
+    );
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM mailrun.messages"),
+        2,
+        "the sent message went; the 5.1.1 one is held; the deferred one stays"
+    );
+    assert_eq!(
+        count(
+            &url,
+            &format!(
+                "SELECT count(*) FROM mailrun.messages WHERE id = {} AND held_for_review",
+                ids[1]
+            )
+        ),
+        1
+    );
+
+    // A bad [retention] stops the tick as a configuration error, changing nothing.
+    std::fs::write(&config, "[retention]\nkeep_sent_days = -1\n").unwrap();
+    let out = common::run(
+        common::command(env!("CARGO_BIN_EXE_dispatch-tick"))
+            .arg("--database-url")
+            .arg(&url)
+            .arg("--config")
+            .arg(&config),
+    );
+    assert_status(&out, 78);
+    assert_eq!(count(&url, "SELECT count(*) FROM mailrun.messages"), 2);
+}
+
+fn json_out_any(out: &Output) -> Value {
+    serde_json::from_str(stdout(out).trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(out), stderr(out)))
+}

@@ -412,3 +412,75 @@ fn token_mode_needs_the_token() {
     assert!(body.contains("mailrun status"));
     assert_eq!(get(&page, "/", &[("X-Mailrun-Status-Token", token)]).0, 200);
 }
+
+/// `dispatch-cgi --listen` as a child; killed on drop.
+struct Listen {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Listen {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dispatch_cgi(db_url: &str, config: Option<&Path>) -> Listen {
+    let port = common::free_port();
+    let mut cmd = common::command(env!("CARGO_BIN_EXE_dispatch-cgi"));
+    cmd.arg("--database-url")
+        .arg(db_url)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    let child = cmd.spawn().expect("start dispatch-cgi --listen");
+    let mut listen = Listen {
+        child,
+        url: format!("http://127.0.0.1:{port}/"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = listen.child.try_wait() {
+            panic!("dispatch-cgi --listen exited with {status}");
+        }
+        assert!(Instant::now() < deadline, "dispatch-cgi did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    listen
+}
+
+#[test]
+fn dispatch_cgi_serves_the_page_to_chromium_and_guards_it_with_a_token() {
+    let url = populated("status_page_dispatch_cgi");
+    let cgi = dispatch_cgi(&url, None);
+    let dom = headless(&["--dump-dom"], &cgi.url);
+    assert_eq!(
+        by_id(&dom, "count-queued"),
+        count(
+            &url,
+            "SELECT count(*) FROM mailrun.messages WHERE state = 'queued'"
+        )
+        .to_string()
+    );
+    assert_eq!(row_ids(&dom, "runner"), ["r1", "r2"]);
+    let (status, body) = get(&cgi.url, "/?health", &[]);
+    assert_eq!((status, body.as_str()), (200, "mailrun dispatcher OK\n"));
+    drop(cgi);
+
+    let dir = common::temp_dir();
+    let config = dir.path().join("dispatcher.toml");
+    let token = "fedcba9876543210fedcba9876543210";
+    std::fs::write(
+        &config,
+        format!("[status_page]\nallow = \"token\"\ntoken = \"{token}\"\n"),
+    )
+    .unwrap();
+    let cgi = dispatch_cgi(&url, Some(&config));
+    assert_eq!(get(&cgi.url, "/", &[]).0, 401);
+    let dom = headless(&["--dump-dom"], &format!("{}?token={token}", cgi.url));
+    assert!(dom.contains("id=\"count-sent\">1<"), "{dom}");
+}
