@@ -354,6 +354,16 @@ fn page_renders_in_chromium_with_the_database_numbers() {
         "{dom}"
     );
     assert!(dom.contains("451 4.7.1 greylisted, try again"), "{dom}");
+    // What was sent, when, by which runner, and what the server said.
+    let sent_id = db(&url)
+        .query_one("SELECT id FROM mailrun.messages WHERE state = 'sent'", &[])
+        .unwrap()
+        .get::<_, i64>(0);
+    assert!(
+        dom.contains(&format!("class=\"delivery\" data-message=\"{sent_id}\""))
+            && dom.contains("250 2.0.0 OK"),
+        "{dom}"
+    );
 
     // A phone-sized screenshot.
     let shot = target_dir().join("status-page.png");

@@ -1,5 +1,5 @@
 //! The read-only status page `dispatch-cgi` answers to GET: queue by state, scheduled
-//! messages, recurring jobs, runners and recent failures. One self-contained HTML
+//! messages, recurring jobs, runners, recent failures and recent deliveries. One self-contained HTML
 //! document (inline CSS, no scripts, no external assets) that reads well on a phone.
 //!
 //! Access (`[status_page]` in dispatcher.toml):
@@ -224,7 +224,7 @@ th{background:#f5f5f5;white-space:nowrap}td.n{text-align:right;font-variant-nume
 .counts{display:grid;grid-template-columns:repeat(auto-fill,minmax(100px,1fr));gap:6px}
 .count{border:1px solid #ddd;border-radius:6px;padding:6px 8px}.count b{display:block;font-size:1.4em}
 .ok{color:#17692b}.warn{color:#8a5a00}.bad{color:#a31515}.empty{color:#777;font-style:italic}
-time{white-space:nowrap}
+time,code{white-space:nowrap}code{font-size:.9em}
 .smtp{font-family:ui-monospace,monospace;font-size:.85em;word-break:break-word}
 @media (prefers-color-scheme:dark){body{background:#111;color:#e8e8e8}th{background:#222}th,td{border-color:#333}.count{border-color:#333}.ok{color:#6fd08a}.warn{color:#e0b050}.bad{color:#ff8080}}
 ";
@@ -429,7 +429,7 @@ fn recurring_section(
             .unwrap_or("");
         let _ = writeln!(
             h,
-            "<tr class=\"recurring\" data-id=\"{}\"><td>{}</td><td class=\"smtp\">{} <span class=\"meta\">{}</span></td>{next}{}<td>{}</td></tr>",
+            "<tr class=\"recurring\" data-id=\"{}\"><td>{}</td><td><code>{}</code><br><span class=\"meta\">{}</span></td>{next}{}<td>{}</td></tr>",
             job.id,
             escape(&name),
             escape(&job.cron),
@@ -493,12 +493,52 @@ fn runners_section(
     Ok(())
 }
 
+/// Which attempts an attempts table shows.
+struct AttemptsTable {
+    outcomes: &'static [&'static str],
+    title: &'static str,
+    note: &'static str,
+    empty: &'static str,
+    id: &'static str,
+    row_class: &'static str,
+}
+
+const FAILURES: AttemptsTable = AttemptsTable {
+    outcomes: &["failed", "deferred"],
+    title: "Recent failures",
+    note: "failed or deferred, newest first",
+    empty: "No failed or deferred deliveries.",
+    id: "failures",
+    row_class: "failure",
+};
+
+const DELIVERIES: AttemptsTable = AttemptsTable {
+    outcomes: &["sent"],
+    title: "Recently sent",
+    note: "accepted by the SMTP server, newest first",
+    empty: "Nothing sent yet.",
+    id: "deliveries",
+    row_class: "delivery",
+};
+
 fn failures_section(
     c: &mut impl GenericClient,
     h: &mut String,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    // Per-recipient answers where the runner gave them, else the attempt's own.
+    attempts_section(c, h, now, &FAILURES)?;
+    attempts_section(c, h, now, &DELIVERIES)
+}
+
+/// The latest attempts with the table's outcomes, per recipient where the runner gave
+/// per-recipient answers, else the attempt's own answer.
+fn attempts_section(
+    c: &mut impl GenericClient,
+    h: &mut String,
+    now: DateTime<Utc>,
+    table: &AttemptsTable,
+) -> anyhow::Result<()> {
+    let outcomes: Vec<String> = table.outcomes.iter().map(|s| s.to_string()).collect();
     let rows = c.query(
         "SELECT a.attempted_at, a.message_id, a.runner_id,
                 coalesce(r->>'address', array_to_string(m.to_addrs || m.cc_addrs || m.bcc_addrs, ', ')),
@@ -507,29 +547,36 @@ fn failures_section(
                      WHEN jsonb_typeof(r->'smtp_code') = 'number' THEN (r->>'smtp_code')::integer END,
                 CASE WHEN r IS NULL THEN a.enhanced_status ELSE r->>'enhanced_status' END,
                 CASE WHEN r IS NULL THEN a.text ELSE r->>'text' END
-         FROM (SELECT * FROM mailrun.delivery_attempts
-               WHERE outcome IN ('failed', 'deferred')
-                  OR (jsonb_typeof(recipients) = 'array' AND recipients @> '[{\"outcome\": \"failed\"}]')
-                  OR (jsonb_typeof(recipients) = 'array' AND recipients @> '[{\"outcome\": \"deferred\"}]')
-               ORDER BY attempted_at DESC, id DESC LIMIT $1) a
+         FROM (SELECT * FROM mailrun.delivery_attempts d
+               WHERE d.outcome = ANY ($2)
+                  OR EXISTS (SELECT 1 FROM jsonb_array_elements(
+                                 CASE WHEN jsonb_typeof(d.recipients) = 'array'
+                                      THEN d.recipients ELSE '[]' END) e
+                             WHERE e->>'outcome' = ANY ($2))
+               ORDER BY d.attempted_at DESC, d.id DESC LIMIT $1) a
          JOIN mailrun.messages m ON m.id = a.message_id
          LEFT JOIN LATERAL jsonb_array_elements(
              CASE WHEN jsonb_typeof(a.recipients) = 'array' AND a.recipients <> '[]'
                   THEN a.recipients END) r ON true
-         WHERE coalesce(r->>'outcome', a.outcome) IN ('failed', 'deferred')
-         ORDER BY a.attempted_at DESC, a.message_id DESC
+         WHERE coalesce(r->>'outcome', a.outcome) = ANY ($2)
+         ORDER BY a.attempted_at DESC, a.id DESC
          LIMIT $1",
-        &[&ROWS],
+        &[&ROWS, &outcomes],
     )?;
     let _ = writeln!(
         h,
-        "<h2>Recent failures <span class=\"meta\">(failed or deferred, newest first)</span></h2>"
+        "<h2>{} <span class=\"meta\">({})</span></h2>",
+        table.title, table.note
     );
     if rows.is_empty() {
-        h.push_str("<p class=\"empty\">No failed or deferred deliveries.</p>\n");
+        let _ = writeln!(h, "<p class=\"empty\">{}</p>", table.empty);
         return Ok(());
     }
-    h.push_str("<div class=\"scroll\"><table id=\"failures\"><tr><th>when</th><th>message</th><th>recipient</th><th>runner</th><th>outcome</th><th>SMTP answer</th></tr>\n");
+    let _ = writeln!(
+        h,
+        "<div class=\"scroll\"><table id=\"{}\"><tr><th>when</th><th>message</th><th>recipient</th><th>runner</th><th>outcome</th><th>SMTP answer</th></tr>",
+        table.id
+    );
     for r in &rows {
         let message: i64 = r.get(1);
         let outcome: String = r.get(4);
@@ -541,10 +588,15 @@ fn failures_section(
             .flatten()
             .collect::<Vec<_>>()
             .join(" ");
-        let class = if outcome == "failed" { "bad" } else { "warn" };
+        let class = match outcome.as_str() {
+            "failed" => "bad",
+            "sent" => "ok",
+            _ => "warn",
+        };
         let _ = writeln!(
             h,
-            "<tr class=\"failure\" data-message=\"{message}\">{}<td class=\"n\">{message}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td class=\"smtp\">{}</td></tr>",
+            "<tr class=\"{}\" data-message=\"{message}\">{}<td class=\"n\">{message}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td class=\"smtp\">{}</td></tr>",
+            table.row_class,
             time_cell(Some(r.get(0)), now),
             escape(&r.get::<_, String>(3)),
             escape(&r.get::<_, String>(2)),
