@@ -275,6 +275,12 @@ fn report_refuses_bad_arguments() {
         (vec!["--limit", "0"], 64, "limit"),
         (vec!["--recurring-job", "nope"], 65, "no recurring job"),
         (vec!["--time-zone", "Mars/Base"], 64, "Mars/Base"),
+        (vec!["--summary", "--state", "failed"], 64, "--state"),
+        (
+            vec!["--summary", "recurring-job", "--runner", "r1"],
+            64,
+            "--runner",
+        ),
     ] {
         let mut all = vec!["report"];
         all.extend_from_slice(&args);

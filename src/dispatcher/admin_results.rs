@@ -99,8 +99,8 @@ pub struct ReportArgs {
     /// Attempts before this time.
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
-    /// Only rows with this outcome.
-    #[arg(long, value_enum, value_name = "OUTCOME")]
+    /// Only rows with this outcome (per recipient where the runner said).
+    #[arg(long, visible_alias = "outcome", value_enum, value_name = "OUTCOME")]
     pub state: Option<OutcomeArg>,
     /// Only attempts by this runner.
     #[arg(long, value_name = "ID")]
@@ -394,6 +394,29 @@ pub fn report(
         if n < 1 {
             return Err(CliError::new(EXIT_USAGE, "--limit must be at least 1").into());
         }
+    }
+    // Refuse filters a summary would silently ignore.
+    let ignored: &[(&str, bool)] = match args.summary {
+        None => &[],
+        Some(SummaryBy::JobRun) => &[
+            ("--state", args.state.is_some()),
+            ("--message", args.message.is_some()),
+            ("--recurring-job", args.recurring_job.is_some()),
+        ],
+        Some(SummaryBy::RecurringJob) => &[
+            ("--state", args.state.is_some()),
+            ("--message", args.message.is_some()),
+            ("--runner", args.runner.is_some()),
+            ("--job-run", args.job_run.is_some()),
+            ("--limit", args.limit.is_some()),
+        ],
+    };
+    if let Some((flag, _)) = ignored.iter().find(|(_, given)| *given) {
+        return Err(CliError::new(
+            EXIT_USAGE,
+            format!("{flag} does not apply to this --summary"),
+        )
+        .into());
     }
     match args.summary {
         Some(SummaryBy::JobRun) => {
