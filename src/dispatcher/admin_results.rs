@@ -70,6 +70,7 @@ pub enum OutcomeArg {
     Sent,
     Deferred,
     Failed,
+    #[value(name = "not_attempted", alias = "not-attempted")]
     NotAttempted,
 }
 
