@@ -14,7 +14,7 @@ use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_DATA, EXIT_OK, EXIT_USAGE};
 use crate::config::{self, DispatcherConfig};
 use crate::dispatcher::queue::{self, security_str, EnqueueError};
 use crate::dispatcher::retry::{Policy, DEFAULTS_HELP};
-use crate::dispatcher::{accounts, message, runners, schema};
+use crate::dispatcher::{accounts, message, quota, quota_admin, runners, schema};
 use crate::protocol::{Security, SmtpAccount};
 use crate::schedule::when;
 
@@ -85,6 +85,18 @@ pub enum Command {
         #[arg(long, value_name = "AGE", value_parser = parse_age)]
         older_than: i64,
     },
+    /// Sending caps per account, runner and recipient domain; throttle state.
+    #[command(subcommand)]
+    Quota(quota_admin::QuotaCommand),
+    /// The suppression list: recipients never sent to.
+    #[command(subcommand)]
+    Suppress(quota_admin::SuppressCommand),
+    /// The reply policy: what SMTP answers mean (retry, another account, suppress, fail).
+    #[command(subcommand)]
+    ReplyRule(quota_admin::ReplyRuleCommand),
+    /// Messages whose outcome is unknown (DATA sent, no answer): list and resolve.
+    #[command(subcommand)]
+    Unknown(quota_admin::UnknownCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,6 +181,11 @@ pub enum AccountCommand {
     List,
     /// Connect, negotiate TLS as configured and log in; report the server's answer.
     Test { name: String },
+    /// Stop sending through an account (messages fail over to their next account, or
+    /// wait).
+    Disable { name: String },
+    /// Send through an account again.
+    Enable { name: String },
 }
 
 #[derive(Debug, ClapArgs)]
@@ -248,6 +265,10 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
                 Command::Show { id } => show(&mut db, id, out),
                 Command::Cancel { ids } => each(&mut db, &ids, Op::Cancel, out),
                 Command::Retry { ids } => each(&mut db, &ids, Op::Retry, out),
+                Command::Quota(q) => quota_admin::quota_cmd(&mut db, q, out),
+                Command::Suppress(s) => quota_admin::suppress_cmd(&mut db, s, out),
+                Command::ReplyRule(r) => quota_admin::reply_rule_cmd(&mut db, r, out),
+                Command::Unknown(u) => quota_admin::unknown_cmd(&mut db, u, out),
                 Command::Purge { older_than } => {
                     let n = queue::purge(&mut db, older_than)?;
                     out.result(json!({"purged": n}), || format!("purged {n} messages"));
@@ -259,14 +280,14 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
 }
 
 #[derive(Clone, Copy)]
-struct Output {
+pub(crate) struct Output {
     json: bool,
     verbose: bool,
 }
 
 impl Output {
     /// A result of a state-changing command: JSON with --json, text with --verbose.
-    fn result(&self, value: Value, text: impl FnOnce() -> String) {
+    pub(crate) fn result(&self, value: Value, text: impl FnOnce() -> String) {
         if self.json {
             println!("{value}");
         } else if self.verbose {
@@ -275,7 +296,7 @@ impl Output {
     }
 
     /// A listing: always printed.
-    fn listing(&self, value: Value, text: impl FnOnce() -> String) {
+    pub(crate) fn listing(&self, value: Value, text: impl FnOnce() -> String) {
         if self.json {
             println!("{value}");
         } else {
@@ -633,6 +654,18 @@ fn account(db: &mut postgres::Client, cmd: AccountCommand, out: Output) -> anyho
                 s
             });
         }
+        AccountCommand::Disable { name } => {
+            quota::set_account_enabled(db, &name, false)?;
+            out.result(json!({"account": name, "enabled": false}), || {
+                format!("account {name} disabled")
+            });
+        }
+        AccountCommand::Enable { name } => {
+            quota::set_account_enabled(db, &name, true)?;
+            out.result(json!({"account": name, "enabled": true}), || {
+                format!("account {name} enabled")
+            });
+        }
         AccountCommand::Test { name } => {
             let account = accounts::get(db, &name)?
                 .ok_or_else(|| CliError::new(EXIT_DATA, format!("no account {name:?}")))?;
@@ -960,6 +993,7 @@ fn status(db: &mut postgres::Client, out: Output) -> anyhow::Result<u8> {
         "failed",
         "cancelled",
         "expired",
+        "unknown",
     ] {
         counts.insert(s.into(), json!(0));
     }
@@ -979,7 +1013,8 @@ fn status(db: &mut postgres::Client, out: Output) -> anyhow::Result<u8> {
         )?
         .map(|r| (r.get(0), r.get(1)));
     let list = runners::list(db)?;
-    let value = json!({
+    let (quota_value, quota_text) = quota_admin::status_section(db)?;
+    let mut value = json!({
         "counts": counts,
         "due": due,
         "oldest_due": oldest.map(|(id, at)| json!({"id": id, "due_since": at})),
@@ -989,6 +1024,9 @@ fn status(db: &mut postgres::Client, out: Output) -> anyhow::Result<u8> {
             "config_version": r.config_version,
         })).collect::<Vec<_>>(),
     });
+    if let (Some(v), Value::Object(q)) = (value.as_object_mut(), quota_value) {
+        v.extend(q);
+    }
     out.listing(value, || {
         let mut s = String::new();
         for (k, v) in &counts {
@@ -1005,6 +1043,10 @@ fn status(db: &mut postgres::Client, out: Output) -> anyhow::Result<u8> {
         }
         s.push('\n');
         s.push_str(&runner_table(&list));
+        if !quota_text.is_empty() {
+            s.push('\n');
+            s.push_str(&quota_text);
+        }
         s
     });
     Ok(EXIT_OK)
