@@ -113,7 +113,7 @@ $$;
 -- The reply policy: ordered rules deciding what an SMTP answer means (docs/quotas.md).
 CREATE TABLE mailrun.reply_rules (
     id         bigserial PRIMARY KEY,
-    position   integer NOT NULL UNIQUE CHECK (position > 0),
+    position   integer NOT NULL UNIQUE CHECK (position BETWEEN 1 AND 999999999),
     code       text CHECK (code ~ '^[245][0-9x][0-9x]$'),
     enhanced   text CHECK (enhanced ~ '^[245](\.[0-9]{1,3}){0,2}$'),
     pattern    text CHECK (pattern !~ '[\r\n]' AND mailrun.valid_regex(pattern)),

@@ -99,6 +99,10 @@ pub struct Decision {
     pub rule_id: Option<i64>,
 }
 
+/// Positions are 1..MAX_POSITION (the table's CHECK); insertion shifts through the
+/// upper half.
+const MAX_POSITION: i32 = 999_999_999;
+
 fn data_err(msg: String) -> anyhow::Error {
     CliError::new(EXIT_DATA, msg).into()
 }
@@ -182,26 +186,36 @@ pub fn add(
     tx.execute("LOCK TABLE mailrun.reply_rules IN EXCLUSIVE MODE", &[])?;
     let position = match rule.position {
         Some(p) => {
-            if p < 1 {
-                return Err(data_err("--position must be at least 1".into()));
+            if !(1..MAX_POSITION / 2).contains(&p) {
+                return Err(data_err(format!(
+                    "--position must be between 1 and {}",
+                    MAX_POSITION / 2 - 1
+                )));
             }
-            // Two steps so the UNIQUE constraint never sees a transient duplicate.
+            // Two steps through a free range so the UNIQUE constraint never sees a
+            // transient duplicate.
             tx.execute(
-                "UPDATE mailrun.reply_rules SET position = -position - 1 WHERE position >= $1",
-                &[&p],
+                "UPDATE mailrun.reply_rules SET position = position + $2 WHERE position >= $1",
+                &[&p, &(MAX_POSITION / 2)],
             )?;
             tx.execute(
-                "UPDATE mailrun.reply_rules SET position = -position WHERE position < 0",
-                &[],
+                "UPDATE mailrun.reply_rules SET position = position - $1 + 1 WHERE position >= $1",
+                &[&(MAX_POSITION / 2)],
             )?;
             p
         }
-        None => tx
-            .query_one(
-                "SELECT coalesce(max(position), 0) + 10 FROM mailrun.reply_rules",
-                &[],
-            )?
-            .get(0),
+        None => {
+            let p: i32 = tx
+                .query_one(
+                    "SELECT coalesce(max(position), 0) + 10 FROM mailrun.reply_rules",
+                    &[],
+                )?
+                .get(0);
+            if p >= MAX_POSITION / 2 {
+                return Err(data_err("no free position left: give --position".into()));
+            }
+            p
+        }
     };
     let id: i64 = tx
         .query_one(
