@@ -155,9 +155,7 @@ fn deliver(run: &JobRun) -> Vec<MessageResult> {
             for t in &m.to {
                 b = b.to(t.parse().unwrap());
             }
-            let email = b
-                .body(m.text_body.clone().unwrap_or_default())
-                .unwrap();
+            let email = b.body(m.text_body.clone().unwrap_or_default()).unwrap();
             let mailer = SmtpTransport::builder_dangerous(m.account.host.as_str())
                 .port(m.account.port)
                 .timeout(Some(Duration::from_secs(30)))
@@ -193,7 +191,13 @@ fn deliver(run: &JobRun) -> Vec<MessageResult> {
         .collect()
 }
 
-fn result(run: &JobRun, i: usize, outcome: Outcome, code: Option<u16>, text: &str) -> MessageResult {
+fn result(
+    run: &JobRun,
+    i: usize,
+    outcome: Outcome,
+    code: Option<u16>,
+    text: &str,
+) -> MessageResult {
     let m = &run.messages[i];
     MessageResult {
         job_run_id: run.job_run_id.clone(),
@@ -248,7 +252,16 @@ fn caps_hold_across_concurrent_claimers_counted_by_the_smtp_server() {
     // recipient domain at 7 per hour and one runner at 5 per hour.
     let out = admin(
         &url,
-        &["quota", "set", "account", "main", "--per-hour", "30", "--per-day", "200"],
+        &[
+            "quota",
+            "set",
+            "account",
+            "main",
+            "--per-hour",
+            "30",
+            "--per-day",
+            "200",
+        ],
     );
     assert_status(&out, 0);
     quota::set(
@@ -331,7 +344,10 @@ fn caps_hold_across_concurrent_claimers_counted_by_the_smtp_server() {
     );
     assert!(r1_attempts <= 5);
     assert_eq!(
-        one(&mut c, "SELECT count(*) FROM mailrun.messages WHERE state = 'sent'"),
+        one(
+            &mut c,
+            "SELECT count(*) FROM mailrun.messages WHERE state = 'sent'"
+        ),
         30
     );
 
@@ -356,7 +372,10 @@ fn caps_hold_across_concurrent_claimers_counted_by_the_smtp_server() {
     let out = admin(&url, &["status"]);
     assert_status(&out, 0);
     let s = stdout(&out);
-    assert!(s.contains("held: account main hourly cap 30/h until"), "{s}");
+    assert!(
+        s.contains("held: account main hourly cap 30/h until"),
+        "{s}"
+    );
     assert!(s.contains("30/30"), "{s}");
     let status = admin_json(&url, &["status"]);
     let quotas = status["quotas"].as_array().unwrap();
@@ -364,6 +383,91 @@ fn caps_hold_across_concurrent_claimers_counted_by_the_smtp_server() {
     assert_eq!(main["used_hour"], 30);
     assert_eq!(main["used_day"], 30);
     assert!(!status["held"].as_array().unwrap().is_empty());
+}
+
+/// Eight claimers in tight loops over messages whose failover lists and recipient
+/// domains make them lock quotas in every order: no deadlock, no claim error, and the
+/// leased counts never exceed any cap.
+#[test]
+fn concurrent_claimers_in_mixed_lock_orders_never_exceed_a_cap() {
+    away_from_the_hour();
+    let (url, mut c) = setup("claim_storm");
+    for r in ["r5", "r6", "r7", "r8"] {
+        runners::add(&mut c, r, "http://127.0.0.1:9/runner", 100).unwrap();
+    }
+    add_account(&mut c, "a", 2525);
+    add_account(&mut c, "b", 2526);
+    let hour = |n| Caps {
+        per_second: None,
+        per_hour: Some(n),
+        per_day: None,
+        window: None,
+    };
+    quota::set(&mut c, Scope::Account, "a", &hour(23)).unwrap();
+    quota::set(&mut c, Scope::Account, "b", &hour(19)).unwrap();
+    quota::set(&mut c, Scope::Domain, "x.example", &hour(11)).unwrap();
+    quota::set(&mut c, Scope::Domain, "y.example", &hour(13)).unwrap();
+    quota::set(&mut c, Scope::Runner, "r3", &hour(4)).unwrap();
+    let mut batch = Vec::new();
+    for i in 0..400 {
+        let accounts = if i % 2 == 0 { ["a", "b"] } else { ["b", "a"] };
+        let to = match i % 4 {
+            0 => vec![format!("u{i}@x.example")],
+            1 => vec![format!("u{i}@y.example")],
+            2 => vec![format!("u{i}@x.example"), format!("v{i}@y.example")],
+            _ => vec![format!("u{i}@z.example")],
+        };
+        batch.push(json!({"from": "s@example.com", "to": to, "text": "x", "accounts": accounts}));
+    }
+    queue::enqueue_many(&mut c, &batch).unwrap();
+    let threads: Vec<_> = ["r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8"]
+        .into_iter()
+        .map(|runner| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut c = connect(&url);
+                let mut empties = 0;
+                while empties < 5 {
+                    let run = claim(&mut c, runner, 3);
+                    if run.messages.is_empty() {
+                        empties += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // What a busy quota made a claimer skip, taken by one claimer alone.
+    while !claim(&mut c, "r1", 10).messages.is_empty() {}
+    let leased = |c: &mut Client, cond: &str| {
+        one(
+            c,
+            &format!(
+                "SELECT count(*) FROM mailrun.messages m JOIN mailrun.smtp_accounts a
+                 ON a.id = m.account_id WHERE m.state = 'leased' AND {cond}"
+            ),
+        )
+    };
+    let on_a = leased(&mut c, "a.name = 'a'");
+    let on_b = leased(&mut c, "a.name = 'b'");
+    assert!(on_a <= 23 && on_b <= 19, "a {on_a}, b {on_b}");
+    assert_eq!(
+        on_a + on_b,
+        42,
+        "both accounts filled (z.example has no domain cap)"
+    );
+    let to_x = leased(
+        &mut c,
+        "EXISTS (SELECT 1 FROM unnest(m.to_addrs) t WHERE t LIKE '%@x.example')",
+    );
+    let to_y = leased(
+        &mut c,
+        "EXISTS (SELECT 1 FROM unnest(m.to_addrs) t WHERE t LIKE '%@y.example')",
+    );
+    assert!(to_x <= 11 && to_y <= 13, "x {to_x}, y {to_y}");
+    assert!(leased(&mut c, "m.lease_runner = 'r3'") <= 4);
 }
 
 #[test]
@@ -467,14 +571,22 @@ fn throttle_feedback_from_a_server_answering_421() {
     // Halved once (signals from mail already on its way do not halve again), paused.
     let t = quota::throttles(&mut c).unwrap();
     assert_eq!(t.len(), 1);
-    assert_eq!((t[0].scope.as_str(), t[0].key.as_str()), ("account", "slow"));
+    assert_eq!(
+        (t[0].scope.as_str(), t[0].key.as_str()),
+        ("account", "slow")
+    );
     assert_eq!(t[0].factor, 0.5);
     assert_eq!(t[0].signals, 3);
     assert_eq!(t[0].last_code, Some(421));
     assert!(t[0].paused_until.unwrap() > Utc::now());
     for id in &ids {
         assert_eq!(
-            text(&mut c, "SELECT state FROM mailrun.messages WHERE id = $1", *id).as_deref(),
+            text(
+                &mut c,
+                "SELECT state FROM mailrun.messages WHERE id = $1",
+                *id
+            )
+            .as_deref(),
             Some("deferred"),
             "421 is never final"
         );
@@ -496,7 +608,10 @@ fn throttle_feedback_from_a_server_answering_421() {
     let out = admin(&url, &["quota", "list"]);
     assert_status(&out, 0);
     let s = stdout(&out);
-    assert!(s.contains("throttled: account slow at 50.0% of its caps"), "{s}");
+    assert!(
+        s.contains("throttled: account slow at 50.0% of its caps"),
+        "{s}"
+    );
     assert!(s.contains("3/5 (of 10)"), "{s}");
 
     // After the pause the halved cap applies: 5 per hour, 3 used.
@@ -540,7 +655,12 @@ fn failover_between_two_real_smtp_servers() {
     assert_eq!(run.messages[0].account.name, "primary");
     queue::apply_results(&mut c, "r1", &deliver(&run)).unwrap();
     assert_eq!(
-        text(&mut c, "SELECT state FROM mailrun.messages WHERE id = $1", m1).as_deref(),
+        text(
+            &mut c,
+            "SELECT state FROM mailrun.messages WHERE id = $1",
+            m1
+        )
+        .as_deref(),
         Some("deferred")
     );
     let run = claim(&mut c, "r1", 10);
@@ -548,7 +668,12 @@ fn failover_between_two_real_smtp_servers() {
     assert_eq!(run.messages[0].account.name, "backup");
     queue::apply_results(&mut c, "r1", &deliver(&run)).unwrap();
     assert_eq!(
-        text(&mut c, "SELECT state FROM mailrun.messages WHERE id = $1", m1).as_deref(),
+        text(
+            &mut c,
+            "SELECT state FROM mailrun.messages WHERE id = $1",
+            m1
+        )
+        .as_deref(),
         Some("sent")
     );
     let got = accepting.delivered();
@@ -562,7 +687,10 @@ fn failover_between_two_real_smtp_servers() {
     queue::apply_results(&mut c, "r1", &deliver(&run)).unwrap();
 
     // Disabled: skipped as well.
-    assert_status(&admin(&url, &["quota", "unthrottle", "account", "primary"]), 0);
+    assert_status(
+        &admin(&url, &["quota", "unthrottle", "account", "primary"]),
+        0,
+    );
     assert_status(&admin(&url, &["account", "disable", "primary"]), 0);
     enqueue(&mut c, failover("three@example.org"));
     let run = claim(&mut c, "r1", 10);
@@ -573,13 +701,20 @@ fn failover_between_two_real_smtp_servers() {
     // Over quota: the first message takes the primary's last slot, the next fails over.
     assert_status(&admin(&url, &["account", "enable", "primary"]), 0);
     assert_status(
-        &admin(&url, &["quota", "set", "account", "primary", "--per-day", "1"]),
+        &admin(
+            &url,
+            &["quota", "set", "account", "primary", "--per-day", "1"],
+        ),
         0,
     );
     enqueue(&mut c, failover("four@example.org"));
     enqueue(&mut c, failover("five@example.org"));
     let run = claim(&mut c, "r1", 10);
-    let names: Vec<&str> = run.messages.iter().map(|m| m.account.name.as_str()).collect();
+    let names: Vec<&str> = run
+        .messages
+        .iter()
+        .map(|m| m.account.name.as_str())
+        .collect();
     assert_eq!(names, vec!["primary", "backup"]);
 
     // A message with only a disabled account waits and says so.
@@ -618,36 +753,73 @@ fn failover_between_two_real_smtp_servers() {
 fn reply_policy_matching() {
     let (url, mut c) = setup("reply_policy");
     add_account(&mut c, "main", 2525);
-    let mut decide = |code: Option<i32>, enh: Option<&str>, txt: Option<&str>, domain: Option<&str>| {
-        let d = reply_policy::decide(&mut c, code, enh, txt, domain, Some("main")).unwrap();
-        (d.action.unwrap_or_else(|| "-".into()), d.throttle)
-    };
+    let mut decide =
+        |code: Option<i32>, enh: Option<&str>, txt: Option<&str>, domain: Option<&str>| {
+            let d = reply_policy::decide(&mut c, code, enh, txt, domain, Some("main")).unwrap();
+            (d.action.unwrap_or_else(|| "-".into()), d.throttle)
+        };
     let s = |a: &str, t: &str| (a.to_string(), t.to_string());
     // Shipped defaults: the known misclassifications.
     assert_eq!(
-        decide(Some(550), Some("5.7.1"), Some("Rate limited, try later"), None),
+        decide(
+            Some(550),
+            Some("5.7.1"),
+            Some("Rate limited, try later"),
+            None
+        ),
         s("retry", "account")
     );
     assert_eq!(
-        decide(Some(550), Some("5.7.1"), Some("connection frequency limited"), None),
+        decide(
+            Some(550),
+            Some("5.7.1"),
+            Some("connection frequency limited"),
+            None
+        ),
         s("retry", "account")
     );
-    assert_eq!(decide(Some(421), None, Some("closing"), None), s("another_account", "account"));
+    assert_eq!(
+        decide(Some(421), None, Some("closing"), None),
+        s("another_account", "account")
+    );
     assert_eq!(
         decide(Some(421), Some("4.7.0"), Some("anything at all"), None),
         s("another_account", "account")
     );
     assert_eq!(
-        decide(Some(450), Some("4.2.1"), Some("The user is receiving mail at a rate that prevents additional messages"), Some("gmail.com")),
+        decide(
+            Some(450),
+            Some("4.2.1"),
+            Some("The user is receiving mail at a rate that prevents additional messages"),
+            Some("gmail.com")
+        ),
         s("retry", "domain")
     );
-    assert_eq!(decide(Some(550), Some("5.1.1"), Some("no such user"), None), s("suppress", "none"));
-    assert_eq!(decide(Some(550), None, Some("User unknown"), None), s("suppress", "none"));
-    assert_eq!(decide(Some(552), Some("5.2.2"), Some("mailbox full"), None), s("retry", "none"));
-    assert_eq!(decide(Some(535), Some("5.7.8"), Some("auth failed"), None), s("another_account", "none"));
+    assert_eq!(
+        decide(Some(550), Some("5.1.1"), Some("no such user"), None),
+        s("suppress", "none")
+    );
+    assert_eq!(
+        decide(Some(550), None, Some("User unknown"), None),
+        s("suppress", "none")
+    );
+    assert_eq!(
+        decide(Some(552), Some("5.2.2"), Some("mailbox full"), None),
+        s("retry", "none")
+    );
+    assert_eq!(
+        decide(Some(535), Some("5.7.8"), Some("auth failed"), None),
+        s("another_account", "none")
+    );
     // No rule: 5xx fail, 4xx retry, nothing known without a code.
-    assert_eq!(decide(Some(554), Some("5.7.1"), Some("spam"), None), s("fail", "none"));
-    assert_eq!(decide(Some(451), None, Some("local error"), None), s("retry", "none"));
+    assert_eq!(
+        decide(Some(554), Some("5.7.1"), Some("spam"), None),
+        s("fail", "none")
+    );
+    assert_eq!(
+        decide(Some(451), None, Some("local error"), None),
+        s("retry", "none")
+    );
     assert_eq!(decide(None, None, Some("timeout"), None), s("-", "none"));
 
     // An operator rule per domain, first in line, beats the shipped ones.
@@ -664,9 +836,28 @@ fn reply_policy_matching() {
         ThrottleTarget::Domain,
     )
     .unwrap();
-    let d = reply_policy::decide(&mut c, Some(554), None, Some("IP blocked"), Some("mx.example.net"), None).unwrap();
-    assert_eq!((d.action.as_deref(), d.throttle.as_str(), d.rule_id), (Some("retry"), "domain", Some(id)));
-    let d = reply_policy::decide(&mut c, Some(554), None, Some("IP blocked"), Some("example.org"), None).unwrap();
+    let d = reply_policy::decide(
+        &mut c,
+        Some(554),
+        None,
+        Some("IP blocked"),
+        Some("mx.example.net"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        (d.action.as_deref(), d.throttle.as_str(), d.rule_id),
+        (Some("retry"), "domain", Some(id))
+    );
+    let d = reply_policy::decide(
+        &mut c,
+        Some(554),
+        None,
+        Some("IP blocked"),
+        Some("example.org"),
+        None,
+    )
+    .unwrap();
     assert_eq!(d.action.as_deref(), Some("fail"));
     let rules = reply_policy::list(&mut c).unwrap();
     assert_eq!(rules[0].id, id);
@@ -674,27 +865,83 @@ fn reply_policy_matching() {
     assert!(rules[1..].iter().all(|r| r.shipped));
 
     // The CLI: test, add, bad input refused without change, remove.
-    let d = admin_json(&url, &["reply-rule", "test", "--code", "550", "--enhanced", "5.7.1", "--text", "rate limited"]);
+    let d = admin_json(
+        &url,
+        &[
+            "reply-rule",
+            "test",
+            "--code",
+            "550",
+            "--enhanced",
+            "5.7.1",
+            "--text",
+            "rate limited",
+        ],
+    );
     assert_eq!(d["action"], "retry");
     let count = reply_policy::list(&mut c).unwrap().len();
     for bad in [
-        vec!["reply-rule", "add", "--action", "fail", "--pattern", "(unclosed"],
+        vec![
+            "reply-rule",
+            "add",
+            "--action",
+            "fail",
+            "--pattern",
+            "(unclosed",
+        ],
         vec!["reply-rule", "add", "--action", "fail", "--code", "6xx"],
         vec!["reply-rule", "add", "--action", "fail", "--enhanced", "5.x"],
         vec!["reply-rule", "add", "--action", "fail"],
-        vec!["reply-rule", "add", "--action", "fail", "--code", "550", "--account", "nope"],
+        vec![
+            "reply-rule",
+            "add",
+            "--action",
+            "fail",
+            "--code",
+            "550",
+            "--account",
+            "nope",
+        ],
     ] {
         let out = admin(&url, &bad);
         assert_status(&out, 65);
     }
     assert_eq!(reply_policy::list(&mut c).unwrap().len(), count);
-    let added = admin_json(&url, &["reply-rule", "add", "--action", "suppress", "--code", "550", "--pattern", "gone away"]);
+    let added = admin_json(
+        &url,
+        &[
+            "reply-rule",
+            "add",
+            "--action",
+            "suppress",
+            "--code",
+            "550",
+            "--pattern",
+            "gone away",
+        ],
+    );
     let new_id = added["id"].as_i64().unwrap();
-    let d = admin_json(&url, &["reply-rule", "test", "--code", "550", "--text", "mailbox gone away"]);
+    let d = admin_json(
+        &url,
+        &[
+            "reply-rule",
+            "test",
+            "--code",
+            "550",
+            "--text",
+            "mailbox gone away",
+        ],
+    );
     assert_eq!(d["action"], "suppress");
     assert_eq!(d["rule_id"], new_id);
-    assert_status(&admin(&url, &["reply-rule", "remove", &new_id.to_string()]), 0);
-    assert_status(&admin(&url, &["reply-rule", "remove", &new_id.to_string()]), 65);
+    assert_status(
+        &admin(&url, &["reply-rule", "remove", &new_id.to_string()]),
+        0,
+    );
+    assert_status(
+        &admin(&url, &["reply-rule", "remove", &new_id.to_string()]),
+        65,
+    );
 
     // Applied when results arrive: a "rate limited" 550 defers and throttles; a 5.1.1
     // fails the recipient and suppresses it; a message's own final_codes come first.
@@ -707,7 +954,13 @@ fn reply_policy_matching() {
     );
     let run = claim(&mut c, "r1", 10);
     let idx = |id: i64| run.messages.iter().position(|m| m.id == id).unwrap();
-    let mut rate = result(&run, idx(a), Outcome::Failed, Some(550), "5.7.1 rate limited");
+    let mut rate = result(
+        &run,
+        idx(a),
+        Outcome::Failed,
+        Some(550),
+        "5.7.1 rate limited",
+    );
     rate.enhanced_status = Some("5.7.1".into());
     let mut gone = result(&run, idx(b), Outcome::Failed, Some(550), "no such user");
     gone.enhanced_status = Some("5.1.1".into());
@@ -719,7 +972,10 @@ fn reply_policy_matching() {
     assert_eq!(st(&mut c, f).as_deref(), Some("failed"));
     let sup = suppression::get(&mut c, "b@example.org").unwrap().unwrap();
     assert_eq!((sup.source.as_str(), sup.smtp_code), ("bounce", Some(550)));
-    assert!(quota::throttles(&mut c).unwrap().iter().any(|t| t.key == "main"));
+    assert!(quota::throttles(&mut c)
+        .unwrap()
+        .iter()
+        .any(|t| t.key == "main"));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -731,7 +987,16 @@ fn suppression_at_enqueue_and_at_claim() {
     let (url, mut c) = setup("suppression");
     add_account(&mut c, "main", 2525);
     assert_status(
-        &admin(&url, &["suppress", "add", "X@Example.org", "--reason", "asked to stop"]),
+        &admin(
+            &url,
+            &[
+                "suppress",
+                "add",
+                "X@Example.org",
+                "--reason",
+                "asked to stop",
+            ],
+        ),
         0,
     );
     let out = admin(&url, &["suppress", "check", "x@example.org"]);
@@ -756,7 +1021,12 @@ fn suppression_at_enqueue_and_at_claim() {
     assert_eq!(row.get::<_, String>(0), "queued");
     assert_eq!(row.get::<_, Vec<String>>(1), vec!["Xavier <x@example.org>"]);
     assert_eq!(
-        text(&mut c, "SELECT state FROM mailrun.messages WHERE id = $1", only).as_deref(),
+        text(
+            &mut c,
+            "SELECT state FROM mailrun.messages WHERE id = $1",
+            only
+        )
+        .as_deref(),
         Some("failed")
     );
 
@@ -768,11 +1038,21 @@ fn suppression_at_enqueue_and_at_claim() {
     assert_eq!(run.messages[0].id, mixed);
     assert_eq!(run.messages[0].to, vec!["y@example.org"]);
     assert_eq!(
-        text(&mut c, "SELECT state FROM mailrun.messages WHERE id = $1", later).as_deref(),
+        text(
+            &mut c,
+            "SELECT state FROM mailrun.messages WHERE id = $1",
+            later
+        )
+        .as_deref(),
         Some("failed")
     );
     assert_eq!(
-        text(&mut c, "SELECT last_text FROM mailrun.messages WHERE id = $1", later).as_deref(),
+        text(
+            &mut c,
+            "SELECT last_text FROM mailrun.messages WHERE id = $1",
+            later
+        )
+        .as_deref(),
         Some("suppressed: z@example.org")
     );
 
@@ -792,12 +1072,21 @@ fn unknown_outcome_is_never_retried_silently() {
     add_account(&mut c, "main", 2525);
     let id = enqueue(&mut c, msg("main", "a@example.org"));
     let run = claim(&mut c, "r1", 10);
-    let r = result(&run, 0, Outcome::Unknown, None, "timeout after the final dot");
+    let r = result(
+        &run,
+        0,
+        Outcome::Unknown,
+        None,
+        "timeout after the final dot",
+    );
     queue::apply_results(&mut c, "r1", &[r]).unwrap();
     let st = |c: &mut Client| text(c, "SELECT state FROM mailrun.messages WHERE id = $1", id);
     assert_eq!(st(&mut c).as_deref(), Some("unknown"));
     assert_eq!(
-        one(&mut c, "SELECT count(*) FROM mailrun.delivery_attempts WHERE outcome = 'unknown'"),
+        one(
+            &mut c,
+            "SELECT count(*) FROM mailrun.delivery_attempts WHERE outcome = 'unknown'"
+        ),
         1
     );
     // Not due, not reaped back, shown in status.
@@ -812,7 +1101,10 @@ fn unknown_outcome_is_never_retried_silently() {
     assert_eq!(list[0]["id"], id);
 
     // With a configured wait, reaping retries it once the wait has passed.
-    assert_status(&admin(&url, &["quota", "settings", "--unknown-retry-after", "600"]), 0);
+    assert_status(
+        &admin(&url, &["quota", "settings", "--unknown-retry-after", "600"]),
+        0,
+    );
     queue::reap_expired(&mut c).unwrap();
     assert_eq!(st(&mut c).as_deref(), Some("unknown"));
     c.execute(
@@ -826,13 +1118,35 @@ fn unknown_outcome_is_never_retried_silently() {
     assert_eq!(run.messages.len(), 1);
 
     // An operator decides: resolve refuses other states, and is all or nothing.
-    let r = result(&run, 0, Outcome::Unknown, None, "connection lost after DATA");
+    let r = result(
+        &run,
+        0,
+        Outcome::Unknown,
+        None,
+        "connection lost after DATA",
+    );
     queue::apply_results(&mut c, "r1", &[r]).unwrap();
     let other = enqueue(&mut c, msg("main", "b@example.org"));
-    let out = admin(&url, &["unknown", "resolve", &id.to_string(), &other.to_string(), "--as", "sent"]);
+    let out = admin(
+        &url,
+        &[
+            "unknown",
+            "resolve",
+            &id.to_string(),
+            &other.to_string(),
+            "--as",
+            "sent",
+        ],
+    );
     assert_status(&out, 65);
     assert_eq!(st(&mut c).as_deref(), Some("unknown"));
-    assert_status(&admin(&url, &["unknown", "resolve", &id.to_string(), "--as", "sent"]), 0);
+    assert_status(
+        &admin(
+            &url,
+            &["unknown", "resolve", &id.to_string(), "--as", "sent"],
+        ),
+        0,
+    );
     assert_eq!(st(&mut c).as_deref(), Some("sent"));
 }
 
@@ -855,13 +1169,34 @@ fn quota_commands_validate_and_list() {
     ] {
         assert_status(&admin(&url, &bad), 65);
     }
-    assert_status(&admin(&url, &["quota", "set", "account", "main", "--window", "x"]), 64);
+    assert_status(
+        &admin(&url, &["quota", "set", "account", "main", "--window", "x"]),
+        64,
+    );
     assert_eq!(one(&mut c, "SELECT count(*) FROM mailrun.quotas"), 0);
     assert_status(
-        &admin(&url, &["quota", "set", "account", "main", "--per-hour", "300", "--per-day", "2000"]),
+        &admin(
+            &url,
+            &[
+                "quota",
+                "set",
+                "account",
+                "main",
+                "--per-hour",
+                "300",
+                "--per-day",
+                "2000",
+            ],
+        ),
         0,
     );
-    assert_status(&admin(&url, &["quota", "set", "domain", "Gmail.com", "--window", "100/600"]), 0);
+    assert_status(
+        &admin(
+            &url,
+            &["quota", "set", "domain", "Gmail.com", "--window", "100/600"],
+        ),
+        0,
+    );
     let list = admin_json(&url, &["quota", "list"]);
     let quotas = list["quotas"].as_array().unwrap();
     assert_eq!(quotas.len(), 2);
@@ -877,5 +1212,8 @@ fn quota_commands_validate_and_list() {
     let s = admin_json(&url, &["quota", "settings"]);
     assert_eq!(s["throttle_pause_seconds"], 60);
     assert_eq!(s["unknown_retry_after_seconds"], Value::Null);
-    assert_status(&admin(&url, &["quota", "settings", "--throttle-min-factor", "2"]), 65);
+    assert_status(
+        &admin(&url, &["quota", "settings", "--throttle-min-factor", "2"]),
+        65,
+    );
 }
