@@ -143,7 +143,10 @@ pub struct Settings {
 
 fn validate_key(scope: Scope, key: &str) -> anyhow::Result<()> {
     let ok = (1..=253).contains(&key.len())
-        && key.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && key
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
@@ -171,9 +174,7 @@ pub fn set(c: &mut impl GenericClient, scope: Scope, key: &str, caps: &Caps) -> 
     };
     if let Some(sql) = exists_sql {
         if c.query_opt(sql, &[&key])?.is_none() {
-            return Err(
-                CliError::new(EXIT_DATA, format!("no {} {key:?}", scope.as_str())).into(),
-            );
+            return Err(CliError::new(EXIT_DATA, format!("no {} {key:?}", scope.as_str())).into());
         }
     }
     let (wl, ws) = caps.window.unzip();

@@ -259,7 +259,11 @@ pub(crate) fn status_section(db: &mut postgres::Client) -> anyhow::Result<(Value
     Ok((value, s))
 }
 
-pub(crate) fn quota_cmd(db: &mut postgres::Client, cmd: QuotaCommand, out: Output) -> anyhow::Result<u8> {
+pub(crate) fn quota_cmd(
+    db: &mut postgres::Client,
+    cmd: QuotaCommand,
+    out: Output,
+) -> anyhow::Result<u8> {
     match cmd {
         QuotaCommand::Set {
             scope,
@@ -304,13 +308,16 @@ pub(crate) fn quota_cmd(db: &mut postgres::Client, cmd: QuotaCommand, out: Outpu
         }
         QuotaCommand::Unthrottle { scope, key } => {
             let was = quota::unthrottle(db, &scope, &key)?;
-            out.result(json!({"scope": scope, "key": key, "was_throttled": was}), || {
-                if was {
-                    format!("{scope} {key} is no longer throttled")
-                } else {
-                    format!("{scope} {key} was not throttled")
-                }
-            });
+            out.result(
+                json!({"scope": scope, "key": key, "was_throttled": was}),
+                || {
+                    if was {
+                        format!("{scope} {key} is no longer throttled")
+                    } else {
+                        format!("{scope} {key} was not throttled")
+                    }
+                },
+            );
         }
         QuotaCommand::Settings {
             throttle_pause_seconds,
@@ -460,9 +467,7 @@ pub(crate) fn reply_rule_cmd(
                         r.pattern.as_deref().unwrap_or("-"),
                     ));
                 }
-                s.push_str(
-                    "then the config's [retry] rules, then 5xx fail and 4xx retry\n",
-                );
+                s.push_str("then the config's [retry] rules, then 5xx fail and 4xx retry\n");
                 s
             });
         }
@@ -505,11 +510,9 @@ pub(crate) fn reply_rule_cmd(
             account,
         } => {
             if code.is_none() && enhanced.is_none() && text.is_none() {
-                return Err(CliError::new(
-                    EXIT_USAGE,
-                    "give --code, --enhanced or --text to test",
-                )
-                .into());
+                return Err(
+                    CliError::new(EXIT_USAGE, "give --code, --enhanced or --text to test").into(),
+                );
             }
             let d = reply_policy::decide(
                 db,
@@ -522,7 +525,9 @@ pub(crate) fn reply_rule_cmd(
             out.listing(serde_json::to_value(&d)?, || {
                 format!(
                     "{} (throttle {}){}\n",
-                    d.action.as_deref().unwrap_or("no decision: the runner's outcome stands"),
+                    d.action
+                        .as_deref()
+                        .unwrap_or("no decision: the runner's outcome stands"),
                     d.throttle,
                     d.rule_id
                         .map(|id| format!(", rule {id}"))
@@ -567,7 +572,11 @@ pub(crate) fn unknown_cmd(
             }
             tx.commit()?;
             out.result(json!({"resolved": ids, "as": resolution.as_str()}), || {
-                format!("{} message(s) resolved as {}", ids.len(), resolution.as_str())
+                format!(
+                    "{} message(s) resolved as {}",
+                    ids.len(),
+                    resolution.as_str()
+                )
             });
         }
     }

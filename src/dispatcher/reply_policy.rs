@@ -138,9 +138,7 @@ fn validate(c: &mut impl GenericClient, r: &NewRule) -> anyhow::Result<()> {
         }
     }
     if let Some(p) = &r.pattern {
-        let valid: bool = c
-            .query_one("SELECT mailrun.valid_regex($1)", &[p])?
-            .get(0);
+        let valid: bool = c.query_one("SELECT mailrun.valid_regex($1)", &[p])?.get(0);
         if !valid || p.contains(['\r', '\n']) {
             return Err(data_err(format!(
                 "pattern {p:?} is not a valid regular expression"

@@ -13,7 +13,11 @@ use crate::cli::{CliError, EXIT_CONFIG};
 /// The migrations this binary knows, in order: (version, name, SQL).
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "queue", include_str!("../../migrations/0001_queue.sql")),
-    (3, "quotas", include_str!("../../migrations/0003_quotas.sql")),
+    (
+        3,
+        "quotas",
+        include_str!("../../migrations/0003_quotas.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming mailrun's migration lock among the database's advisory locks.
