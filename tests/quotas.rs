@@ -1217,3 +1217,73 @@ fn quota_commands_validate_and_list() {
         65,
     );
 }
+
+#[test]
+fn enqueue_takes_a_failover_list_from_flags_and_json_lines() {
+    let (url, mut c) = setup("enqueue_accounts");
+    add_account(&mut c, "a", 2525);
+    add_account(&mut c, "b", 2526);
+    let out = admin(
+        &url,
+        &[
+            "enqueue",
+            "--from",
+            "s@example.com",
+            "--to",
+            "x@example.org",
+            "--text",
+            "x",
+            "--accounts",
+            "b,a",
+        ],
+    );
+    assert_status(&out, 0);
+    let id: i64 = stdout(&out).trim().parse().unwrap();
+    let names: Vec<String> = c
+        .query_one(
+            "SELECT array(SELECT a.name FROM unnest(m.account_ids) WITH ORDINALITY u(id, i)
+                          JOIN mailrun.smtp_accounts a ON a.id = u.id ORDER BY u.i)
+             FROM mailrun.messages m WHERE m.id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(names, vec!["b", "a"]);
+    let dir = common::temp_dir();
+    let lines = dir.path().join("m.jsonl");
+    common::write(
+        &lines,
+        "{\"from\": \"s@example.com\", \"to\": \"y@example.org\", \"text\": \"x\", \"accounts\": [\"a\", \"b\"]}\n",
+    );
+    assert_status(
+        &admin(&url, &["enqueue", "--jsonl", lines.to_str().unwrap()]),
+        0,
+    );
+    common::write(
+        &lines,
+        "{\"from\": \"s@example.com\", \"to\": \"y@example.org\", \"text\": \"x\", \"accounts\": [\"a\", \"zz\"]}\n",
+    );
+    let out = admin(&url, &["enqueue", "--jsonl", lines.to_str().unwrap()]);
+    assert_status(&out, 65);
+    assert!(common::stderr(&out).contains("unknown SMTP account \"zz\""));
+    assert_eq!(one(&mut c, "SELECT count(*) FROM mailrun.messages"), 2);
+    assert_status(
+        &admin(
+            &url,
+            &[
+                "enqueue",
+                "--from",
+                "s@example.com",
+                "--to",
+                "x@example.org",
+                "--text",
+                "x",
+                "--accounts",
+                "a",
+                "--account",
+                "b",
+            ],
+        ),
+        64,
+    );
+}

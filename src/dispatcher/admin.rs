@@ -222,6 +222,15 @@ pub struct EnqueueArgs {
     /// SMTP account name [default: config, else the only account]
     #[arg(long)]
     pub account: Option<String>,
+    /// Failover list of SMTP accounts, tried in order when one is over quota, disabled,
+    /// throttled or failing (docs/quotas.md).
+    #[arg(
+        long,
+        value_name = "NAME,...",
+        value_delimiter = ',',
+        conflicts_with = "account"
+    )]
+    pub accounts: Vec<String>,
     /// Send no earlier than this: "in 2 hours", "tomorrow 9am", "friday 17:30",
     /// "2026-12-01 08:00" (local, see --time-zone) or RFC 3339.
     #[arg(long, value_name = "TIME")]
@@ -705,6 +714,9 @@ fn message_from_flags(args: &EnqueueArgs) -> anyhow::Result<Value> {
     if !args.bcc.is_empty() {
         set("bcc", json!(args.bcc));
     }
+    if !args.accounts.is_empty() {
+        set("accounts", json!(args.accounts));
+    }
     for (k, v) in [
         ("from", &args.from),
         ("reply_to", &args.reply_to),
@@ -904,6 +916,17 @@ fn enqueue_jsonl(
                 message::apply_defaults(&mut m, &config.defaults);
                 message::check(&m, Some(policy.max_message_bytes))?;
                 if let Some(acc) = m.get("account").and_then(Value::as_str) {
+                    if !account_names.iter().any(|a| a == acc) {
+                        return Err(format!("unknown SMTP account {acc:?}"));
+                    }
+                }
+                for acc in m
+                    .get("accounts")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
                     if !account_names.iter().any(|a| a == acc) {
                         return Err(format!("unknown SMTP account {acc:?}"));
                     }
