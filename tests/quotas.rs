@@ -730,6 +730,10 @@ fn failover_between_two_real_smtp_servers() {
         .as_deref(),
         Some("held: account primary disabled")
     );
+    let shown = admin_json(&url, &["show", &lone.to_string()]);
+    assert_eq!(shown["message"]["held"], "held: account primary disabled");
+    let out = admin(&url, &["show", &m1.to_string()]);
+    assert!(stdout(&out).contains("primary, backup"), "{}", stdout(&out));
     // Enqueue refuses a bad failover list and changes nothing.
     let before = one(&mut c, "SELECT count(*) FROM mailrun.messages");
     for bad in [

@@ -1082,7 +1082,10 @@ fn show(db: &mut postgres::Client, id: i64, out: Output) -> anyhow::Result<u8> {
                     m.bcc_addrs, m.subject, m.message_id_header, m.size_bytes, m.created_at,
                     m.send_at, m.next_attempt_at, m.expires_at, m.attempts, m.lease_runner,
                     m.lease_expires_at, m.recipients_sent, m.recipients_failed, m.last_code,
-                    m.last_enhanced, m.last_text, m.finished_at, m.job_run_id::text
+                    m.last_enhanced, m.last_text, m.finished_at, m.job_run_id::text,
+                    CASE WHEN m.held_until > now() THEN m.held_reason END,
+                    array(SELECT x.name FROM unnest(m.account_ids) WITH ORDINALITY u(id, i)
+                          JOIN mailrun.smtp_accounts x ON x.id = u.id ORDER BY u.i)
              FROM mailrun.messages m JOIN mailrun.smtp_accounts a ON a.id = m.account_id
              WHERE m.id = $1",
             &[&id],
@@ -1104,6 +1107,8 @@ fn show(db: &mut postgres::Client, id: i64, out: Output) -> anyhow::Result<u8> {
         "last_enhanced": row.get::<_, Option<String>>(21),
         "last_text": row.get::<_, Option<String>>(22), "finished_at": ts(23),
         "job_run_id": row.get::<_, Option<String>>(24),
+        "held": row.get::<_, Option<String>>(25),
+        "failover_accounts": row.get::<_, Vec<String>>(26),
     });
     let attempts: Vec<Value> = db
         .query(
@@ -1172,6 +1177,8 @@ fn show_text(m: &Value, attempts: &[Value]) -> String {
         "last_enhanced",
         "last_text",
         "finished_at",
+        "held",
+        "failover_accounts",
     ] {
         s.push_str(&format!("{key:<18} {}\n", field(&m[key])));
     }
