@@ -521,6 +521,9 @@ DECLARE
     v_ok boolean;
     v_token uuid;
     v_qid bigint;
+    v_ids bigint[];
+    v_seen bigint[] := '{}';
+    v_round integer := 0;
 BEGIN
     IF n IS NULL OR n < 1 THEN
         PERFORM mailrun.refuse(NULL, 'claim_batch: n must be at least 1');
@@ -552,14 +555,48 @@ BEGIN
     INSERT INTO mailrun.job_runs (id, runner_id, lease_expires_at, message_count)
         VALUES (v_job, p_runner, v_expiry, 0);
 
-    -- Bounded scan: held messages leave the due set, so a later claim does not meet
-    -- them again; skipped ones (a quota busy with another claimer) stay due.
+    -- A few bounded rounds: held messages leave the due set, so a round only repeats
+    -- when quotas held back (or expired) part of the previous one.
+    WHILE v_count < v_limit AND v_round < 4 LOOP
+    v_round := v_round + 1;
+    SELECT array_agg(x.id ORDER BY x.next_attempt_at, x.id) INTO v_ids FROM (
+        SELECT d.id, d.next_attempt_at FROM mailrun.messages d
+        WHERE d.state IN ('queued', 'deferred') AND d.next_attempt_at <= now()
+          AND NOT d.id = ANY (v_seen)
+        ORDER BY d.next_attempt_at, d.id
+        LIMIT 2 * (v_limit - v_count) + 50
+        FOR UPDATE SKIP LOCKED) x;
+    EXIT WHEN v_ids IS NULL;
+    v_seen := v_seen || v_ids;
+
+    -- Lock every quota these messages may take from, in lock order, before deciding
+    -- any: concurrent claimers then queue up behind each other instead of skipping.
+    FOR v_qid IN
+        SELECT q2.id FROM mailrun.quotas q2
+        WHERE NOT q2.id = ANY (v_locked) AND (
+            (q2.scope = 'account' AND q2.key IN (
+                SELECT a.name FROM mailrun.messages d
+                CROSS JOIN LATERAL unnest(CASE WHEN cardinality(d.account_ids) > 0
+                    THEN d.account_ids ELSE ARRAY[d.account_id] END) AS acc(id)
+                JOIN mailrun.smtp_accounts a ON a.id = acc.id
+                WHERE d.id = ANY (v_ids)))
+            OR (q2.scope = 'domain' AND q2.key IN (
+                SELECT mailrun.addr_domain(t) FROM mailrun.messages d
+                CROSS JOIN LATERAL unnest(d.to_addrs || d.cc_addrs || d.bcc_addrs) AS t
+                WHERE d.id = ANY (v_ids))))
+        ORDER BY q2.id
+    LOOP
+        v_key := 1e15 + v_qid;
+        IF mailrun.quota_lock(v_qid, v_key > v_max_key) THEN
+            v_locked := v_locked || v_qid;
+            v_max_key := greatest(v_max_key, v_key);
+        END IF;
+    END LOOP;
+
     FOR m IN
         SELECT d.* FROM mailrun.messages d
-        WHERE d.state IN ('queued', 'deferred') AND d.next_attempt_at <= now()
+        WHERE d.id = ANY (v_ids)
         ORDER BY d.next_attempt_at, d.id
-        LIMIT v_limit + 500
-        FOR UPDATE SKIP LOCKED
     LOOP
         IF m.expires_at <= now() THEN
             UPDATE mailrun.messages d SET state = 'expired', finished_at = now() WHERE d.id = m.id;
@@ -718,6 +755,7 @@ BEGIN
             VALUES (v_token, m.id, v_job, p_runner, v_expiry, v_chosen);
         v_count := v_count + 1;
         EXIT WHEN v_count >= v_limit;
+    END LOOP;
     END LOOP;
 
     IF v_count = 0 THEN
