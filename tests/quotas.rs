@@ -248,7 +248,7 @@ fn caps_hold_across_concurrent_claimers_counted_by_the_smtp_server() {
     let server = SmtpServer::start("accept");
     let (url, mut c) = setup("caps_concurrent");
     add_account(&mut c, "main", server.port);
-    // "This account: 30 per hour, 200 per day" (the binding cap is the hour's), a
+    // "This account: 300 per hour, 2 000 per day" (the binding cap is the hour's), a
     // recipient domain at 7 per hour and one runner at 5 per hour.
     let out = admin(
         &url,
@@ -258,9 +258,9 @@ fn caps_hold_across_concurrent_claimers_counted_by_the_smtp_server() {
             "account",
             "main",
             "--per-hour",
-            "30",
+            "300",
             "--per-day",
-            "200",
+            "2000",
         ],
     );
     assert_status(&out, 0);
@@ -289,8 +289,8 @@ fn caps_hold_across_concurrent_claimers_counted_by_the_smtp_server() {
     )
     .unwrap();
     let mut batch = Vec::new();
-    for i in 0..100 {
-        let domain = if i % 2 == 0 { "a.example" } else { "b.example" };
+    for i in 0..400 {
+        let domain = if i % 4 == 0 { "b.example" } else { "a.example" };
         batch.push(msg("main", &format!("user{i}@{domain}")));
     }
     queue::enqueue_many(&mut c, &batch).unwrap();
@@ -305,8 +305,8 @@ fn caps_hold_across_concurrent_claimers_counted_by_the_smtp_server() {
                 let mut empties = 0;
                 let mut got = 0;
                 while empties < 3 {
-                    let run = claim(&mut c, runner, 6);
-                    assert!(run.messages.len() <= 6);
+                    let run = claim(&mut c, runner, 25);
+                    assert!(run.messages.len() <= 25);
                     if run.messages.is_empty() {
                         empties += 1;
                         std::thread::sleep(Duration::from_millis(30));
@@ -335,7 +335,7 @@ fn caps_hold_across_concurrent_claimers_counted_by_the_smtp_server() {
         .iter()
         .filter(|d| d["rcpt"][0].as_str().unwrap().ends_with("@b.example"))
         .count();
-    assert_eq!(delivered.len(), 30, "the account's hourly cap, exactly");
+    assert_eq!(delivered.len(), 300, "the account's hourly cap, exactly");
     assert_eq!(to_b, 7, "the domain's hourly cap, exactly");
     assert!(per_runner["r1"] <= 5, "runner cap: {per_runner:?}");
     let r1_attempts = one(
@@ -348,21 +348,21 @@ fn caps_hold_across_concurrent_claimers_counted_by_the_smtp_server() {
             &mut c,
             "SELECT count(*) FROM mailrun.messages WHERE state = 'sent'"
         ),
-        30
+        300
     );
 
-    // The other 70 wait, each saying for what.
+    // The other 100 wait, each saying for what.
     let held_account = one(
         &mut c,
         "SELECT count(*) FROM mailrun.messages WHERE state = 'queued'
-         AND held_reason LIKE 'held: account main hourly cap 30/h until % UTC'",
+         AND held_reason LIKE 'held: account main hourly cap 300/h until % UTC'",
     );
     let held_domain = one(
         &mut c,
         "SELECT count(*) FROM mailrun.messages WHERE state = 'queued'
          AND held_reason LIKE 'held: domain b.example hourly cap 7/h until % UTC'",
     );
-    assert_eq!(held_account + held_domain, 70);
+    assert_eq!(held_account + held_domain, 100);
     assert!(held_account > 0);
     assert_eq!(
         one(&mut c, "SELECT mailrun.count_due()"),
@@ -373,15 +373,16 @@ fn caps_hold_across_concurrent_claimers_counted_by_the_smtp_server() {
     assert_status(&out, 0);
     let s = stdout(&out);
     assert!(
-        s.contains("held: account main hourly cap 30/h until"),
+        s.contains("held: account main hourly cap 300/h until"),
         "{s}"
     );
-    assert!(s.contains("30/30"), "{s}");
+    assert!(s.contains("300/300"), "{s}");
+    assert!(s.contains("300/2000"), "{s}");
     let status = admin_json(&url, &["status"]);
     let quotas = status["quotas"].as_array().unwrap();
     let main = quotas.iter().find(|q| q["key"] == "main").unwrap();
-    assert_eq!(main["used_hour"], 30);
-    assert_eq!(main["used_day"], 30);
+    assert_eq!(main["used_hour"], 300);
+    assert_eq!(main["used_day"], 300);
     assert!(!status["held"].as_array().unwrap().is_empty());
 }
 
