@@ -238,12 +238,15 @@ BEGIN
         room := least(coalesce(room, r), r);
         IF r <= 0 THEN
             IF k = 'window' THEN
-                -- Frees when enough of the oldest buckets leave the window; the latest
-                -- bucket's end bounds it safely.
-                SELECT max(u.bucket) + make_interval(secs => q.window_seconds + 2 * bs) INTO v_free
-                FROM mailrun.quota_usage u
-                WHERE u.quota_id = q.id AND u.kind = 'window'
-                  AND u.bucket > now() - make_interval(secs => q.window_seconds + bs);
+                -- Frees when enough of the oldest buckets have left the window for one
+                -- more to fit.
+                SELECT min(x.bucket) + make_interval(secs => q.window_seconds + bs) INTO v_free
+                FROM (SELECT u.bucket, sum(u.used) OVER (ORDER BY u.bucket) AS cum
+                      FROM mailrun.quota_usage u
+                      WHERE u.quota_id = q.id AND u.kind = 'window'
+                        AND u.bucket > now() - make_interval(secs => q.window_seconds + bs)) x
+                WHERE used - x.cum < cap;
+                v_free := coalesce(v_free, now() + make_interval(secs => bs));
             ELSE
                 v_free := mailrun.quota_bucket(k, now(), NULL) + CASE k
                     WHEN 'second' THEN interval '1 second' WHEN 'hour' THEN interval '1 hour'
@@ -811,6 +814,7 @@ DECLARE
     v_last_text text;
     v_account text;
     v_switch boolean := false;
+    v_any_unknown boolean := false;
     v_throttled text[] := '{}';
     v_next_acc bigint;
     v_accounts bigint[];
@@ -884,7 +888,9 @@ BEGIN
             IF dec.action IS NOT NULL THEN
                 o := CASE WHEN dec.action IN ('fail', 'suppress') THEN 'failed' ELSE 'deferred' END;
                 IF NOT v_late THEN
-                    IF dec.action = 'suppress' THEN
+                    -- A message-level answer names no recipient: suppress only when
+                    -- it can only be about this one.
+                    IF dec.action = 'suppress' AND (rr IS NOT NULL OR cardinality(v_pending) = 1) THEN
                         INSERT INTO mailrun.suppressions (address, source, reason, smtp_code)
                         VALUES (lower(mailrun.addr_spec(addr)), 'bounce',
                                 regexp_replace(left(concat_ws(' ', c, en, tx), 500), '[\r\n]+', ' ', 'g'), c)
@@ -907,6 +913,9 @@ BEGIN
                 v_last_enh := en;
                 v_last_text := rr->>'text';
             END IF;
+        END IF;
+        IF o = 'unknown' THEN
+            v_any_unknown := true;
         END IF;
         IF o = 'sent' THEN
             v_new_sent := v_new_sent || addr;
@@ -941,7 +950,7 @@ BEGIN
                         THEN 'sent' ELSE 'failed' END;
     ELSIF v_outcome = 'not_attempted' AND cardinality(v_new_sent || v_new_failed) = 0 THEN
         v_state := 'queued';
-    ELSIF v_outcome = 'unknown' THEN
+    ELSIF v_any_unknown THEN
         -- DATA went out, no answer came: never retried silently (docs/quotas.md).
         v_state := 'unknown';
     ELSIF now() >= m.expires_at THEN

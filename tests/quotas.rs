@@ -513,6 +513,18 @@ fn per_second_and_window_caps_and_released_reservations() {
         3
     );
 
+    // Held until the window's oldest bucket (1/60 of it) has left it.
+    let until_ok: bool = c
+        .query_one(
+            "SELECT bool_and(held_until BETWEEN now() + interval '3600 seconds'
+                                            AND now() + interval '3660 seconds')
+             FROM mailrun.messages WHERE held_reason LIKE '%window cap%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(until_ok);
+
     // NotAttempted gives its reservation back: one more fits.
     let r = result(&run, 0, Outcome::NotAttempted, None, "lease deadline");
     queue::apply_results(&mut c, "r1", &[r]).unwrap();
@@ -981,6 +993,22 @@ fn reply_policy_matching() {
         .unwrap()
         .iter()
         .any(|t| t.key == "main"));
+
+    // A message-level 5.1.1 for several recipients names none of them: they fail, but
+    // nobody is suppressed on a guess.
+    assert!(quota::unthrottle(&mut c, "account", "main").unwrap());
+    let two = enqueue(
+        &mut c,
+        json!({"from": "s@example.com", "to": ["p@example.org", "q@example.org"], "text": "x",
+               "account": "main"}),
+    );
+    let run = claim(&mut c, "r1", 10);
+    let mut r = result(&run, 0, Outcome::Failed, Some(550), "no such user");
+    r.enhanced_status = Some("5.1.1".into());
+    assert_eq!(run.messages[0].id, two);
+    queue::apply_results(&mut c, "r1", &[r]).unwrap();
+    assert_eq!(st(&mut c, two).as_deref(), Some("failed"));
+    assert!(suppression::get(&mut c, "p@example.org").unwrap().is_none());
 }
 
 // ---------------------------------------------------------------------------------------
