@@ -2,7 +2,11 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod connection;
+pub mod endpoint;
 pub mod message;
+pub mod outbound;
+pub mod push;
 pub mod queue;
 pub mod quota;
 pub mod quota_admin;
@@ -11,4 +15,5 @@ pub mod retry;
 pub mod runners;
 pub mod schema;
 pub mod suppression;
+pub mod tick;
 pub mod unknown;
