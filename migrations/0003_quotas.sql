@@ -90,6 +90,14 @@ CREATE TABLE mailrun.quota_settings (
 );
 INSERT INTO mailrun.quota_settings DEFAULT VALUES;
 
+-- Named failover lists: a message enqueued with "account_group" gets the group's
+-- accounts (as they are at enqueue) as its failover list.
+CREATE TABLE mailrun.account_groups (
+    name       text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'),
+    accounts   text[] NOT NULL CHECK (cardinality(accounts) > 0),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- Recipients never to send to (hard bounces, operator entries).
 CREATE TABLE mailrun.suppressions (
     address    text PRIMARY KEY CHECK (address = lower(address) AND address ~ '^[^@\s]+@[^@\s]+$'),
@@ -418,8 +426,9 @@ $$;
 ALTER FUNCTION mailrun.enqueue_at(integer, jsonb) RENAME TO enqueue_at_v1;
 
 -- Adds to version 1: "accounts" (an ordered failover list of account names, instead of
--- "account") and the suppression list (suppressed recipients are failed at once; a
--- message with only suppressed recipients is stored as failed).
+-- "account"), "account_group" (a named list) and the suppression list (suppressed
+-- recipients are failed at once; a message with only suppressed recipients is stored
+-- as failed).
 CREATE FUNCTION mailrun.enqueue_at(pos integer, m jsonb) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -429,7 +438,27 @@ DECLARE
     e jsonb;
     v_all text[];
     v_supp text[];
+    v_group text[];
 BEGIN
+    IF m IS NOT NULL AND jsonb_typeof(m) = 'object' AND m ? 'account_group' THEN
+        IF jsonb_typeof(m->'account_group') = 'null' THEN
+            m := m - 'account_group';
+        ELSE
+            IF (m ? 'account' AND jsonb_typeof(m->'account') <> 'null')
+               OR (m ? 'accounts' AND jsonb_typeof(m->'accounts') <> 'null') THEN
+                PERFORM mailrun.refuse(pos, 'give one of "account", "accounts" or "account_group"');
+            END IF;
+            IF jsonb_typeof(m->'account_group') <> 'string' THEN
+                PERFORM mailrun.refuse(pos, '"account_group" must be a string');
+            END IF;
+            SELECT g.accounts INTO v_group FROM mailrun.account_groups g
+                WHERE g.name = m->>'account_group';
+            IF v_group IS NULL THEN
+                PERFORM mailrun.refuse(pos, format('unknown account group %s', m->'account_group'));
+            END IF;
+            m := (m - 'account_group' - 'account') || jsonb_build_object('accounts', to_jsonb(v_group));
+        END IF;
+    END IF;
     IF m IS NOT NULL AND jsonb_typeof(m) = 'object' AND m ? 'accounts'
        AND jsonb_typeof(m->'accounts') <> 'null' THEN
         IF m ? 'account' AND jsonb_typeof(m->'account') <> 'null' THEN

@@ -1320,3 +1320,60 @@ fn enqueue_takes_a_failover_list_from_flags_and_json_lines() {
         64,
     );
 }
+
+#[test]
+fn account_groups_name_a_failover_list() {
+    let (url, mut c) = setup("account_groups");
+    add_account(&mut c, "a", 2525);
+    add_account(&mut c, "b", 2526);
+    for bad in [
+        vec!["account-group", "set", "g", "a,nope"],
+        vec!["account-group", "set", "g", "a,a"],
+        vec!["account-group", "set", "bad name", "a"],
+        vec!["account-group", "remove", "g"],
+    ] {
+        assert_status(&admin(&url, &bad), 65);
+    }
+    assert_status(&admin(&url, &["account-group", "set", "g", "b,a"]), 0);
+    let groups = admin_json(&url, &["account-group", "list"]);
+    assert_eq!(groups, json!([{"name": "g", "accounts": ["b", "a"]}]));
+    let id = enqueue(
+        &mut c,
+        json!({"from": "s@example.com", "to": "x@example.org", "text": "x", "account_group": "g"}),
+    );
+    let out = admin(
+        &url,
+        &[
+            "enqueue",
+            "--from",
+            "s@example.com",
+            "--to",
+            "y@example.org",
+            "--text",
+            "x",
+            "--account-group",
+            "g",
+        ],
+    );
+    assert_status(&out, 0);
+    let id2: i64 = stdout(&out).trim().parse().unwrap();
+    for m in [id, id2] {
+        let shown = admin_json(&url, &["show", &m.to_string()]);
+        assert_eq!(shown["message"]["failover_accounts"], json!(["b", "a"]));
+        assert_eq!(shown["message"]["account"], "b");
+    }
+    let before = one(&mut c, "SELECT count(*) FROM mailrun.messages");
+    for bad in [
+        json!({"from": "s@example.com", "to": "x@example.org", "text": "x", "account_group": "nope"}),
+        json!({"from": "s@example.com", "to": "x@example.org", "text": "x", "account_group": "g",
+               "account": "a"}),
+    ] {
+        assert!(queue::enqueue(&mut c, &bad).is_err(), "{bad}");
+    }
+    assert_eq!(one(&mut c, "SELECT count(*) FROM mailrun.messages"), before);
+    // The list is taken at enqueue: changing the group later does not move queued mail.
+    assert_status(&admin(&url, &["account-group", "set", "g", "a"]), 0);
+    let run = claim(&mut c, "r1", 10);
+    assert!(run.messages.iter().all(|m| m.account.name == "b"));
+    assert_status(&admin(&url, &["account-group", "remove", "g"]), 0);
+}

@@ -97,6 +97,9 @@ pub enum Command {
     /// Messages whose outcome is unknown (DATA sent, no answer): list and resolve.
     #[command(subcommand)]
     Unknown(quota_admin::UnknownCommand),
+    /// Named failover lists of SMTP accounts (enqueue --account-group).
+    #[command(subcommand)]
+    AccountGroup(quota_admin::AccountGroupCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -231,6 +234,9 @@ pub struct EnqueueArgs {
         conflicts_with = "account"
     )]
     pub accounts: Vec<String>,
+    /// A named failover list (dispatch-admin account-group).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["account", "accounts"])]
+    pub account_group: Option<String>,
     /// Send no earlier than this: "in 2 hours", "tomorrow 9am", "friday 17:30",
     /// "2026-12-01 08:00" (local, see --time-zone) or RFC 3339.
     #[arg(long, value_name = "TIME")]
@@ -278,6 +284,7 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
                 Command::Suppress(s) => quota_admin::suppress_cmd(&mut db, s, out),
                 Command::ReplyRule(r) => quota_admin::reply_rule_cmd(&mut db, r, out),
                 Command::Unknown(u) => quota_admin::unknown_cmd(&mut db, u, out),
+                Command::AccountGroup(g) => quota_admin::account_group_cmd(&mut db, g, out),
                 Command::Purge { older_than } => {
                     let n = queue::purge(&mut db, older_than)?;
                     out.result(json!({"purged": n}), || format!("purged {n} messages"));
@@ -717,6 +724,9 @@ fn message_from_flags(args: &EnqueueArgs) -> anyhow::Result<Value> {
     if !args.accounts.is_empty() {
         set("accounts", json!(args.accounts));
     }
+    if let Some(g) = &args.account_group {
+        set("account_group", json!(g));
+    }
     for (k, v) in [
         ("from", &args.from),
         ("reply_to", &args.reply_to),
@@ -897,6 +907,10 @@ fn enqueue_jsonl(
         )?))
     };
     let account_names: Vec<String> = accounts::list(db)?.into_iter().map(|a| a.name).collect();
+    let group_names: Vec<String> = quota::account_groups(db)?
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
     // (line number, message) of every valid line; errors by line.
     let mut messages: Vec<(usize, Value)> = Vec::new();
     let mut errors: Vec<(usize, String)> = Vec::new();
@@ -918,6 +932,11 @@ fn enqueue_jsonl(
                 if let Some(acc) = m.get("account").and_then(Value::as_str) {
                     if !account_names.iter().any(|a| a == acc) {
                         return Err(format!("unknown SMTP account {acc:?}"));
+                    }
+                }
+                if let Some(g) = m.get("account_group").and_then(Value::as_str) {
+                    if !group_names.iter().any(|n| n == g) {
+                        return Err(format!("unknown account group {g:?}"));
                     }
                 }
                 for acc in m

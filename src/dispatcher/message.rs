@@ -23,8 +23,9 @@ pub const FIELDS: &[&str] = &[
     "headers",
     "attachments",
     "account",
-    // Failover list of account names (docs/quotas.md).
+    // Failover list of account names, or a named one (docs/quotas.md).
     "accounts",
+    "account_group",
     "send_at",
     "message_id",
     "final_codes",
@@ -93,7 +94,7 @@ pub fn check(m: &Value, max_bytes: Option<i64>) -> Result<(), String> {
     for field in ["from", "reply_to", "to", "cc", "bcc"] {
         check_address_field(obj, field)?;
     }
-    for field in ["subject", "message_id", "account"] {
+    for field in ["subject", "message_id", "account", "account_group"] {
         match obj.get(field) {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) if s.contains(['\r', '\n']) => {
@@ -152,7 +153,9 @@ pub fn apply_defaults(m: &mut Value, defaults: &Defaults) {
     let Some(obj) = m.as_object_mut() else {
         return;
     };
-    let has_failover_list = obj.get("accounts").is_some_and(|v| !v.is_null());
+    let has_failover_list = ["accounts", "account_group"]
+        .iter()
+        .any(|k| obj.get(*k).is_some_and(|v| !v.is_null()));
     let mut fill = |key: &str, v: &Option<String>| {
         if let Some(v) = v {
             if obj.get(key).is_none_or(Value::is_null) {

@@ -380,3 +380,59 @@ pub fn set_account_enabled(
     }
     Ok(())
 }
+
+/// A named failover list of SMTP accounts.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountGroup {
+    pub name: String,
+    pub accounts: Vec<String>,
+}
+
+/// Creates or replaces a group; every account must exist, none twice.
+pub fn set_account_group(
+    c: &mut impl GenericClient,
+    name: &str,
+    accounts: &[String],
+) -> anyhow::Result<()> {
+    crate::dispatcher::accounts::validate_name(name)?;
+    if accounts.is_empty() {
+        return Err(CliError::new(EXIT_DATA, "a group needs at least one account").into());
+    }
+    for (i, a) in accounts.iter().enumerate() {
+        if accounts[..i].contains(a) {
+            return Err(CliError::new(EXIT_DATA, format!("account {a:?} is named twice")).into());
+        }
+        if c.query_opt("SELECT 1 FROM mailrun.smtp_accounts WHERE name = $1", &[a])?
+            .is_none()
+        {
+            return Err(CliError::new(EXIT_DATA, format!("no account {a:?}")).into());
+        }
+    }
+    c.execute(
+        "INSERT INTO mailrun.account_groups (name, accounts) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET accounts = $2, updated_at = now()",
+        &[&name, &accounts],
+    )?;
+    Ok(())
+}
+
+/// Removes a group (messages already enqueued keep their list); false if none.
+pub fn remove_account_group(c: &mut impl GenericClient, name: &str) -> anyhow::Result<bool> {
+    Ok(c.execute(
+        "DELETE FROM mailrun.account_groups WHERE name = $1",
+        &[&name],
+    )? > 0)
+}
+
+pub fn account_groups(c: &mut impl GenericClient) -> anyhow::Result<Vec<AccountGroup>> {
+    Ok(c.query(
+        "SELECT name, accounts FROM mailrun.account_groups ORDER BY name",
+        &[],
+    )?
+    .iter()
+    .map(|r| AccountGroup {
+        name: r.get(0),
+        accounts: r.get(1),
+    })
+    .collect())
+}
