@@ -919,7 +919,8 @@ BEGIN
                 IF NOT v_late THEN
                     -- A message-level answer names no recipient: suppress only when
                     -- it can only be about this one.
-                    IF dec.action = 'suppress' AND (rr IS NOT NULL OR cardinality(v_pending) = 1) THEN
+                    IF dec.action = 'suppress' AND (rr IS NOT NULL OR cardinality(v_pending) = 1)
+                       AND mailrun.addr_spec(addr) IS NOT NULL THEN
                         INSERT INTO mailrun.suppressions (address, source, reason, smtp_code)
                         VALUES (lower(mailrun.addr_spec(addr)), 'bounce',
                                 regexp_replace(left(concat_ws(' ', c, en, tx), 500), '[\r\n]+', ' ', 'g'), c)
