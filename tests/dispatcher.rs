@@ -1134,7 +1134,15 @@ fn zeep_with_only_the_wsdl_gets_a_job_run() {
     let server = lighttpd(&db, &[]);
     let wsdl = Path::new(env!("CARGO_MANIFEST_DIR")).join("protocol/dispatcher.wsdl");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/zeep_runner.py");
-    let python = std::env::var("MAILRUN_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    // The test-setup virtualenv first (it has zeep), then whatever python3 is on PATH.
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin/python3");
+    let python = std::env::var("MAILRUN_TEST_PYTHON").unwrap_or_else(|_| {
+        if venv.exists() {
+            venv.display().to_string()
+        } else {
+            "python3".to_string()
+        }
+    });
     let out = Command::new(&python)
         .arg(&script)
         .arg(&wsdl)

@@ -1411,3 +1411,46 @@ fn a_batch_with_an_unreadable_meta_is_reported_not_attempted() {
     assert_eq!(outcome_of(&outbox(&state), 1), "not_attempted");
     assert!(server.messages().is_empty());
 }
+
+#[test]
+fn runner_send_trusts_the_smtp_ca_file_of_runner_toml() {
+    let dir = common::temp_dir();
+    let pki = common::smtp::TestPki::create(dir.path());
+    let server = SmtpServer::start(SmtpServerOptions {
+        tls: Some(pki.clone()),
+        ..Default::default()
+    });
+    let state = dir.path().join("state");
+    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    let config = state.join("runner.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let with_ca = |path: &Path| {
+        text.replace(
+            "enabled = true",
+            &format!("smtp_ca_file = \"{}\"\nenabled = true", path.display()),
+        )
+    };
+    let mut acct = smtp_account(server.port);
+    acct.security = Security::StartTls;
+    spool(
+        &state,
+        &job_run("jr-ca", 600, vec![message(1, &acct)]),
+        now(),
+    );
+
+    // A CA file that cannot be read is a configuration error; nothing is sent.
+    std::fs::write(&config, with_ca(&dir.path().join("missing.pem"))).unwrap();
+    let out = run("runner-send", &state, &[]);
+    assert_status(&out, 78);
+    assert!(stderr(&out).contains("smtp_ca_file"), "{}", stderr(&out));
+
+    std::fs::write(&config, with_ca(&pki.ca_pem)).unwrap();
+    let out = run("runner-send", &state, &[]);
+    assert_status(&out, 0);
+    assert_eq!(outcome_of(&outbox(&state), 1), "sent");
+    assert!(server
+        .commands()
+        .iter()
+        .filter(|c| c.verb == "MAIL")
+        .all(|c| c.secure));
+}

@@ -3,7 +3,7 @@
 //! its fault options.
 mod common;
 
-use common::smtp::{SmtpServer, SmtpServerOptions};
+use common::smtp::{SmtpServer, SmtpServerOptions, TestPki};
 use mailrun::protocol::{Attachment, Header, OutboundMessage, Outcome, Security, SmtpAccount};
 use mailrun::smtp::{Sender, SmtpOptions};
 use std::time::Duration;
@@ -47,6 +47,7 @@ fn options() -> SmtpOptions {
         command_timeout: Duration::from_secs(30),
         data_timeout: Duration::from_secs(30),
         hello_name: Some("runner.test".into()),
+        extra_roots_pem: None,
     }
 }
 
@@ -349,4 +350,40 @@ fn timeout_after_the_final_dot_is_unknown_and_the_next_message_gets_a_fresh_conn
         .filter(|c| c.verb == "EHLO")
         .count();
     assert_eq!(ehlos, 2, "a fresh connection after the timeout");
+}
+
+#[test]
+fn starttls_and_implicit_tls_deliver_when_the_certificate_verifies() {
+    let dir = common::temp_dir();
+    let pki = TestPki::create(dir.path());
+    let ca = std::fs::read(&pki.ca_pem).unwrap();
+    for (security, implicit) in [(Security::StartTls, false), (Security::Tls, true)] {
+        let server = SmtpServer::start(SmtpServerOptions {
+            auth: true,
+            tls: Some(pki.clone()),
+            implicit_tls: implicit,
+            ..Default::default()
+        });
+        let mut acct = account(server.port, security);
+        acct.username = Some("user".into());
+        acct.password = Some("secret".into());
+        let mut opts = options();
+        // Without the private CA the certificate does not verify: nothing is sent.
+        let d = Sender::new(opts.clone()).deliver(&message(60, acct.clone()));
+        assert_eq!(d.outcome, Outcome::Deferred, "{security:?}: {d:?}");
+        assert!(server.messages().is_empty());
+        opts.extra_roots_pem = Some(ca.clone());
+        let d = Sender::new(opts).deliver(&message(61, acct));
+        assert_eq!(d.outcome, Outcome::Sent, "{security:?}: {d:?}");
+        assert_eq!(server.messages().len(), 1);
+        let cmds = server.commands();
+        for verb in ["AUTH", "MAIL"] {
+            let seen: Vec<_> = cmds.iter().filter(|c| c.verb == verb).collect();
+            assert!(!seen.is_empty(), "{security:?}: no {verb}");
+            assert!(
+                seen.iter().all(|c| c.secure),
+                "{security:?}: {verb} in clear"
+            );
+        }
+    }
 }

@@ -102,7 +102,7 @@ impl SendReport {
 pub fn send_all(state: &StateDir, config: &RunnerConfig, verbose: bool) -> Result<SendReport> {
     spool::remove_orphans(state)?;
     let mut report = SendReport::default();
-    let mut sender = Sender::new(config.settings.smtp_options());
+    let mut sender = Sender::new(config.smtp_options()?);
     let result = (|| {
         // An unreadable batch does not hold up the others; it is reported at the end.
         let mut rejected: Option<anyhow::Error> = None;
