@@ -6,9 +6,11 @@
 //! `queue::claim_batch`, delivers them over SMTP with lettre, and reports with
 //! `queue::apply_results`, exactly the calls dispatch-cgi makes for a runner.
 mod common;
+#[path = "common/web.rs"]
+mod web;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -18,6 +20,7 @@ use common::{assert_status, stdout};
 use mailrun::dispatcher::quota::{self, Caps, Scope};
 use mailrun::dispatcher::reply_policy::{self, Action, NewRule, ThrottleTarget};
 use mailrun::dispatcher::{queue, runners, schema, suppression};
+use mailrun::protocol::sign::SigningKey;
 use mailrun::protocol::{JobRun, MessageResult, Outcome};
 use postgres::{Client, NoTls};
 use serde_json::{json, Value};
@@ -1376,4 +1379,153 @@ fn account_groups_name_a_failover_list() {
     let run = claim(&mut c, "r1", 10);
     assert!(run.messages.iter().all(|m| m.account.name == "b"));
     assert_status(&admin(&url, &["account-group", "remove", "g"]), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// The real stack: two runners (runner-admin cycle) against dispatch-cgi behind lighttpd
+// ---------------------------------------------------------------------------------------
+
+fn runner_init(state: &Path, dispatcher_url: &str, runner_id: &str, key: &SigningKey) {
+    let mut child = common::command(env!("CARGO_BIN_EXE_runner-admin"))
+        .arg("--state-dir")
+        .arg(state)
+        .args([
+            "init",
+            "--dispatcher-url",
+            dispatcher_url,
+            "--runner-id",
+            runner_id,
+            "--key-id",
+            &key.key_id,
+            "--key-file",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runner-admin init");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{}\n", key.secret_hex()).as_bytes())
+        .expect("write key");
+    let out = child.wait_with_output().expect("runner-admin init");
+    assert_status(&out, 0);
+}
+
+#[test]
+fn two_real_runners_deliver_up_to_the_cap_and_a_421_throttles_its_account() {
+    away_from_the_hour();
+    let accepting = SmtpServer::start("accept");
+    let refusing = SmtpServer::start("421");
+    let url = common::cluster().fresh_db("real_runners");
+    let mut c = connect(&url);
+    schema::migrate(&mut c).expect("migrate");
+    add_account(&mut c, "main", accepting.port);
+    add_account(&mut c, "slow", refusing.port);
+    assert_status(
+        &admin(
+            &url,
+            &["quota", "set", "account", "main", "--per-hour", "7"],
+        ),
+        0,
+    );
+    let server = web::Lighttpd::start_cgi(
+        &[(
+            "dispatch-cgi",
+            Path::new(env!("CARGO_BIN_EXE_dispatch-cgi")),
+        )],
+        &[("MAILRUN_DATABASE_URL", url.as_str())],
+    );
+    let dispatcher_url = server.url("dispatch-cgi");
+    let states: Vec<tempfile::TempDir> = (0..2).map(|_| common::temp_dir()).collect();
+    for (i, state) in states.iter().enumerate() {
+        let id = format!("real{i}");
+        let key = SigningKey::generate(&format!("key-real{i}"));
+        runner_init(state.path(), &dispatcher_url, &id, &key);
+        c.execute(
+            "INSERT INTO mailrun.runners (id, endpoint, batch_size, key_id, secret)
+             VALUES ($1, 'http://127.0.0.1:9/runner-cgi', 3, $2, $3)",
+            &[&id, &key.key_id, &key.secret.to_vec()],
+        )
+        .unwrap();
+    }
+    for i in 0..20 {
+        enqueue(&mut c, msg("main", &format!("u{i}@example.org")));
+    }
+    for i in 0..3 {
+        enqueue(&mut c, msg("slow", &format!("s{i}@example.org")));
+    }
+
+    // Both runners cycle at once: poll, send, poll with the results, until no work.
+    let cycles: Vec<Child> = states
+        .iter()
+        .map(|state| {
+            common::command(env!("CARGO_BIN_EXE_runner-admin"))
+                .arg("--state-dir")
+                .arg(state.path())
+                .args(["cycle", "--force", "--max-seconds", "120"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("runner-admin cycle")
+        })
+        .collect();
+    for child in cycles {
+        let out = child.wait_with_output().expect("cycle");
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(3)),
+            "cycle: {}\n{}\n{}",
+            stdout(&out),
+            common::stderr(&out),
+            server.error_log()
+        );
+    }
+
+    // Exactly the cap went out, counted by the SMTP server, and the rest waits.
+    assert_eq!(accepting.delivered().len(), 7);
+    assert!(refusing.delivered().is_empty());
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM mailrun.messages m JOIN mailrun.smtp_accounts a
+             ON a.id = m.account_id WHERE a.name = 'main' AND m.state = 'sent'"
+        ),
+        7
+    );
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM mailrun.messages
+             WHERE held_reason LIKE 'held: account main hourly cap 7/h until %'"
+        ),
+        13
+    );
+    // The runners reported the 421s; the dispatcher slowed that account down: what was
+    // tried is deferred (421 is never final), what was not yet is held while paused.
+    let t = quota::throttles(&mut c).unwrap();
+    let slow = t
+        .iter()
+        .find(|t| t.key == "slow")
+        .expect("slow is throttled");
+    assert_eq!(slow.factor, 0.5);
+    assert_eq!(slow.last_code, Some(421));
+    let slow_state = |c: &mut Client, cond: &str| {
+        one(
+            c,
+            &format!(
+                "SELECT count(*) FROM mailrun.messages m JOIN mailrun.smtp_accounts a
+                 ON a.id = m.account_id WHERE a.name = 'slow' AND {cond}"
+            ),
+        )
+    };
+    let deferred = slow_state(&mut c, "m.state = 'deferred'");
+    let held = slow_state(
+        &mut c,
+        "m.state = 'queued' AND m.held_reason LIKE 'held: account slow throttled (421 %'",
+    );
+    assert!(deferred >= 1);
+    assert_eq!(deferred + held, 3);
 }
