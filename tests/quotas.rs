@@ -1443,7 +1443,7 @@ fn two_real_runners_deliver_up_to_the_cap_and_a_421_throttles_its_account() {
     let states: Vec<tempfile::TempDir> = (0..2).map(|_| common::temp_dir()).collect();
     for (i, state) in states.iter().enumerate() {
         let id = format!("real{i}");
-        let key = SigningKey::generate(&format!("key-real{i}"));
+        let key = SigningKey::generate(format!("key-real{i}"));
         runner_init(state.path(), &dispatcher_url, &id, &key);
         c.execute(
             "INSERT INTO mailrun.runners (id, endpoint, batch_size, key_id, secret)
