@@ -21,7 +21,8 @@ use crate::schedule::when;
 const AFTER_HELP: &str = "\
 Database URL: --database-url, else MAILRUN_DATABASE_URL, else database_url in the config
 file (--config, else MAILRUN_CONFIG, else ~/.config/mailrun/dispatcher.toml, else
-/etc/mailrun/dispatcher.toml). See docs/queue.md for the schema and stored procedures.";
+/etc/mailrun/dispatcher.toml). See docs/queue.md for the schema and stored procedures, and
+docs/quotas.md for quotas, throttling, failover, the reply policy and suppression.";
 
 fn after_help() -> String {
     format!("{AFTER_HELP}\n\n{DEFAULTS_HELP}\n\n{EXIT_CODES_HELP}")
