@@ -18,6 +18,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "results",
         include_str!("../../migrations/0002_results.sql"),
     ),
+    (
+        3,
+        "quotas",
+        include_str!("../../migrations/0003_quotas.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming mailrun's migration lock among the database's advisory locks.
