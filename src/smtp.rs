@@ -460,28 +460,32 @@ fn transaction(conn: &mut SmtpConnection, msg: &BuiltMessage, options: &SmtpOpti
         };
     }
     // From here a failure concerns every accepted recipient alike.
-    let after_data = |e: &SmtpError, what: &str, recipients: Vec<RecipientResult>| {
-        let mut d = Delivery::from_error(e, what);
-        d.recipients = recipients
-            .into_iter()
-            .map(|mut r| {
-                if r.outcome == Outcome::Sent {
-                    r.outcome = d.outcome;
-                    r.smtp_code = d.smtp_code;
-                    r.enhanced_status = d.enhanced_status.clone();
-                    r.text = d.text.clone();
-                }
-                r
-            })
-            .collect();
-        if accepted == d.recipients.len() {
-            d.recipients.clear();
-        }
-        d
-    };
+    let after_data =
+        |e: &SmtpError, what: &str, recipients: Vec<RecipientResult>, outcome: Option<Outcome>| {
+            let mut d = Delivery::from_error(e, what);
+            if let Some(o) = outcome {
+                d.outcome = o;
+            }
+            d.recipients = recipients
+                .into_iter()
+                .map(|mut r| {
+                    if r.outcome == Outcome::Sent {
+                        r.outcome = d.outcome;
+                        r.smtp_code = d.smtp_code;
+                        r.enhanced_status = d.enhanced_status.clone();
+                        r.text = d.text.clone();
+                    }
+                    r
+                })
+                .collect();
+            if accepted == d.recipients.len() {
+                d.recipients.clear();
+            }
+            d
+        };
     if let Err(e) = conn.command(Data) {
         drop_if_desynchronised(conn, &e);
-        return after_data(&e, "DATA refused", recipients);
+        return after_data(&e, "DATA refused", recipients, None);
     }
     if let Err(e) = conn.set_timeout(Some(options.data_timeout)) {
         conn.abort();
@@ -503,12 +507,19 @@ fn transaction(conn: &mut SmtpConnection, msg: &BuiltMessage, options: &SmtpOpti
         }
         Err(e) => {
             drop_if_desynchronised(conn, &e);
-            let what = if e.status().is_some() {
-                "message refused"
+            if e.status().is_some() {
+                after_data(&e, "message refused", recipients, None)
             } else {
-                "no answer after the final dot"
-            };
-            after_data(&e, what, recipients)
+                // The message went out but no answer came (timeout, connection lost):
+                // it may have been delivered, so it must not be retried silently
+                // (docs/quotas.md, "Unknown outcome").
+                after_data(
+                    &e,
+                    "no answer after the final dot",
+                    recipients,
+                    Some(Outcome::Unknown),
+                )
+            }
         }
     }
 }

@@ -426,10 +426,16 @@ fn cgi_misconfigured_still_answers_a_fault() {
 fn cgi_get_is_a_health_line() {
     let db = Db::new("cgi_get");
     let server = lighttpd(&db, &[]);
-    let mut response = ureq::get(&server.url("dispatch-cgi")).call().expect("GET");
+    let health = format!("{}?health", server.url("dispatch-cgi"));
+    let mut response = ureq::get(&health).call().expect("GET");
     assert_eq!(response.status().as_u16(), 200);
     let text = response.body_mut().read_to_string().expect("body");
     assert_eq!(text, "mailrun dispatcher OK\n");
+    // Without ?health: the status page (tests/status_page.rs), shown to loopback.
+    let mut response = ureq::get(&server.url("dispatch-cgi")).call().expect("GET");
+    assert_eq!(response.status().as_u16(), 200);
+    let text = response.body_mut().read_to_string().expect("body");
+    assert!(text.contains("<title>mailrun status</title>"), "{text}");
 }
 
 /// (name, headers, body, expected fault reason, fault signed?)

@@ -82,6 +82,8 @@ pub struct SendReport {
     pub deferred: usize,
     pub failed: usize,
     pub not_attempted: usize,
+    /// DATA sent, no answer (docs/quotas.md).
+    pub unknown: usize,
 }
 
 impl SendReport {
@@ -91,6 +93,7 @@ impl SendReport {
             Outcome::Deferred => self.deferred += 1,
             Outcome::Failed => self.failed += 1,
             Outcome::NotAttempted => self.not_attempted += 1,
+            Outcome::Unknown => self.unknown += 1,
         }
     }
 }
