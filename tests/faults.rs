@@ -391,7 +391,8 @@ fn clocks_skewed_beyond_the_window_are_refused_clearly() {
 #[test]
 fn smtp_4xx_then_accepting_defers_then_delivers_once() {
     let smtp = SmtpServer::start(SmtpServerOptions {
-        data_reply: Some("451 4.3.0 try again later".into()),
+        // Not worded like a rate limit: that would also pause the account (docs/quotas.md).
+        data_reply: Some("451 4.3.0 temporary local problem".into()),
         data_reply_count: Some(5),
         ..Default::default()
     });
