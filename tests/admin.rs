@@ -187,6 +187,34 @@ fn database_url_lookup_and_connection_errors() {
 }
 
 #[test]
+fn a_refused_login_or_missing_database_is_a_config_error_naming_the_server() {
+    // A server that answers but refuses us: retrying will not help (78, not 69), and the
+    // message says which database on which server, never the password.
+    let url = common::cluster().url("no_such_database_here");
+    let with_password = url.replacen("postgres@", "postgres:s3cretpw@", 1);
+    assert_ne!(with_password, url, "cluster URL shape changed: {url}");
+    for cmd in [
+        env!("CARGO_BIN_EXE_dispatch-admin"),
+        env!("CARGO_BIN_EXE_dispatch-tick"),
+    ] {
+        let mut command = common::command(cmd);
+        command.arg("--database-url").arg(&with_password);
+        if cmd.ends_with("dispatch-admin") {
+            command.arg("status");
+        }
+        let out = common::run(&mut command);
+        assert_status(&out, 78);
+        let err = stderr(&out);
+        assert!(
+            err.contains("cannot connect to the database no_such_database_here on 127.0.0.1:"),
+            "{err}"
+        );
+        assert!(err.contains("does not exist"), "{err}");
+        assert!(!err.contains("s3cretpw"), "{err}");
+    }
+}
+
+#[test]
 fn runners_keys_are_shown_once_and_rotate() {
     let url = init("admin_runners");
     let out = admin(

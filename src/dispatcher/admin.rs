@@ -14,7 +14,9 @@ use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_DATA, EXIT_OK, EXIT_USAGE};
 use crate::config::{self, DispatcherConfig};
 use crate::dispatcher::queue::{self, security_str, EnqueueError};
 use crate::dispatcher::retry::{Policy, DEFAULTS_HELP};
-use crate::dispatcher::{accounts, admin_results, message, quota, quota_admin, runners, schema};
+use crate::dispatcher::{
+    accounts, admin_results, connection, message, quota, quota_admin, runners, schema,
+};
 use crate::protocol::{Security, SmtpAccount};
 use crate::schedule::when;
 
@@ -269,7 +271,7 @@ pub struct EnqueueArgs {
 
 pub fn main(args: Args) -> anyhow::Result<u8> {
     let url = config::database_url(args.database_url.as_deref(), args.config.as_deref())?;
-    let mut db = config::connect(&url)?;
+    let mut db = connection::connect(&url)?;
     let out = Output {
         json: args.json,
         verbose: args.verbose,
