@@ -871,6 +871,23 @@ fn cycle_polls_and_sends_until_the_dispatcher_runs_dry() {
     assert_status(&out, 3);
 }
 
+#[test]
+fn runner_cgi_run_by_hand_is_a_usage_error_not_a_silent_success() {
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    init_runner(&state, "http://127.0.0.1:9/cgi-bin/dispatch-cgi");
+    // No web server (GATEWAY_INTERFACE unset) and no --listen: exit 64 with a hint, and
+    // no CGI response on stdout that a shell user would mistake for an answer.
+    let out = run("runner-cgi", &state, &[]);
+    common::assert_status(&out, 64);
+    assert_eq!(common::stdout(&out), "");
+    assert!(
+        common::stderr(&out).contains("use --listen ADDR"),
+        "{}",
+        common::stderr(&out)
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // runner-cgi --listen
 
