@@ -419,6 +419,9 @@ fn accounts_hide_passwords_and_test_logs_in() {
     let out = admin(&url, &["account", "test", "down"]);
     assert_status(&out, 69);
     assert!(!stderr(&out).contains("correct horse"), "{}", stderr(&out));
+    // The cause is said once, not repeated by each layer of the error chain.
+    let err = stderr(&out);
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
     assert!(!stdout(&out).contains("correct horse"));
 }
 

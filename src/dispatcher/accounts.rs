@@ -162,13 +162,17 @@ pub fn test(account: &SmtpAccount) -> anyhow::Result<String> {
     }
 }
 
-/// lettre's error with its cause chain, which holds the server's reply.
+/// lettre's error with its cause chain, which holds the server's reply. lettre's own
+/// message often repeats its cause already; a cause already shown is not added again.
 fn describe_smtp_error(e: &lettre::transport::smtp::Error) -> String {
     let mut out = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         source = s.source();
     }
     out
