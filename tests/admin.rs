@@ -93,6 +93,21 @@ fn help_lists_exit_codes_and_retry_defaults() {
     ] {
         assert!(help.contains(want), "--help lacks {want:?}:\n{help}");
     }
+    // A subcommand's help stands alone: no "see below" pointing at text it lacks, and
+    // every option says what it is.
+    let out = common::run(
+        common::command(env!("CARGO_BIN_EXE_dispatch-admin")).args(["enqueue", "--help"]),
+    );
+    assert_status(&out, 0);
+    let help = stdout(&out);
+    assert!(!help.contains("see below"), "{help}");
+    for line in help.lines().filter(|l| l.trim_start().starts_with("--")) {
+        let described = line
+            .trim()
+            .split_once("  ")
+            .is_some_and(|(_, text)| !text.trim().is_empty());
+        assert!(described, "option without help: {line:?}\n{help}");
+    }
 }
 
 #[test]

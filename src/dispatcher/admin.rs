@@ -34,17 +34,20 @@ fn after_help() -> String {
 #[derive(Debug, Parser)]
 #[command(name = "dispatch-admin", version, after_help = after_help())]
 pub struct Args {
-    /// PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun
-    #[arg(long, global = true, value_name = "URL")]
+    // The shared options are listed after each subcommand's own (display_order).
+    /// PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default:
+    /// MAILRUN_DATABASE_URL, then the config file)
+    #[arg(long, global = true, value_name = "URL", display_order = 900)]
     pub database_url: Option<String>,
-    /// Config file [default: see below]
-    #[arg(long, global = true, value_name = "PATH")]
+    /// Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml,
+    /// /etc/mailrun/dispatcher.toml)
+    #[arg(long, global = true, value_name = "PATH", display_order = 901)]
     pub config: Option<PathBuf>,
     /// Print machine-readable JSON.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, display_order = 902)]
     pub json: bool,
     /// Say what was done.
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, display_order = 903)]
     pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
@@ -77,15 +80,20 @@ pub enum Command {
     /// Counts by state, the oldest due message, and the runners.
     Status,
     /// One message with every delivery attempt, per recipient.
-    Show { id: i64 },
+    Show {
+        /// Message id (as printed by enqueue).
+        id: i64,
+    },
     /// Cancel queued, deferred or leased messages.
     Cancel {
+        /// Message ids.
         #[arg(required = true)]
         ids: Vec<i64>,
     },
     /// Make messages due now again (deferred, failed, expired, cancelled, or sent with
     /// failed recipients: only those are retried).
     Retry {
+        /// Message ids.
         #[arg(required = true)]
         ids: Vec<i64>,
     },
@@ -206,15 +214,19 @@ pub struct EnqueueArgs {
     /// Recipient (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub to: Vec<String>,
+    /// Copy recipient (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub cc: Vec<String>,
+    /// Blind copy recipient (repeatable; not shown in the headers).
     #[arg(long, value_name = "ADDR")]
     pub bcc: Vec<String>,
     /// Sender [default: [defaults] from in the config file]
     #[arg(long, value_name = "ADDR")]
     pub from: Option<String>,
+    /// Reply-To address [default: [defaults] reply_to in the config file]
     #[arg(long, value_name = "ADDR")]
     pub reply_to: Option<String>,
+    /// Subject line.
     #[arg(long)]
     pub subject: Option<String>,
     /// Plain-text body.
