@@ -202,6 +202,26 @@ fn database_url_lookup_and_connection_errors() {
 }
 
 #[test]
+fn a_reader_that_goes_away_is_not_a_crash() {
+    // `dispatch-admin ... | head`: stdout is a pipe nobody reads any more. The command
+    // exits 0 quietly instead of panicking with a backtrace.
+    let url = init("admin_broken_pipe");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = common::command(env!("CARGO_BIN_EXE_dispatch-admin"))
+        .env("RUST_BACKTRACE", "1")
+        .arg("--database-url")
+        .arg(&url)
+        .args(["--json", "reply-rule", "list"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_status(&out, 0);
+    assert_eq!(stderr(&out), "");
+}
+
+#[test]
 fn a_refused_login_or_missing_database_is_a_config_error_naming_the_server() {
     // A server that answers but refuses us: retrying will not help (78, not 69), and the
     // message says which database on which server, never the password.
