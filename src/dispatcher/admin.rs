@@ -1190,6 +1190,18 @@ fn show(db: &mut postgres::Client, id: i64, out: Output) -> anyhow::Result<u8> {
 }
 
 fn show_text(m: &Value, attempts: &[Value]) -> String {
+    let answer = |v: &Value| {
+        let text = crate::dispatcher::report::smtp_answer(
+            v["smtp_code"].as_i64(),
+            v["enhanced_status"].as_str(),
+            v["text"].as_str(),
+        );
+        if text.is_empty() {
+            "-".to_string()
+        } else {
+            text
+        }
+    };
     let field = |v: &Value| match v {
         Value::Null => "-".to_string(),
         Value::String(s) => s.clone(),
@@ -1241,7 +1253,7 @@ fn show_text(m: &Value, attempts: &[Value]) -> String {
     s.push_str(&format!("\nattempts ({}):\n", attempts.len()));
     for a in attempts {
         s.push_str(&format!(
-            "  {}  runner {}  {}{}  {} {} {}\n",
+            "  {}  runner {}  {}{}  {}\n",
             field(&a["attempted_at"]),
             field(&a["runner"]),
             field(&a["outcome"]),
@@ -1250,19 +1262,15 @@ fn show_text(m: &Value, attempts: &[Value]) -> String {
             } else {
                 ""
             },
-            field(&a["smtp_code"]),
-            field(&a["enhanced_status"]),
-            field(&a["text"]),
+            answer(a),
         ));
         if let Some(list) = a["recipients"].as_array() {
             for r in list {
                 s.push_str(&format!(
-                    "      {}  {}  {} {} {}\n",
+                    "      {}  {}  {}\n",
                     field(&r["address"]),
                     field(&r["outcome"]),
-                    field(&r["smtp_code"]),
-                    field(&r["enhanced_status"]),
-                    field(&r["text"]),
+                    answer(r),
                 ));
             }
         }
