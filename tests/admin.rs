@@ -275,6 +275,23 @@ fn runners_keys_are_shown_once_and_rotate() {
     assert_status(&out, 0);
     assert!(stdout(&out).contains("r1"));
     assert!(!stdout(&out).contains(&key), "list must not show the key");
+    // A long last status (a fault's text) cannot push the endpoint out of its column.
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    c.execute(
+        "UPDATE mailrun.runners SET last_status = $1 WHERE id = 'r1'",
+        &[&"fault: refused: BadSignature: unknown key id \"0123456789abcdef\""],
+    )
+    .unwrap();
+    let out = admin(&url, &["runner", "list"]);
+    let table = stdout(&out);
+    let header = table.lines().next().unwrap();
+    let row = table.lines().find(|l| l.starts_with("r1 ")).unwrap();
+    assert!(header.ends_with("LAST STATUS"), "{table}");
+    assert_eq!(
+        header.find("ENDPOINT"),
+        row.find("https://runner1.example.net"),
+        "{table}"
+    );
     let out = admin(&url, &["runner", "list", "--json"]);
     assert!(!stdout(&out).contains(&key));
     assert_eq!(json_out(&out)[0]["enabled"], true);

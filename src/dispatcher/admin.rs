@@ -579,19 +579,27 @@ fn ago(t: Option<DateTime<Utc>>) -> String {
 }
 
 fn runner_table(list: &[runners::Runner]) -> String {
+    // The last status can be a long fault text: it goes last, in full, so the other
+    // columns stay aligned; the endpoint column is as wide as the longest endpoint.
+    let width = list
+        .iter()
+        .map(|r| r.endpoint.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("ENDPOINT".len());
     let mut s = format!(
-        "{:<20} {:<8} {:>6} {:<12} {:<24} {}\n",
-        "ID", "ENABLED", "BATCH", "LAST SEEN", "LAST STATUS", "ENDPOINT"
+        "{:<20} {:<8} {:>6} {:<12} {:<width$} {}\n",
+        "ID", "ENABLED", "BATCH", "LAST SEEN", "ENDPOINT", "LAST STATUS"
     );
     for r in list {
         s.push_str(&format!(
-            "{:<20} {:<8} {:>6} {:<12} {:<24} {}\n",
+            "{:<20} {:<8} {:>6} {:<12} {:<width$} {}\n",
             r.id,
             if r.enabled { "yes" } else { "no" },
             r.batch_size,
             ago(r.last_seen),
+            r.endpoint,
             r.last_status.as_deref().unwrap_or("-"),
-            r.endpoint
         ));
     }
     s
