@@ -869,6 +869,31 @@ fn cycle_polls_and_sends_until_the_dispatcher_runs_dry() {
     // Nothing more to do.
     let out = run("runner-admin", &state, &["cycle", "--force"]);
     assert_status(&out, 3);
+
+    // Plain http to another host is refused, and the error names the flag that allows it.
+    let other = dir.path().join("other");
+    let out = run(
+        "runner-admin",
+        &other,
+        &[
+            "init",
+            "--dispatcher-url",
+            "http://mail.example.com/cgi-bin/dispatch-cgi",
+            "--runner-id",
+            "r1",
+            "--key-id",
+            "k1",
+            "--key",
+            &"ab".repeat(32),
+        ],
+    );
+    assert_status(&out, 64);
+    assert!(
+        stderr(&out).contains("--allow-plain-http"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains(&"ab".repeat(32)), "the key leaked");
 }
 
 #[test]

@@ -196,7 +196,8 @@ pub fn validate_url(what: &str, url: &str, allow_plain_http: bool) -> Result<(),
                 .is_ok_and(|ip| ip.is_loopback());
         if !loopback && !allow_plain_http {
             return Err(format!(
-                "{what} {url:?} is plain http to a non-loopback host (use https, or allow_plain_http)"
+                "{what} {url:?} is plain http to a non-loopback host: use https, or opt in with \
+                 `runner-admin init --allow-plain-http` (allow_plain_http = true in runner.toml)"
             ));
         }
         rest
