@@ -475,6 +475,39 @@ fn accounts_hide_passwords_and_test_logs_in() {
     let err = stderr(&out);
     assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
     assert!(!stdout(&out).contains("correct horse"));
+
+    // A server that offers no AUTH to a login account: a settings problem (78) with a
+    // hint, not "internal client error" and 69.
+    let no_auth = common::smtp::SmtpServer::start(Default::default());
+    let port = no_auth.port.to_string();
+    let out = admin_stdin(
+        &url,
+        &[
+            "account",
+            "add",
+            "noauth",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--security",
+            "none",
+            "--username",
+            "u",
+            "--password-file",
+            "-",
+        ],
+        b"correct horse battery\n",
+    );
+    assert_status(&out, 0);
+    let out = admin(&url, &["account", "test", "noauth"]);
+    assert_status(&out, 78);
+    let err = stderr(&out);
+    assert!(
+        err.contains("no login method") && err.contains("--security"),
+        "{err}"
+    );
+    assert!(!err.contains("correct horse"), "{err}");
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use postgres::GenericClient;
 
-use crate::cli::{CliError, EXIT_DATA, EXIT_UNAVAILABLE};
+use crate::cli::{CliError, EXIT_CONFIG, EXIT_DATA, EXIT_UNAVAILABLE};
 use crate::dispatcher::queue::{parse_security, security_str};
 use crate::protocol::{Security, SmtpAccount};
 
@@ -154,11 +154,22 @@ pub fn test(account: &SmtpAccount) -> anyhow::Result<String> {
             format!("{target}: the server closed the connection"),
         )
         .into()),
-        Err(e) => Err(CliError::new(
-            EXIT_UNAVAILABLE,
-            format!("{target}: {}", describe_smtp_error(&e)),
-        )
-        .into()),
+        Err(e) => {
+            let detail = describe_smtp_error(&e);
+            // The server is there but offers no login we can use: a settings problem
+            // (servers commonly offer AUTH only after STARTTLS), not an outage.
+            if detail.contains("No compatible authentication mechanism") {
+                return Err(CliError::new(
+                    EXIT_CONFIG,
+                    format!(
+                        "{target}: the server offers no login method mailrun can use (PLAIN or \
+                         LOGIN); many servers offer them only over TLS: check --security"
+                    ),
+                )
+                .into());
+            }
+            Err(CliError::new(EXIT_UNAVAILABLE, format!("{target}: {detail}")).into())
+        }
     }
 }
 
