@@ -897,6 +897,25 @@ fn cycle_polls_and_sends_until_the_dispatcher_runs_dry() {
 }
 
 #[test]
+fn a_zero_or_huge_timeout_is_a_usage_error() {
+    // `--timeout 0` was accepted and set no deadline at all (a poll that can hang cron);
+    // over an hour is a typo. The dispatcher's commands already check their range.
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    init_runner(&state, "http://127.0.0.1:9/cgi-bin/dispatch-cgi");
+    for timeout in ["0", "86400"] {
+        let out = run("runner-poll", &state, &["--force", "--timeout", timeout]);
+        assert_status(&out, 64);
+        let out = run(
+            "runner-admin",
+            &state,
+            &["cycle", "--force", "--timeout", timeout],
+        );
+        assert_status(&out, 64);
+    }
+}
+
+#[test]
 fn runner_cgi_run_by_hand_is_a_usage_error_not_a_silent_success() {
     let dir = common::temp_dir();
     let state = dir.path().join("state");

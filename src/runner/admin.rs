@@ -115,7 +115,8 @@ pub struct CycleArgs {
     #[arg(long)]
     pub force: bool,
     /// Seconds to wait for each dispatcher answer.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 60, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
     /// Print progress to stderr.
     #[arg(long, short)]
