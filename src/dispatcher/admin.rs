@@ -41,7 +41,7 @@ pub struct Args {
     pub database_url: Option<String>,
     /// Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml,
     /// /etc/mailrun/dispatcher.toml)
-    #[arg(long, global = true, value_name = "PATH", display_order = 901)]
+    #[arg(long, global = true, value_name = "FILE", display_order = 901)]
     pub config: Option<PathBuf>,
     /// Print machine-readable JSON.
     #[arg(long, global = true, display_order = 902)]
