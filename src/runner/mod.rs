@@ -1,1 +1,3 @@
 //! Runner side: state folder, spool and journal, poll, send and the SOAP endpoint.
+
+pub mod update;
