@@ -8,5 +8,6 @@ pub mod config;
 pub mod dispatcher;
 pub mod protocol;
 pub mod runner;
+pub mod schedule;
 pub mod smtp;
 pub mod web;

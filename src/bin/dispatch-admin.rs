@@ -1,7 +1,9 @@
 use std::process::ExitCode;
 
+use clap::Parser;
+
 fn main() -> ExitCode {
     mailrun::cli::run("dispatch-admin", || {
-        Err(mailrun::cli::CliError::not_yet_available("dispatch-admin").into())
+        mailrun::dispatcher::admin::main(mailrun::dispatcher::admin::Args::parse())
     })
 }

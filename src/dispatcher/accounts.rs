@@ -1,0 +1,175 @@
+//! SMTP accounts messages are sent through. Passwords are stored in the database (the
+//! runners need them in each JobRun) and never printed: listings say "set" or "none".
+
+use std::time::Duration;
+
+use postgres::GenericClient;
+
+use crate::cli::{CliError, EXIT_DATA, EXIT_UNAVAILABLE};
+use crate::dispatcher::queue::{parse_security, security_str};
+use crate::protocol::{Security, SmtpAccount};
+
+/// How long `test` waits for the server at each step.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub fn validate_name(name: &str) -> anyhow::Result<()> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::new(
+            EXIT_DATA,
+            format!("invalid account name {name:?}: use 1-64 letters, digits, '.', '_' or '-'"),
+        )
+        .into())
+    }
+}
+
+fn validate(account: &SmtpAccount) -> anyhow::Result<()> {
+    validate_name(&account.name)?;
+    let host_ok = !account.host.is_empty()
+        && account.host.len() <= 253
+        && account
+            .host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    if !host_ok {
+        return Err(CliError::new(EXIT_DATA, format!("invalid host {:?}", account.host)).into());
+    }
+    if account.port == 0 {
+        return Err(CliError::new(EXIT_DATA, "port must be between 1 and 65535").into());
+    }
+    if account.username.is_some() != account.password.is_some() {
+        return Err(
+            CliError::new(EXIT_DATA, "give both a username and a password, or neither").into(),
+        );
+    }
+    let has_newline = |s: &Option<String>| s.as_deref().is_some_and(|s| s.contains(['\r', '\n']));
+    if has_newline(&account.username) || has_newline(&account.password) {
+        return Err(CliError::new(EXIT_DATA, "username and password must be one line").into());
+    }
+    Ok(())
+}
+
+/// Adds an account; an existing name is an error.
+pub fn add(c: &mut impl GenericClient, account: &SmtpAccount) -> anyhow::Result<()> {
+    validate(account)?;
+    if get(c, &account.name)?.is_some() {
+        return Err(CliError::new(
+            EXIT_DATA,
+            format!("account {:?} already exists", account.name),
+        )
+        .into());
+    }
+    c.execute(
+        "INSERT INTO mailrun.smtp_accounts (name, host, port, security, username, password)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &account.name,
+            &account.host,
+            &i32::from(account.port),
+            &security_str(account.security),
+            &account.username,
+            &account.password,
+        ],
+    )?;
+    Ok(())
+}
+
+fn from_row(row: &postgres::Row) -> anyhow::Result<SmtpAccount> {
+    let port: i32 = row.get(2);
+    let security: String = row.get(3);
+    Ok(SmtpAccount {
+        name: row.get(0),
+        host: row.get(1),
+        port: u16::try_from(port).map_err(|_| anyhow::anyhow!("stored port {port} invalid"))?,
+        security: parse_security(&security)?,
+        username: row.get(4),
+        password: row.get(5),
+    })
+}
+
+pub fn get(c: &mut impl GenericClient, name: &str) -> anyhow::Result<Option<SmtpAccount>> {
+    c.query_opt(
+        "SELECT name, host, port, security, username, password
+         FROM mailrun.smtp_accounts WHERE name = $1",
+        &[&name],
+    )?
+    .map(|r| from_row(&r))
+    .transpose()
+}
+
+pub fn list(c: &mut impl GenericClient) -> anyhow::Result<Vec<SmtpAccount>> {
+    c.query(
+        "SELECT name, host, port, security, username, password
+         FROM mailrun.smtp_accounts ORDER BY name",
+        &[],
+    )?
+    .iter()
+    .map(from_row)
+    .collect()
+}
+
+/// Connects to the account's server, negotiates TLS as configured and logs in when the
+/// account has credentials, then quits. Returns a one-line description of what worked;
+/// the error carries the server's answer (never the password).
+pub fn test(account: &SmtpAccount) -> anyhow::Result<String> {
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::transport::smtp::client::{Tls, TlsParameters};
+    use lettre::SmtpTransport;
+
+    let tls = match account.security {
+        Security::None => Tls::None,
+        Security::StartTls => Tls::Required(TlsParameters::new(account.host.clone())?),
+        Security::Tls => Tls::Wrapper(TlsParameters::new(account.host.clone())?),
+    };
+    let mut builder = SmtpTransport::builder_dangerous(account.host.as_str())
+        .port(account.port)
+        .tls(tls)
+        .timeout(Some(TEST_TIMEOUT));
+    if let (Some(user), Some(password)) = (&account.username, &account.password) {
+        builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+    }
+    let transport = builder.build();
+    let target = format!(
+        "{}:{} ({})",
+        account.host,
+        account.port,
+        security_str(account.security)
+    );
+    match transport.test_connection() {
+        Ok(true) => Ok(match &account.username {
+            Some(user) => format!("{target}: connected and logged in as {user}"),
+            None => format!("{target}: connected (no login configured)"),
+        }),
+        Ok(false) => Err(CliError::new(
+            EXIT_UNAVAILABLE,
+            format!("{target}: the server closed the connection"),
+        )
+        .into()),
+        Err(e) => Err(CliError::new(
+            EXIT_UNAVAILABLE,
+            format!("{target}: {}", describe_smtp_error(&e)),
+        )
+        .into()),
+    }
+}
+
+/// lettre's error with its cause chain, which holds the server's reply.
+fn describe_smtp_error(e: &lettre::transport::smtp::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,858 @@
+//! The real `dispatch-admin` binary as an operator runs it, against the private
+//! PostgreSQL cluster and Postfix's smtp-sink.
+mod common;
+#[path = "common/smtp_sink.rs"]
+mod smtp_sink;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use common::{assert_status, stderr, stdout};
+use postgres::{Client, NoTls};
+use serde_json::Value;
+
+fn admin(url: &str, args: &[&str]) -> Output {
+    common::run(
+        common::command(env!("CARGO_BIN_EXE_dispatch-admin"))
+            .arg("--database-url")
+            .arg(url)
+            .args(args),
+    )
+}
+
+fn admin_stdin(url: &str, args: &[&str], input: &[u8]) -> Output {
+    let mut child = common::command(env!("CARGO_BIN_EXE_dispatch-admin"))
+        .arg("--database-url")
+        .arg(url)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dispatch-admin");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+fn json_out(out: &Output) -> Value {
+    serde_json::from_str(stdout(out).trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(out), stderr(out)))
+}
+
+/// A database with the schema and one account "main" (no login).
+fn init(name: &str) -> String {
+    let url = common::cluster().fresh_db(name);
+    let out = admin(&url, &["init"]);
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "", "init prints nothing on success");
+    let out = admin(
+        &url,
+        &[
+            "account",
+            "add",
+            "main",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "2525",
+            "--security",
+            "none",
+        ],
+    );
+    assert_status(&out, 0);
+    url
+}
+
+fn count(url: &str, sql: &str) -> i64 {
+    Client::connect(url, NoTls)
+        .unwrap()
+        .query_one(sql, &[])
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn help_lists_exit_codes_and_retry_defaults() {
+    let out = common::run(common::command(env!("CARGO_BIN_EXE_dispatch-admin")).arg("--help"));
+    assert_status(&out, 0);
+    let help = stdout(&out);
+    for want in [
+        "Exit status:",
+        "75",
+        "backoff_min_seconds = 300",
+        "4000",
+        "432000",
+        "MAILRUN_DATABASE_URL",
+    ] {
+        assert!(help.contains(want), "--help lacks {want:?}:\n{help}");
+    }
+}
+
+#[test]
+fn init_and_migrate_are_idempotent_and_refuse_a_newer_schema() {
+    let url = common::cluster().fresh_db("admin_init");
+    assert_status(&admin(&url, &["init"]), 0);
+    assert_status(&admin(&url, &["init"]), 0);
+    let out = admin(&url, &["migrate", "--json"]);
+    assert_status(&out, 0);
+    assert_eq!(json_out(&out)["applied"], serde_json::json!([]));
+
+    Client::connect(&url, NoTls)
+        .unwrap()
+        .batch_execute("INSERT INTO mailrun.schema_migrations (version, name) VALUES (99, 'x')")
+        .unwrap();
+    let out = admin(&url, &["migrate"]);
+    assert_status(&out, 78);
+    assert!(stderr(&out).contains("newer"), "{}", stderr(&out));
+    let out = admin(&url, &["status"]);
+    assert_status(&out, 78);
+}
+
+#[test]
+fn commands_need_an_initialised_database() {
+    let url = common::cluster().fresh_db("admin_noinit");
+    let out = admin(&url, &["status"]);
+    assert_status(&out, 78);
+    assert!(
+        stderr(&out).contains("dispatch-admin init"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn database_url_lookup_and_connection_errors() {
+    // No URL anywhere.
+    let dir = common::temp_dir();
+    let out = common::run(
+        common::command(env!("CARGO_BIN_EXE_dispatch-admin"))
+            .env("HOME", dir.path())
+            .env("XDG_CONFIG_HOME", dir.path())
+            .arg("status"),
+    );
+    if !Path::new("/etc/mailrun/dispatcher.toml").exists() {
+        assert_status(&out, 78);
+        assert!(stderr(&out).contains("no database URL"), "{}", stderr(&out));
+    }
+
+    // From the environment, then from a config file.
+    let url = init("admin_lookup");
+    let out = common::run(
+        common::command(env!("CARGO_BIN_EXE_dispatch-admin"))
+            .env("MAILRUN_DATABASE_URL", &url)
+            .args(["status", "--json"]),
+    );
+    assert_status(&out, 0);
+    let config = dir.path().join("dispatcher.toml");
+    std::fs::write(&config, format!("database_url = \"{url}\"\n")).unwrap();
+    let out = common::run(
+        common::command(env!("CARGO_BIN_EXE_dispatch-admin"))
+            .env("MAILRUN_CONFIG", &config)
+            .args(["status", "--json"]),
+    );
+    assert_status(&out, 0);
+    assert_eq!(json_out(&out)["counts"]["queued"], 0);
+
+    // A named config file that does not exist, or does not parse.
+    let out = common::run(common::command(env!("CARGO_BIN_EXE_dispatch-admin")).args([
+        "--config",
+        "/nonexistent/dispatcher.toml",
+        "status",
+    ]));
+    assert_status(&out, 78);
+    std::fs::write(&config, "database_url = 1\n").unwrap();
+    let out = common::run(
+        common::command(env!("CARGO_BIN_EXE_dispatch-admin"))
+            .arg("--config")
+            .arg(&config)
+            .arg("status"),
+    );
+    assert_status(&out, 78);
+
+    // A server that is not there: unavailable, and the password is not shown.
+    let port = common::free_port();
+    let out = admin(
+        &format!("postgres://mailrun:s3cretpw@127.0.0.1:{port}/mailrun?connect_timeout=5"),
+        &["status"],
+    );
+    assert_status(&out, 69);
+    assert!(!stderr(&out).contains("s3cretpw"), "{}", stderr(&out));
+}
+
+#[test]
+fn runners_keys_are_shown_once_and_rotate() {
+    let url = init("admin_runners");
+    let out = admin(
+        &url,
+        &[
+            "runner",
+            "add",
+            "r1",
+            "--endpoint",
+            "https://runner1.example.net/cgi-bin/runner-cgi",
+            "--dispatcher-url",
+            "https://d.example.net/cgi-bin/dispatch-cgi",
+        ],
+    );
+    assert_status(&out, 0);
+    let text = stdout(&out);
+    assert!(text.contains("runner-admin init --dispatcher-url https://d.example.net/cgi-bin/dispatch-cgi --runner-id r1"), "{text}");
+    let key_line = text.lines().find(|l| l.starts_with("key:")).unwrap();
+    let key = key_line.split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(key.len(), 64);
+
+    let out = admin(&url, &["runner", "list"]);
+    assert_status(&out, 0);
+    assert!(stdout(&out).contains("r1"));
+    assert!(!stdout(&out).contains(&key), "list must not show the key");
+    let out = admin(&url, &["runner", "list", "--json"]);
+    assert!(!stdout(&out).contains(&key));
+    assert_eq!(json_out(&out)[0]["enabled"], true);
+
+    // Same id again, bad id, bad endpoint: refused, nothing changes.
+    for args in [
+        vec!["runner", "add", "r1", "--endpoint", "https://x.example"],
+        vec!["runner", "add", "bad id", "--endpoint", "https://x.example"],
+        vec!["runner", "add", "r2", "--endpoint", "ftp://x.example"],
+        vec![
+            "runner",
+            "add",
+            "r3",
+            "--endpoint",
+            "https://x.example",
+            "--batch-size",
+            "0",
+        ],
+        vec!["runner", "disable", "nobody"],
+    ] {
+        let out = admin(&url, &args);
+        assert_status(&out, 65);
+    }
+    assert_eq!(count(&url, "SELECT count(*) FROM mailrun.runners"), 1);
+
+    let out = admin(&url, &["runner", "rotate-key", "r1", "--json"]);
+    assert_status(&out, 0);
+    let rotated = json_out(&out);
+    assert_ne!(rotated["key"].as_str().unwrap(), key);
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM mailrun.runners WHERE previous_key_id IS NOT NULL"
+        ),
+        1
+    );
+    assert_status(&admin(&url, &["runner", "confirm-key", "r1"]), 0);
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM mailrun.runners WHERE previous_key_id IS NOT NULL"
+        ),
+        0
+    );
+
+    assert_status(&admin(&url, &["runner", "disable", "r1"]), 0);
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM mailrun.runners WHERE enabled"),
+        0
+    );
+    assert_status(&admin(&url, &["runner", "enable", "r1"]), 0);
+    assert_status(
+        &admin(&url, &["runner", "set", "r1", "--batch-size", "7"]),
+        0,
+    );
+    assert_eq!(
+        count(&url, "SELECT batch_size::bigint FROM mailrun.runners"),
+        7
+    );
+}
+
+#[test]
+fn accounts_hide_passwords_and_test_logs_in() {
+    let url = init("admin_accounts");
+    let sink = smtp_sink::SmtpSink::start();
+    let dir = common::temp_dir();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "correct horse battery\n").unwrap();
+    let port = sink.port.to_string();
+    let out = admin(
+        &url,
+        &[
+            "account",
+            "add",
+            "sink",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--security",
+            "none",
+            "--username",
+            "mailer",
+            "--password-file",
+            pw.to_str().unwrap(),
+        ],
+    );
+    assert_status(&out, 0);
+    let out = admin(&url, &["account", "list"]);
+    assert_status(&out, 0);
+    assert!(stdout(&out).contains("sink"));
+    assert!(stdout(&out).contains("set"));
+    assert!(!stdout(&out).contains("correct horse"));
+    let out = admin(&url, &["account", "list", "--json"]);
+    assert!(!stdout(&out).contains("correct horse"));
+
+    let out = admin(&url, &["account", "test", "sink"]);
+    assert_status(&out, 0);
+    assert!(
+        stdout(&out).contains("logged in as mailer"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Username without a password, and a server that is not there.
+    let out = admin(
+        &url,
+        &[
+            "account",
+            "add",
+            "nopw",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "25",
+            "--security",
+            "none",
+            "--username",
+            "u",
+        ],
+    );
+    assert_status(&out, 64);
+    // A login in clear to another host needs an explicit opt-in.
+    let out = admin_stdin(
+        &url,
+        &[
+            "account",
+            "add",
+            "remote",
+            "--host",
+            "smtp.example.net",
+            "--port",
+            "25",
+            "--security",
+            "none",
+            "--username",
+            "u",
+            "--password-file",
+            "-",
+        ],
+        b"pw\n",
+    );
+    assert_status(&out, 64);
+    assert!(
+        stderr(&out).contains("--insecure-plain-auth"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM mailrun.smtp_accounts WHERE name = 'remote'"
+        ),
+        0
+    );
+    let closed = common::free_port().to_string();
+    let out = admin_stdin(
+        &url,
+        &[
+            "account",
+            "add",
+            "down",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &closed,
+            "--security",
+            "none",
+            "--username",
+            "u",
+            "--password-file",
+            "-",
+        ],
+        b"correct horse battery\n",
+    );
+    assert_status(&out, 0);
+    let out = admin(&url, &["account", "test", "down"]);
+    assert_status(&out, 69);
+    assert!(!stderr(&out).contains("correct horse"), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("correct horse"));
+}
+
+#[test]
+fn enqueue_from_flags_with_config_defaults_then_show() {
+    let url = init("admin_enqueue");
+    let dir = common::temp_dir();
+    let config = dir.path().join("dispatcher.toml");
+    std::fs::write(
+        &config,
+        "[defaults]\nfrom = \"News <news@example.com>\"\naccount = \"main\"\n",
+    )
+    .unwrap();
+    let attachment = dir.path().join("report.csv");
+    std::fs::write(&attachment, "a,b\n1,2\n").unwrap();
+    let out = admin(
+        &url,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "enqueue",
+            "--to",
+            "ann@example.org",
+            "--cc",
+            "Bob <bob@example.org>",
+            "--subject",
+            "Report",
+            "--text",
+            "See attached.",
+            "--header",
+            "X-Campaign: 42",
+            "--attach",
+            attachment.to_str().unwrap(),
+        ],
+    );
+    assert_status(&out, 0);
+    let id: i64 = stdout(&out).trim().parse().expect("enqueue prints the id");
+
+    let out = admin(&url, &["show", &id.to_string(), "--json"]);
+    assert_status(&out, 0);
+    let shown = json_out(&out);
+    assert_eq!(shown["message"]["from"], "News <news@example.com>");
+    assert_eq!(shown["message"]["state"], "queued");
+    assert_eq!(shown["message"]["cc"][0], "Bob <bob@example.org>");
+    assert!(shown["message"]["message_id"]
+        .as_str()
+        .unwrap()
+        .ends_with("@example.com>"));
+    let out = admin(&url, &["show", &id.to_string()]);
+    assert_status(&out, 0);
+    assert!(stdout(&out).contains("attempts (0)"));
+    assert_status(&admin(&url, &["show", "999999"]), 65);
+
+    let out = admin(&url, &["status"]);
+    assert_status(&out, 0);
+    assert!(
+        stdout(&out).contains("oldest due: message"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn enqueue_refuses_bad_input_and_changes_nothing() {
+    let url = init("admin_enqueue_bad");
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["enqueue", "--to", "ann@example.org", "--text", "x"],
+        vec![
+            "enqueue",
+            "--from",
+            "me@example.com",
+            "--to",
+            "not-an-address",
+            "--text",
+            "x",
+        ],
+        vec![
+            "enqueue",
+            "--from",
+            "me@example.com",
+            "--to",
+            "a@example.org junk",
+            "--text",
+            "x",
+        ],
+        vec![
+            "enqueue",
+            "--from",
+            "me@example.com",
+            "--to",
+            "a@example.org",
+            "--text",
+            "x",
+            "--subject",
+            "hi\r\nBcc: victim@example.org",
+        ],
+        vec![
+            "enqueue",
+            "--from",
+            "me@example.com",
+            "--to",
+            "a@example.org",
+            "--text",
+            "x",
+            "--header",
+            "X-A: 1\nBcc: victim@example.org",
+        ],
+        vec![
+            "enqueue",
+            "--from",
+            "me@example.com",
+            "--to",
+            "a@example.org",
+            "--text",
+            "x",
+            "--header",
+            "no colon",
+        ],
+        vec![
+            "enqueue",
+            "--from",
+            "me@example.com",
+            "--to",
+            "a@example.org",
+            "--text",
+            "x",
+            "--account",
+            "nope",
+        ],
+        vec![
+            "enqueue",
+            "--from",
+            "me@example.com",
+            "--to",
+            "a@example.org",
+            "--text",
+            "x",
+            "--send-at",
+            "next tuesday",
+        ],
+        vec![
+            "enqueue",
+            "--from",
+            "me@example.com",
+            "--to",
+            "a@example.org",
+            "--text",
+            "x",
+            "--attach",
+            "/nonexistent/file.pdf",
+        ],
+    ];
+    for args in cases {
+        let out = admin(&url, &args);
+        assert_status(&out, 65);
+        assert!(!stderr(&out).is_empty());
+    }
+    assert_eq!(count(&url, "SELECT count(*) FROM mailrun.messages"), 0);
+}
+
+#[test]
+fn enqueue_an_eml_file() {
+    let url = init("admin_eml");
+    let dir = common::temp_dir();
+    let eml = dir.path().join("m.eml");
+    std::fs::write(
+        &eml,
+        "From: Shop <shop@example.com>\r\nTo: a@example.org, \"Doe, Jane\" <jane@example.org>\r\n\
+         Subject: =?UTF-8?B?R3LDvMOfZQ==?=\r\nMessage-ID: <order-1@example.com>\r\n\
+         X-Order: 1\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: quoted-printable\r\n\r\nHallo J=C3=BCrgen,\r\nbye\r\n",
+    )
+    .unwrap();
+    let out = admin(&url, &["enqueue", "--eml", eml.to_str().unwrap(), "--json"]);
+    assert_status(&out, 0);
+    let id = json_out(&out)["id"].as_i64().unwrap();
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    let row = c
+        .query_one(
+            "SELECT subject, to_addrs, message_id_header, text_body, headers::text
+             FROM mailrun.messages WHERE id = $1",
+            &[&id],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "Grüße");
+    assert_eq!(
+        row.get::<_, Vec<String>>(1),
+        vec!["a@example.org", "\"Doe, Jane\" <jane@example.org>"]
+    );
+    assert_eq!(row.get::<_, String>(2), "<order-1@example.com>");
+    assert_eq!(row.get::<_, String>(3), "Hallo Jürgen,\nbye\n");
+    assert!(row.get::<_, String>(4).contains("X-Order"));
+
+    let multipart = dir.path().join("mp.eml");
+    std::fs::write(
+        &multipart,
+        "From: a@example.com\nTo: b@example.org\nContent-Type: multipart/mixed; boundary=x\n\n--x\n",
+    )
+    .unwrap();
+    let out = admin(&url, &["enqueue", "--eml", multipart.to_str().unwrap()]);
+    assert_status(&out, 65);
+    assert!(stderr(&out).contains("multipart"), "{}", stderr(&out));
+}
+
+fn jsonl(n: usize) -> Vec<u8> {
+    let mut s = String::with_capacity(n * 100);
+    for i in 0..n {
+        s.push_str(&format!(
+            "{{\"from\":\"news@example.com\",\"to\":\"user{i}@example.org\",\"subject\":\"Issue {i}\",\"text\":\"Hello {i}\"}}\n"
+        ));
+    }
+    s.into_bytes()
+}
+
+#[test]
+fn bulk_enqueue_of_100k_messages_is_atomic() {
+    let url = init("admin_bulk");
+    let out = admin_stdin(&url, &["enqueue", "--jsonl", "--json"], &jsonl(100_000));
+    assert_status(&out, 0);
+    let v = json_out(&out);
+    assert_eq!(v["enqueued"], 100_000);
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM mailrun.messages WHERE state = 'queued'"
+        ),
+        100_000
+    );
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(DISTINCT message_id_header) FROM mailrun.messages"
+        ),
+        100_000
+    );
+}
+
+#[test]
+fn a_bad_line_refuses_the_bulk_unless_skip_invalid() {
+    let url = init("admin_bulk_bad");
+    let mut input = String::from_utf8(jsonl(300)).unwrap();
+    input.push_str("{\"from\":\"news@example.com\",\"to\":\"broken\",\"text\":\"x\"}\n");
+    input.push_str("not json at all\n");
+    input.push_str(&String::from_utf8(jsonl(10)).unwrap());
+    input.push_str("{\"from\":\"news@example.com\",\"to\":\"a@example.org\",\"text\":\"x\",\"account\":\"ghost\"}\n");
+    let out = admin_stdin(&url, &["enqueue", "--jsonl"], input.as_bytes());
+    assert_status(&out, 65);
+    let err = stderr(&out);
+    assert!(err.contains("line 301"), "{err}");
+    assert!(err.contains("line 302"), "{err}");
+    assert!(err.contains("line 313"), "{err}");
+    assert!(err.contains("nothing enqueued"), "{err}");
+    assert_eq!(count(&url, "SELECT count(*) FROM mailrun.messages"), 0);
+
+    let out = admin_stdin(
+        &url,
+        &["enqueue", "--jsonl", "--skip-invalid", "--json"],
+        input.as_bytes(),
+    );
+    assert_status(&out, 0);
+    assert_eq!(json_out(&out)["enqueued"], 310);
+    assert_eq!(json_out(&out)["skipped"].as_array().unwrap().len(), 3);
+    assert!(stderr(&out).contains("skipped line 301"));
+    assert_eq!(count(&url, "SELECT count(*) FROM mailrun.messages"), 310);
+
+    // Message flags do not mix with --jsonl.
+    let out = admin_stdin(&url, &["enqueue", "--jsonl", "--to", "x@example.org"], b"");
+    assert_status(&out, 64);
+}
+
+#[test]
+fn cancel_retry_and_purge() {
+    let url = init("admin_cancel");
+    let ids: Vec<String> = (0..2)
+        .map(|_| {
+            let out = admin(
+                &url,
+                &[
+                    "enqueue",
+                    "--from",
+                    "a@example.com",
+                    "--to",
+                    "b@example.org",
+                    "--text",
+                    "x",
+                ],
+            );
+            assert_status(&out, 0);
+            stdout(&out).trim().to_string()
+        })
+        .collect();
+    assert_status(&admin(&url, &["cancel", &ids[0], &ids[1]]), 0);
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM mailrun.messages WHERE state = 'cancelled'"
+        ),
+        2
+    );
+    // One bad id: nothing changes.
+    let out = admin(&url, &["retry", &ids[0], "424242"]);
+    assert_status(&out, 65);
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM mailrun.messages WHERE state = 'cancelled'"
+        ),
+        2
+    );
+    let out = admin(&url, &["retry", &ids[0], "--verbose"]);
+    assert_status(&out, 0);
+    assert!(stdout(&out).contains("was cancelled"), "{}", stdout(&out));
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM mailrun.messages WHERE state = 'queued'"
+        ),
+        1
+    );
+
+    assert_status(&admin(&url, &["purge", "--older-than", "1d"]), 0);
+    assert_eq!(count(&url, "SELECT count(*) FROM mailrun.messages"), 2);
+    Client::connect(&url, NoTls)
+        .unwrap()
+        .batch_execute("UPDATE mailrun.messages SET finished_at = now() - interval '2 days' WHERE state = 'cancelled'")
+        .unwrap();
+    let out = admin(&url, &["purge", "--older-than", "1d", "--json"]);
+    assert_status(&out, 0);
+    assert_eq!(json_out(&out)["purged"], 1);
+    let out = admin(&url, &["purge", "--older-than", "soon"]);
+    assert_ne!(out.status.code(), Some(0));
+}
+
+#[test]
+fn policy_is_synced_from_the_config_file() {
+    let url = init("admin_policy");
+    let dir = common::temp_dir();
+    let config = dir.path().join("dispatcher.toml");
+    std::fs::write(
+        &config,
+        "max_message_bytes = 5000\n[retry]\nbackoff_min_seconds = 60\n\
+         rules = [ { code = \"550\", enhanced = \"5.7.1\", permanent = false } ]\n",
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    assert_status(&admin(&url, &["--config", cfg, "migrate"]), 0);
+    let out = admin(&url, &["policy", "show", "--json"]);
+    assert_status(&out, 0);
+    let p = json_out(&out);
+    assert_eq!(p["backoff_min_seconds"], 60);
+    assert_eq!(p["backoff_max_seconds"], 4000);
+    assert_eq!(p["max_message_bytes"], 5000);
+    assert_eq!(p["rules"][0]["code"], "550");
+    let out = admin(&url, &["policy", "show"]);
+    assert!(stdout(&out).contains("temporary"), "{}", stdout(&out));
+
+    // Enforced at enqueue.
+    let big = "x".repeat(6000);
+    let out = admin(
+        &url,
+        &[
+            "enqueue",
+            "--from",
+            "a@example.com",
+            "--to",
+            "b@example.org",
+            "--text",
+            &big,
+        ],
+    );
+    assert_status(&out, 65);
+    assert!(stderr(&out).contains("over the limit"), "{}", stderr(&out));
+
+    // An invalid rule is a config error and changes nothing.
+    std::fs::write(
+        &config,
+        "[retry]\nrules = [ { code = \"abc\", permanent = true } ]\n",
+    )
+    .unwrap();
+    assert_status(&admin(&url, &["--config", cfg, "policy", "sync"]), 78);
+    std::fs::write(
+        &config,
+        "[retry]\nbackoff_min_seconds = 10\nbackoff_max_seconds = 5\n",
+    )
+    .unwrap();
+    assert_status(&admin(&url, &["--config", cfg, "policy", "sync"]), 78);
+    assert_eq!(
+        json_out(&admin(&url, &["policy", "show", "--json"]))["backoff_min_seconds"],
+        60
+    );
+}
+
+#[test]
+fn send_at_is_read_in_the_time_zone_against_the_database_clock() {
+    let url = init("admin_send_at");
+    let base = [
+        "enqueue",
+        "--from",
+        "a@example.com",
+        "--to",
+        "b@example.org",
+        "--text",
+        "x",
+    ];
+    let with = |extra: &[&str]| {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend_from_slice(extra);
+        admin(&url, &args)
+    };
+    let out = with(&["--send-at", "in 2 hours", "--json"]);
+    assert_status(&out, 0);
+    let id = json_out(&out)["id"].as_i64().unwrap();
+    let delay = count(
+        &url,
+        &format!("SELECT extract(epoch FROM send_at - created_at)::bigint FROM mailrun.messages WHERE id = {id}"),
+    );
+    assert!(
+        (7190..=7210).contains(&delay),
+        "send_at is {delay} s after enqueue"
+    );
+    assert_eq!(
+        count(&url, &format!("SELECT count(*) FROM mailrun.messages WHERE id = {id} AND next_attempt_at = send_at")),
+        1
+    );
+
+    let out = with(&[
+        "--send-at",
+        "2099-12-01 08:00",
+        "--time-zone",
+        "Europe/Berlin",
+    ]);
+    assert_status(&out, 65); // more than a year ahead
+    let out = with(&[
+        "--send-at",
+        "tomorrow 08:00",
+        "--time-zone",
+        "Europe/Berlin",
+        "--verbose",
+    ]);
+    assert_status(&out, 0);
+    assert!(stdout(&out).contains("Europe/Berlin"), "{}", stdout(&out));
+    let out = with(&["--send-at", "tomorrow", "--time-zone", "Europe/Berlin"]);
+    assert_status(&out, 65);
+    let out = with(&["--send-at", "2001-01-01T00:00:00Z"]);
+    assert_status(&out, 65);
+    assert!(stderr(&out).contains("past"), "{}", stderr(&out));
+    let out = with(&["--send-at", "in 1 hour", "--time-zone", "Mars/Olympus"]);
+    assert_status(&out, 64);
+
+    // JSON lines read send_at the same way; a bad one names its line.
+    let input = b"{\"from\":\"a@example.com\",\"to\":\"b@example.org\",\"text\":\"x\",\"send_at\":\"in 3 days\"}\n\
+{\"from\":\"a@example.com\",\"to\":\"b@example.org\",\"text\":\"x\",\"send_at\":\"someday\"}\n";
+    let out = admin_stdin(&url, &["enqueue", "--jsonl"], input);
+    assert_status(&out, 65);
+    assert!(stderr(&out).contains("line 2"), "{}", stderr(&out));
+    assert_eq!(count(&url, "SELECT count(*) FROM mailrun.messages"), 2);
+
+    // A config file's time zone must exist.
+    let dir = common::temp_dir();
+    let config = dir.path().join("dispatcher.toml");
+    std::fs::write(&config, "time_zone = \"Nowhere/Special\"\n").unwrap();
+    let mut args = vec!["--config", config.to_str().unwrap()];
+    args.extend_from_slice(&base);
+    assert_status(&admin(&url, &args), 78);
+}
