@@ -89,3 +89,23 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }
+
+/// Parses the command line like `T::parse()`, but exits with EXIT_USAGE (64) on a usage
+/// error instead of clap's 2, so every command keeps the documented exit codes. Help and
+/// version requests print and exit 0.
+pub fn parse_args<T: clap::Parser>() -> T {
+    match T::try_parse() {
+        Ok(args) => args,
+        Err(err) => {
+            let code = match err.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    i32::from(EXIT_OK)
+                }
+                _ => i32::from(EXIT_USAGE),
+            };
+            // clap prints help to stdout and errors to stderr.
+            let _ = err.print();
+            std::process::exit(code);
+        }
+    }
+}

@@ -1,9 +1,7 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     mailrun::cli::run("dispatch-admin", || {
-        mailrun::dispatcher::admin::main(mailrun::dispatcher::admin::Args::parse())
+        mailrun::dispatcher::admin::main(mailrun::cli::parse_args())
     })
 }
