@@ -25,8 +25,8 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// The commands the bundle's stub may use: the CGI user's whole PATH. No compiler.
 const STUB_TOOLS: &[&str] = &[
-    "sh", "cat", "cksum", "tail", "gzip", "tar", "mkdir", "mv", "rm", "chmod", "dd", "sed",
-    "tr", "od", "id", "cut", "dirname", "find", "getent",
+    "sh", "cat", "cksum", "tail", "gzip", "tar", "mkdir", "mv", "rm", "chmod", "dd", "sed", "tr",
+    "od", "id", "cut", "dirname", "find", "getent",
 ];
 
 fn cargo() -> String {
@@ -160,7 +160,11 @@ impl Site {
         let logs = dir.path().join("logs");
         std::fs::create_dir_all(&logs).unwrap();
         if let Some(user) = &user {
-            run_ok(Command::new("chown").arg(format!("{user}:{user}")).arg(&logs));
+            run_ok(
+                Command::new("chown")
+                    .arg(format!("{user}:{user}"))
+                    .arg(&logs),
+            );
         }
         let error_log = logs.join("lighttpd-error.log");
         Site {
@@ -186,7 +190,11 @@ impl Site {
         std::fs::copy(file, &tmp).expect("upload bundle");
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
         if let Some(user) = &self.user {
-            run_ok(Command::new("chown").arg(format!("{user}:{user}")).arg(&tmp));
+            run_ok(
+                Command::new("chown")
+                    .arg(format!("{user}:{user}"))
+                    .arg(&tmp),
+            );
         }
         std::fs::rename(&tmp, &dest).unwrap();
     }
@@ -348,14 +356,20 @@ fn setup_form(token: &str, key: &SigningKey, dispatcher_port: u16) -> String {
 fn bundle_is_one_static_file() {
     let bundle = bundle();
     let bytes = std::fs::read(&bundle.cgi).unwrap();
-    assert!(bytes.starts_with(b"#!/bin/sh\n"), "the bundle is a sh script");
+    assert!(
+        bytes.starts_with(b"#!/bin/sh\n"),
+        "the bundle is a sh script"
+    );
     let marker = b"\n__MAILRUN_PAYLOAD__\n";
     let at = bytes
         .windows(marker.len())
         .position(|w| w == marker)
         .expect("payload marker");
     // gzip magic right after the marker: the payload is appended, not encoded.
-    assert_eq!(&bytes[at + marker.len()..at + marker.len() + 2], &[0x1f, 0x8b]);
+    assert_eq!(
+        &bytes[at + marker.len()..at + marker.len() + 2],
+        &[0x1f, 0x8b]
+    );
     assert_eq!(mode(&bundle.cgi) & 0o111, 0o111, "executable");
     let listing = run_ok(Command::new("tar").arg("-tzf").arg(&bundle.archive));
     let mut names: Vec<&str> = listing.lines().collect();
@@ -393,7 +407,11 @@ fn bundle_unpacks_on_first_request_then_is_runner_cgi() {
     // one-time token and the crontab line.
     let first = http("GET", &site.url(), None);
     assert_eq!(first.status, 200, "{}", first.body);
-    assert!(first.body.contains("ready: mailrun runner"), "{}", first.body);
+    assert!(
+        first.body.contains("ready: mailrun runner"),
+        "{}",
+        first.body
+    );
     let token = token_in(&first.body).expect("token on the first page");
     assert_eq!(token.len(), 32);
     let cron = format!(
@@ -401,7 +419,11 @@ fn bundle_unpacks_on_first_request_then_is_runner_cgi() {
         state.display(),
         state.display()
     );
-    assert!(first.body.contains(&cron), "crontab line missing: {}", first.body);
+    assert!(
+        first.body.contains(&cron),
+        "crontab line missing: {}",
+        first.body
+    );
     assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(&state.join("bin")), 0o700);
     assert_eq!(mode(&state.join("setup-token")), 0o600);
@@ -421,7 +443,11 @@ fn bundle_unpacks_on_first_request_then_is_runner_cgi() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(web_files, ["mailrun.cgi"], "nothing else lands in the web root");
+    assert_eq!(
+        web_files,
+        ["mailrun.cgi"],
+        "nothing else lands in the web root"
+    );
 
     // The token is shown once.
     let second = http("GET", &site.url(), None);
@@ -451,7 +477,10 @@ fn bundle_unpacks_on_first_request_then_is_runner_cgi() {
     );
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert!(ok.body.contains("configured"), "{}", ok.body);
-    assert!(!ok.body.contains(&key.secret_hex()), "the key is never echoed");
+    assert!(
+        !ok.body.contains(&key.secret_hex()),
+        "the key is never echoed"
+    );
     assert_eq!(mode(&state.join("runner.toml")), 0o600);
     assert!(!state.join("setup-token").exists(), "the token is spent");
     let leftovers: Vec<_> = std::fs::read_dir(&state)
@@ -486,7 +515,12 @@ fn bundle_unpacks_on_first_request_then_is_runner_cgi() {
             &codec::encode(&body),
         )
         .expect("runner-cgi answers");
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     assert!(reply.authenticated);
     match codec::decode(&reply.body) {
         Ok(Body::JobRunnerReadyResponse(_)) => {}
@@ -600,7 +634,9 @@ fn deb_contains_binaries_pages_units_and_conffiles() {
     ];
     for path in expected {
         assert!(
-            listing.lines().any(|l| l.ends_with(path) || l.contains(&format!("{path}.gz"))),
+            listing
+                .lines()
+                .any(|l| l.ends_with(path) || l.contains(&format!("{path}.gz"))),
             "{path} not in the package:\n{listing}"
         );
     }
@@ -619,13 +655,24 @@ fn deb_contains_binaries_pages_units_and_conffiles() {
     assert!(control.contains("Package: mailrun"), "{control}");
     assert!(control.contains("adduser"), "Depends on adduser: {control}");
     let conffiles = std::fs::read_to_string(dir.path().join("DEBIAN/conffiles")).unwrap();
-    for f in ["/etc/mailrun/dispatcher.toml", "/etc/default/mailrun", "/etc/cron.d/mailrun"] {
-        assert!(conffiles.lines().any(|l| l == f), "{f} not a conffile: {conffiles}");
+    for f in [
+        "/etc/mailrun/dispatcher.toml",
+        "/etc/default/mailrun",
+        "/etc/cron.d/mailrun",
+    ] {
+        assert!(
+            conffiles.lines().any(|l| l == f),
+            "{f} not a conffile: {conffiles}"
+        );
     }
     let postinst = std::fs::read_to_string(dir.path().join("DEBIAN/postinst")).unwrap();
     assert!(postinst.contains("adduser --system"), "{postinst}");
     for script in ["postinst", "prerm", "postrm"] {
-        run_ok(Command::new("sh").arg("-n").arg(dir.path().join("DEBIAN").join(script)));
+        run_ok(
+            Command::new("sh")
+                .arg("-n")
+                .arg(dir.path().join("DEBIAN").join(script)),
+        );
     }
     // The cron.d sample must not run anything until the admin uncomments a line.
     let cron = std::fs::read_to_string(Path::new(ROOT).join("packaging/debian/cron.d")).unwrap();
@@ -649,12 +696,15 @@ fn deb_installs_and_runs() {
 }
 
 fn check_installed_binaries(bin: &Path) {
-    let help = run_ok(&mut common::command(&bin.join("dispatch-tick").to_string_lossy()).arg("--help"));
+    let help = run_ok(common::command(&bin.join("dispatch-tick").to_string_lossy()).arg("--help"));
     assert!(help.contains("Exit status"), "{help}");
     // Self-update is off in the package: apt does it.
     let out = common::run(
-        common::command(&bin.join("runner-admin").to_string_lossy())
-            .args(["--state-dir", "/nonexistent/mailrun-test", "self-update"]),
+        common::command(&bin.join("runner-admin").to_string_lossy()).args([
+            "--state-dir",
+            "/nonexistent/mailrun-test",
+            "self-update",
+        ]),
     );
     assert_ne!(out.status.code(), Some(0));
     assert!(
@@ -701,7 +751,10 @@ fn install_on_this_machine(deb: &Path) {
     });
     dpkg(&["--purge", "mailrun"]);
     assert!(!Path::new("/usr/bin/dispatch-tick").exists());
-    assert!(!Path::new("/var/lib/mailrun").exists(), "purge removes the state");
+    assert!(
+        !Path::new("/var/lib/mailrun").exists(),
+        "purge removes the state"
+    );
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }

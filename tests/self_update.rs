@@ -203,7 +203,8 @@ fn newer_build_is_installed_atomically_and_only_once() {
         let bytes = std::fs::read(bin.join(name)).unwrap();
         assert!(bytes.ends_with(MARKER), "{name} not replaced");
     }
-    let out = common::run(&mut common::command(&bin.join("runner-admin").to_string_lossy()).arg("--version"));
+    let out =
+        common::run(common::command(&bin.join("runner-admin").to_string_lossy()).arg("--version"));
     common::assert_status(&out, 0);
 
     // Announced again: nothing is downloaded.
@@ -234,7 +235,10 @@ fn interrupted_download_replaces_nothing() {
     let (_dir, bin) = install();
     let err = update::apply(&announce(&server, "/interrupted"), &bin, &options()).unwrap_err();
     let text = format!("{err:#}");
-    assert!(text.contains("interrupted") || text.contains("cannot download"), "{text}");
+    assert!(
+        text.contains("interrupted") || text.contains("cannot download"),
+        "{text}"
+    );
     assert!(matches!(exit_code_of(&err), 69 | 75), "{text}");
     assert_unchanged(&bin);
 }

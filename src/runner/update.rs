@@ -71,12 +71,16 @@ pub const ENABLED: bool = cfg!(feature = "self-update");
 
 /// The folder holding the running binary (where the runner's binaries live).
 pub fn current_bin_dir() -> Result<PathBuf> {
-    let exe = std::env::current_exe()
-        .map_err(|e| CliError::new(crate::cli::EXIT_SOFTWARE, format!("cannot find this program's path: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| {
+        CliError::new(
+            crate::cli::EXIT_SOFTWARE,
+            format!("cannot find this program's path: {e}"),
+        )
+    })?;
     let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
-    exe.parent()
-        .map(Path::to_path_buf)
-        .ok_or_else(|| CliError::new(crate::cli::EXIT_SOFTWARE, "this program has no folder").into())
+    exe.parent().map(Path::to_path_buf).ok_or_else(|| {
+        CliError::new(crate::cli::EXIT_SOFTWARE, "this program has no folder").into()
+    })
 }
 
 /// Checks the announcement itself: a version, a https (or loopback http) URL without
@@ -118,7 +122,11 @@ pub fn validate(update: &SoftwareUpdate, allow_plain_http: bool) -> Result<(), S
 
 /// Installs `update` into `bin_dir` unless it is already installed there.
 #[cfg(not(feature = "self-update"))]
-pub fn apply(_update: &SoftwareUpdate, _bin_dir: &Path, _options: &UpdateOptions) -> Result<UpdateOutcome> {
+pub fn apply(
+    _update: &SoftwareUpdate,
+    _bin_dir: &Path,
+    _options: &UpdateOptions,
+) -> Result<UpdateOutcome> {
     Err(disabled().into())
 }
 
@@ -146,7 +154,9 @@ mod imp {
     use sha2::{Digest, Sha256};
 
     use super::{validate, UpdateOptions, UpdateOutcome, INSTALLED_MARKER, RUNNER_BINARIES};
-    use crate::cli::{CliError, EXIT_DATA, EXIT_NO_WORK, EXIT_TEMPFAIL, EXIT_UNAVAILABLE, EXIT_USAGE};
+    use crate::cli::{
+        CliError, EXIT_DATA, EXIT_NO_WORK, EXIT_TEMPFAIL, EXIT_UNAVAILABLE, EXIT_USAGE,
+    };
     use crate::protocol::{SoftwareUpdate, SOFTWARE_VERSION};
 
     /// Largest single binary accepted from the archive.
@@ -159,10 +169,10 @@ mod imp {
     ) -> Result<UpdateOutcome> {
         validate(update, options.allow_plain_http).map_err(|e| CliError::new(EXIT_DATA, e))?;
         let installed = installed_version(bin_dir);
-        if update.version == SOFTWARE_VERSION || installed_sha(bin_dir).as_deref() == Some(&update.sha256) {
-            return Ok(UpdateOutcome::UpToDate {
-                version: installed,
-            });
+        if update.version == SOFTWARE_VERSION
+            || installed_sha(bin_dir).as_deref() == Some(&update.sha256)
+        {
+            return Ok(UpdateOutcome::UpToDate { version: installed });
         }
         for name in RUNNER_BINARIES {
             let path = bin_dir.join(name);
@@ -259,7 +269,11 @@ mod imp {
     fn clean_stale_staging(bin_dir: &Path) {
         if let Ok(entries) = fs::read_dir(bin_dir) {
             for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
+                if entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(STAGING_PREFIX)
+                {
                     let _ = fs::remove_dir_all(entry.path());
                 }
             }
@@ -321,9 +335,9 @@ mod imp {
                     return Err(CliError::new(
                         EXIT_TEMPFAIL,
                         format!(
-                            "{}: download interrupted after {total} bytes: {e}; nothing was replaced",
-                            update.url
-                        ),
+                        "{}: download interrupted after {total} bytes: {e}; nothing was replaced",
+                        update.url
+                    ),
                     )
                     .into())
                 }
@@ -371,8 +385,10 @@ mod imp {
     /// Unpacks the known binaries as plain files into `staging`; anything else in the
     /// archive (other names, folders, links, devices) is refused.
     fn unpack(archive: &Path, staging: &Path) -> Result<()> {
-        let bad = |reason: String| CliError::new(EXIT_DATA, format!("bad update archive: {reason}"));
-        let file = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
+        let bad =
+            |reason: String| CliError::new(EXIT_DATA, format!("bad update archive: {reason}"));
+        let file =
+            File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
         let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
         let mut seen: Vec<&str> = Vec::new();
         let entries = tar.entries().map_err(|e| bad(e.to_string()))?;
