@@ -538,6 +538,62 @@ fn bundle_unpacks_on_first_request_then_is_runner_cgi() {
     common::assert_status(&status, 0);
     assert!(common::stdout(&status).contains("shared-1"));
     assert!(!common::stdout(&status).contains(&key.secret_hex()));
+
+    // A newer bundle uploaded over the old one is unpacked on the next request; the
+    // runner's configuration stays.
+    let config_before = std::fs::read(state.join("runner.toml")).unwrap();
+    let newer = newer_bundle(bundle);
+    site.upload(&newer.join("mailrun-runner.cgi"));
+    let reply = client
+        .post_signed(
+            &site.url(),
+            &key,
+            codec::soap_action(&body),
+            &codec::encode(&body),
+        )
+        .expect("runner-cgi answers after the re-upload");
+    assert_eq!(reply.status, 200);
+    let installed = std::fs::read(state.join("bin/runner-cgi")).unwrap();
+    assert!(
+        installed.ends_with(NEWER_MARKER),
+        "the newer bundle was not unpacked"
+    );
+    assert_eq!(
+        std::fs::read(state.join("runner.toml")).unwrap(),
+        config_before
+    );
+}
+
+const NEWER_MARKER: &[u8] = b"\nMAILRUN-NEWER-BUNDLE-TEST\n";
+
+/// A second bundle whose binaries carry a marker (an ELF file runs with trailing bytes).
+fn newer_bundle(bundle: &Bundle) -> PathBuf {
+    let work = Path::new(ROOT).join("target/bundle-test-newer");
+    let bins = work.join("bin");
+    std::fs::create_dir_all(&bins).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(&bundle.archive)
+            .arg("-C")
+            .arg(&bins),
+    );
+    for b in ["runner-admin", "runner-cgi", "runner-poll", "runner-send"] {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(bins.join(b))
+            .unwrap();
+        f.write_all(NEWER_MARKER).unwrap();
+    }
+    let out = work.join("out");
+    run_ok(
+        Command::new(Path::new(ROOT).join("packaging/shared-hosting/build-bundle.sh"))
+            .arg("--bin-dir")
+            .arg(&bins)
+            .arg("--out-dir")
+            .arg(&out),
+    );
+    out
 }
 
 #[test]
