@@ -175,8 +175,11 @@ unpack() {
 new_token() {
     token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
     [ ${#token} -eq 32 ] || fail 500 "cannot read /dev/urandom"
-    printf '%s\n' "$token" >"$STATE/setup-token.tmp" && chmod 600 "$STATE/setup-token.tmp" &&
-        mv "$STATE/setup-token.tmp" "$STATE/setup-token" || fail 500 "cannot write the setup token"
+    if ! { printf '%s\n' "$token" >"$STATE/setup-token.tmp" &&
+        chmod 600 "$STATE/setup-token.tmp" &&
+        mv "$STATE/setup-token.tmp" "$STATE/setup-token"; }; then
+        fail 500 "cannot write the setup token"
+    fi
 }
 
 SHOW_TOKEN=no
