@@ -1,1 +1,583 @@
 //! SMTP delivery of one message over lettre, with per-recipient outcomes.
+//!
+//! lettre's `SmtpTransport::send` aborts the whole transaction on the first refused RCPT,
+//! so this module drives the low-level [`SmtpConnection`] itself: every RCPT is judged on
+//! its own, the accepted recipients still get DATA, and refusals are reported per
+//! recipient. One connection per SMTP account is kept open across the messages of a
+//! batch (RSET between messages, reconnect after an error).
+//!
+//! Security rules (never relaxed silently):
+//! - `Security::StartTls`: the server must offer STARTTLS; otherwise the message is
+//!   deferred with "STARTTLS required but not offered" and neither AUTH nor MAIL is sent.
+//! - `Security::Tls`: implicit TLS from the first byte.
+//! - `Security::None` with credentials: AUTH over plain text is refused unless the server
+//!   is a loopback address (a local relay), because the password would cross the network
+//!   in clear.
+//!
+//! The account password never appears in any error text, log line or Debug output.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use lettre::address::Envelope;
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Attachment as MimeAttachment, Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::Error as SmtpError;
+use lettre::Address;
+
+use crate::protocol::{OutboundMessage, Outcome, RecipientResult, Security, SmtpAccount};
+
+/// Timeouts of one SMTP session (RFC 5321 section 4.5.3.2 gives the defaults).
+#[derive(Debug, Clone)]
+pub struct SmtpOptions {
+    pub connect_timeout: Duration,
+    /// Per command (greeting, EHLO, MAIL, RCPT, DATA, RSET): RFC 5321 suggests 5 minutes.
+    pub command_timeout: Duration,
+    /// Waiting for the answer after the final dot: RFC 5321 suggests 10 minutes.
+    pub data_timeout: Duration,
+    /// EHLO name; `None` uses the host name.
+    pub hello_name: Option<String>,
+}
+
+impl Default for SmtpOptions {
+    fn default() -> Self {
+        SmtpOptions {
+            connect_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            hello_name: None,
+        }
+    }
+}
+
+/// What happened to one message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub outcome: Outcome,
+    pub smtp_code: Option<u16>,
+    pub enhanced_status: Option<String>,
+    pub text: Option<String>,
+    /// Per-recipient outcomes; filled whenever the server treated recipients differently
+    /// from the message as a whole.
+    pub recipients: Vec<RecipientResult>,
+}
+
+impl Delivery {
+    fn whole(outcome: Outcome, code: Option<u16>, text: impl Into<String>) -> Delivery {
+        let text = text.into();
+        Delivery {
+            outcome,
+            smtp_code: code,
+            enhanced_status: enhanced_status(&text),
+            text: Some(text),
+            recipients: Vec::new(),
+        }
+    }
+
+    fn from_error(err: &SmtpError, context: &str) -> Delivery {
+        let (outcome, code, text) = classify(err);
+        Delivery {
+            outcome,
+            smtp_code: code,
+            enhanced_status: enhanced_status(&text),
+            text: Some(format!("{context}: {text}")),
+            recipients: Vec::new(),
+        }
+    }
+}
+
+/// Identifies the connection an account can share with others in one batch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct AccountKey {
+    host: String,
+    port: u16,
+    security: &'static str,
+    username: Option<String>,
+}
+
+impl AccountKey {
+    fn of(account: &SmtpAccount) -> AccountKey {
+        AccountKey {
+            host: account.host.clone(),
+            port: account.port,
+            security: match account.security {
+                Security::None => "none",
+                Security::StartTls => "starttls",
+                Security::Tls => "tls",
+            },
+            username: account.username.clone(),
+        }
+    }
+}
+
+/// Either an open session or the reason the account could not be reached; a failed
+/// connection is not retried within the same batch (each try could cost a full timeout).
+enum Session {
+    Open(Box<SmtpConnection>),
+    Unusable(Delivery),
+}
+
+/// Delivers messages, reusing one connection per account.
+pub struct Sender {
+    options: SmtpOptions,
+    hello: ClientId,
+    sessions: HashMap<AccountKey, Session>,
+}
+
+impl Sender {
+    pub fn new(options: SmtpOptions) -> Sender {
+        let hello = match &options.hello_name {
+            Some(name) => ClientId::Domain(name.clone()),
+            None => ClientId::default(),
+        };
+        Sender {
+            options,
+            hello,
+            sessions: HashMap::new(),
+        }
+    }
+
+    /// Delivers one message and reports its outcome; never panics on server behaviour.
+    pub fn deliver(&mut self, msg: &OutboundMessage) -> Delivery {
+        let built = match build_message(msg) {
+            Ok(built) => built,
+            Err(text) => return Delivery::whole(Outcome::Failed, None, text),
+        };
+        let key = AccountKey::of(&msg.account);
+        // An open connection is reused after RSET; a broken one is replaced.
+        if let Some(Session::Open(conn)) = self.sessions.get_mut(&key) {
+            let healthy = !conn.has_broken()
+                && conn.set_timeout(Some(self.options.command_timeout)).is_ok()
+                && conn.command(Rset).is_ok();
+            if !healthy {
+                if let Some(Session::Open(mut conn)) = self.sessions.remove(&key) {
+                    conn.abort();
+                }
+            }
+        }
+        if !self.sessions.contains_key(&key) {
+            let session = match self.open(&msg.account) {
+                Ok(conn) => Session::Open(Box::new(conn)),
+                Err(delivery) => Session::Unusable(delivery),
+            };
+            self.sessions.insert(key.clone(), session);
+        }
+        let conn = match self.sessions.get_mut(&key) {
+            Some(Session::Open(conn)) => conn,
+            Some(Session::Unusable(delivery)) => return delivery.clone(),
+            None => return Delivery::whole(Outcome::Deferred, None, "internal: no SMTP session"),
+        };
+        let delivery = transaction(conn, &built, &self.options);
+        if conn.has_broken() {
+            self.sessions.remove(&key);
+        }
+        delivery
+    }
+
+    /// Says QUIT on every open connection.
+    pub fn close(mut self) {
+        for (_, session) in self.sessions.drain() {
+            if let Session::Open(mut conn) = session {
+                let _ = conn.quit();
+            }
+        }
+    }
+
+    fn open(&self, account: &SmtpAccount) -> Result<SmtpConnection, Delivery> {
+        // Decided before connecting: credentials never cross the network in clear.
+        let has_credentials = account.username.is_some() && account.password.is_some();
+        if has_credentials && account.security == Security::None && !is_loopback(&account.host) {
+            return Err(Delivery::whole(
+                Outcome::Deferred,
+                None,
+                format!(
+                    "refusing to send credentials in clear text to {} (use security starttls or tls)",
+                    account.host
+                ),
+            ));
+        }
+        let server = (account.host.as_str(), account.port);
+        let tls = || {
+            TlsParameters::new(account.host.clone()).map_err(|e| {
+                Delivery::whole(Outcome::Deferred, None, format!("TLS set-up failed: {e}"))
+            })
+        };
+        let implicit = match account.security {
+            Security::Tls => Some(tls()?),
+            _ => None,
+        };
+        let mut conn = SmtpConnection::connect(
+            server,
+            Some(self.options.connect_timeout),
+            &self.hello,
+            implicit.as_ref(),
+            None,
+        )
+        .map_err(|e| {
+            Delivery::from_error(
+                &e,
+                &format!("connecting to {}:{}", account.host, account.port),
+            )
+        })?;
+        conn.set_timeout(Some(self.options.command_timeout))
+            .map_err(|e| Delivery::whole(Outcome::Deferred, None, format!("socket: {e}")))?;
+        if account.security == Security::StartTls {
+            if !conn.can_starttls() {
+                conn.abort();
+                return Err(Delivery::whole(
+                    Outcome::Deferred,
+                    None,
+                    "STARTTLS required but not offered",
+                ));
+            }
+            let params = tls()?;
+            conn.starttls(&params, &self.hello)
+                .map_err(|e| Delivery::from_error(&e, "STARTTLS"))?;
+            if !conn.is_encrypted() {
+                conn.abort();
+                return Err(Delivery::whole(
+                    Outcome::Deferred,
+                    None,
+                    "STARTTLS did not encrypt the connection",
+                ));
+            }
+        }
+        if let (Some(user), Some(password)) = (&account.username, &account.password) {
+            let credentials = Credentials::new(user.clone(), password.clone());
+            // Authentication problems are the account's, not the message's: defer.
+            if let Err(e) = conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials) {
+                conn.abort();
+                let (_, code, text) = classify(&e);
+                return Err(Delivery::whole(
+                    Outcome::Deferred,
+                    code,
+                    format!("authentication failed: {text}"),
+                ));
+            }
+        }
+        Ok(conn)
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A message ready for the wire: envelope and formatted bytes.
+pub struct BuiltMessage {
+    pub sender: Address,
+    pub recipients: Vec<Address>,
+    pub bytes: Vec<u8>,
+}
+
+/// Formats the message with lettre's builder. Bcc recipients go only into the envelope.
+pub fn build_message(msg: &OutboundMessage) -> Result<BuiltMessage, String> {
+    let parse = |what: &str, value: &str| -> Result<Mailbox, String> {
+        value
+            .parse::<Mailbox>()
+            .map_err(|e| format!("invalid {what} address {value:?}: {e}"))
+    };
+    let from = parse("From", &msg.from)?;
+    let mut builder = lettre::Message::builder()
+        .from(from.clone())
+        .subject(msg.subject.clone())
+        .message_id(Some(msg.message_id_header.clone()))
+        .date_now();
+    if let Some(reply_to) = &msg.reply_to {
+        builder = builder.reply_to(parse("Reply-To", reply_to)?);
+    }
+    let mut recipients = Vec::new();
+    for to in &msg.to {
+        let mbox = parse("To", to)?;
+        recipients.push(mbox.email.clone());
+        builder = builder.to(mbox);
+    }
+    for cc in &msg.cc {
+        let mbox = parse("Cc", cc)?;
+        recipients.push(mbox.email.clone());
+        builder = builder.cc(mbox);
+    }
+    for bcc in &msg.bcc {
+        recipients.push(parse("Bcc", bcc)?.email);
+    }
+    if recipients.is_empty() {
+        return Err("message has no recipients".into());
+    }
+    for header in &msg.headers {
+        if header.value.contains(['\r', '\n']) {
+            return Err(format!("header {:?} contains CR or LF", header.name));
+        }
+        let name = HeaderName::new_from_ascii(header.name.clone())
+            .map_err(|_| format!("invalid header name {:?}", header.name))?;
+        builder = builder.raw_header(HeaderValue::new(name, header.value.clone()));
+    }
+    let envelope = Envelope::new(Some(from.email.clone()), recipients.clone())
+        .map_err(|e| format!("invalid envelope: {e}"))?;
+    builder = builder.envelope(envelope);
+
+    // text/plain, text/html, or both as multipart/alternative; attachments wrap that
+    // in multipart/mixed.
+    let content = match (&msg.text_body, &msg.html_body) {
+        (Some(t), Some(h)) => Content::Multi(
+            MultiPart::alternative()
+                .singlepart(SinglePart::plain(t.clone()))
+                .singlepart(SinglePart::html(h.clone())),
+        ),
+        (None, Some(h)) => Content::Single(SinglePart::html(h.clone())),
+        (Some(t), None) => Content::Single(SinglePart::plain(t.clone())),
+        (None, None) => Content::Single(SinglePart::plain(String::new())),
+    };
+    let message = if msg.attachments.is_empty() {
+        match content {
+            Content::Single(part) => builder.singlepart(part),
+            Content::Multi(part) => builder.multipart(part),
+        }
+    } else {
+        let mut mixed = match content {
+            Content::Single(part) => MultiPart::mixed().singlepart(part),
+            Content::Multi(part) => MultiPart::mixed().multipart(part),
+        };
+        for att in &msg.attachments {
+            let ct = ContentType::parse(&att.content_type).map_err(|e| {
+                format!(
+                    "invalid content type {:?} of attachment {:?}: {e}",
+                    att.content_type, att.filename
+                )
+            })?;
+            mixed = mixed
+                .singlepart(MimeAttachment::new(att.filename.clone()).body(att.data.clone(), ct));
+        }
+        builder.multipart(mixed)
+    }
+    .map_err(|e| format!("cannot build message: {e}"))?;
+    Ok(BuiltMessage {
+        sender: from.email,
+        recipients,
+        bytes: message.formatted(),
+    })
+}
+
+enum Content {
+    Single(SinglePart),
+    Multi(MultiPart),
+}
+
+/// MAIL, one RCPT per recipient, DATA only for the accepted ones.
+fn transaction(conn: &mut SmtpConnection, msg: &BuiltMessage, options: &SmtpOptions) -> Delivery {
+    let mut params = Vec::new();
+    let info = conn.server_info();
+    if msg.recipients.iter().any(|a| !a.to_string().is_ascii())
+        || !msg.sender.to_string().is_ascii()
+    {
+        if !info.supports_feature(Extension::SmtpUtfEight) {
+            return Delivery::whole(
+                Outcome::Failed,
+                None,
+                "address is not ASCII and the server does not support SMTPUTF8",
+            );
+        }
+        params.push(MailParameter::SmtpUtfEight);
+    }
+    if !msg.bytes.is_ascii() {
+        if !info.supports_feature(Extension::EightBitMime) {
+            return Delivery::whole(
+                Outcome::Failed,
+                None,
+                "message is not 7-bit and the server does not support 8BITMIME",
+            );
+        }
+        params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    if let Err(e) = conn.command(Mail::new(Some(msg.sender.clone()), params)) {
+        drop_if_desynchronised(conn, &e);
+        return Delivery::from_error(&e, "MAIL FROM refused");
+    }
+    let mut recipients = Vec::with_capacity(msg.recipients.len());
+    for rcpt in &msg.recipients {
+        match conn.command(Rcpt::new(rcpt.clone(), vec![])) {
+            Ok(_) => recipients.push(RecipientResult {
+                address: rcpt.to_string(),
+                outcome: Outcome::Sent,
+                smtp_code: None,
+                enhanced_status: None,
+                text: None,
+            }),
+            Err(e) if e.status().is_some() => {
+                let (outcome, code, text) = classify(&e);
+                recipients.push(RecipientResult {
+                    address: rcpt.to_string(),
+                    outcome,
+                    smtp_code: code,
+                    enhanced_status: enhanced_status(&text),
+                    text: Some(text),
+                });
+            }
+            // The connection failed: nothing was accepted for delivery.
+            Err(e) => {
+                drop_if_desynchronised(conn, &e);
+                return Delivery::from_error(&e, "RCPT TO");
+            }
+        }
+    }
+    let accepted = recipients
+        .iter()
+        .filter(|r| r.outcome == Outcome::Sent)
+        .count();
+    if accepted == 0 {
+        let _ = conn.command(Rset);
+        let outcome = if recipients.iter().any(|r| r.outcome == Outcome::Deferred) {
+            Outcome::Deferred
+        } else {
+            Outcome::Failed
+        };
+        let first = recipients.first();
+        return Delivery {
+            outcome,
+            smtp_code: first.and_then(|r| r.smtp_code),
+            enhanced_status: first.and_then(|r| r.enhanced_status.clone()),
+            text: Some("all recipients refused".into()),
+            recipients,
+        };
+    }
+    // From here a failure concerns every accepted recipient alike.
+    let after_data = |e: &SmtpError, what: &str, recipients: Vec<RecipientResult>| {
+        let mut d = Delivery::from_error(e, what);
+        d.recipients = recipients
+            .into_iter()
+            .map(|mut r| {
+                if r.outcome == Outcome::Sent {
+                    r.outcome = d.outcome;
+                    r.smtp_code = d.smtp_code;
+                    r.enhanced_status = d.enhanced_status.clone();
+                    r.text = d.text.clone();
+                }
+                r
+            })
+            .collect();
+        if accepted == d.recipients.len() {
+            d.recipients.clear();
+        }
+        d
+    };
+    if let Err(e) = conn.command(Data) {
+        drop_if_desynchronised(conn, &e);
+        return after_data(&e, "DATA refused", recipients);
+    }
+    if let Err(e) = conn.set_timeout(Some(options.data_timeout)) {
+        conn.abort();
+        return Delivery::whole(Outcome::Deferred, None, format!("socket: {e}"));
+    }
+    let answer = conn.message(&msg.bytes);
+    let _ = conn.set_timeout(Some(options.command_timeout));
+    match answer {
+        Ok(response) => {
+            let text = response.message().collect::<Vec<_>>().join(" ");
+            let refused_some = accepted < recipients.len();
+            Delivery {
+                outcome: Outcome::Sent,
+                smtp_code: Some(u16::from(response.code())),
+                enhanced_status: enhanced_status(&text),
+                text: Some(text),
+                recipients: if refused_some { recipients } else { Vec::new() },
+            }
+        }
+        Err(e) => {
+            drop_if_desynchronised(conn, &e);
+            let what = if e.status().is_some() {
+                "message refused"
+            } else {
+                "no answer after the final dot"
+            };
+            after_data(&e, what, recipients)
+        }
+    }
+}
+
+/// After an error that is not an SMTP reply (timeout, dropped or garbled connection) a
+/// late reply may still arrive and would be read as the answer to the next command: the
+/// connection is closed so the next message starts on a fresh one.
+fn drop_if_desynchronised(conn: &mut SmtpConnection, err: &SmtpError) {
+    if err.status().is_none() {
+        conn.abort();
+    }
+}
+
+/// Maps a lettre error to an outcome: 5xx fails, everything else (4xx, timeouts, dropped
+/// connections, TLS trouble) defers.
+fn classify(err: &SmtpError) -> (Outcome, Option<u16>, String) {
+    let code = err.status().map(u16::from);
+    let outcome = if err.is_permanent() {
+        Outcome::Failed
+    } else {
+        Outcome::Deferred
+    };
+    let text = match (code, std::error::Error::source(err)) {
+        (Some(_), Some(source)) => source.to_string(),
+        _ if is_timeout(err) => format!("timed out ({err})"),
+        _ => err.to_string(),
+    };
+    (outcome, code, text)
+}
+
+/// A socket timeout: lettre only recognises `TimedOut`, but a read timeout on Linux
+/// surfaces as `WouldBlock` (EAGAIN).
+fn is_timeout(err: &SmtpError) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            );
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The RFC 3463 enhanced status code at the start of a reply text, e.g. "5.1.1".
+pub fn enhanced_status(text: &str) -> Option<String> {
+    let word = text.split_whitespace().next()?;
+    let parts: Vec<&str> = word.split('.').collect();
+    let ok = parts.len() == 3
+        && matches!(parts[0], "2" | "4" | "5")
+        && parts[1..]
+            .iter()
+            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+    ok.then(|| word.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enhanced_status_is_parsed_only_when_well_formed() {
+        assert_eq!(
+            enhanced_status("5.1.1 no such user").as_deref(),
+            Some("5.1.1")
+        );
+        assert_eq!(enhanced_status("4.7.0 later").as_deref(), Some("4.7.0"));
+        assert_eq!(enhanced_status("no such user"), None);
+        assert_eq!(enhanced_status("1.2.3 x"), None);
+        assert_eq!(enhanced_status(""), None);
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        assert!(is_loopback("127.0.0.1"));
+        assert!(is_loopback("::1"));
+        assert!(is_loopback("localhost"));
+        assert!(!is_loopback("mail.example.com"));
+        assert!(!is_loopback("192.0.2.1"));
+    }
+}

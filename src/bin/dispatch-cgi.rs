@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
+use mailrun::dispatcher::endpoint::{self, Args};
+
 fn main() -> ExitCode {
-    mailrun::cli::run("dispatch-cgi", || {
-        Err(mailrun::cli::CliError::not_yet_available("dispatch-cgi").into())
-    })
+    mailrun::cli::run("dispatch-cgi", || endpoint::main(Args::parse_cgi_aware()))
 }

@@ -1,7 +1,9 @@
 use std::process::ExitCode;
 
+use mailrun::dispatcher::tick::{self, Args};
+
 fn main() -> ExitCode {
     mailrun::cli::run("dispatch-tick", || {
-        Err(mailrun::cli::CliError::not_yet_available("dispatch-tick").into())
+        tick::main(mailrun::cli::parse_args::<Args>())
     })
 }

@@ -1,7 +1,9 @@
 use std::process::ExitCode;
 
+use mailrun::dispatcher::push::{self, Args};
+
 fn main() -> ExitCode {
     mailrun::cli::run("push-config", || {
-        Err(mailrun::cli::CliError::not_yet_available("push-config").into())
+        push::main(mailrun::cli::parse_args::<Args>())
     })
 }

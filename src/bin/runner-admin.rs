@@ -2,6 +2,6 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     mailrun::cli::run("runner-admin", || {
-        Err(mailrun::cli::CliError::not_yet_available("runner-admin").into())
+        mailrun::runner::admin::main(mailrun::cli::parse_args())
     })
 }

@@ -2,6 +2,6 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     mailrun::cli::run("runner-cgi", || {
-        Err(mailrun::cli::CliError::not_yet_available("runner-cgi").into())
+        mailrun::runner::endpoint::main(mailrun::cli::parse_args())
     })
 }

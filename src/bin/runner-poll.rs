@@ -2,6 +2,6 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     mailrun::cli::run("runner-poll", || {
-        Err(mailrun::cli::CliError::not_yet_available("runner-poll").into())
+        mailrun::runner::poll::main(mailrun::cli::parse_args())
     })
 }

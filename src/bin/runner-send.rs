@@ -2,6 +2,6 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     mailrun::cli::run("runner-send", || {
-        Err(mailrun::cli::CliError::not_yet_available("runner-send").into())
+        mailrun::runner::send::main(mailrun::cli::parse_args())
     })
 }

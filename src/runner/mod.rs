@@ -1,3 +1,12 @@
 //! Runner side: state folder, spool and journal, poll, send and the SOAP endpoint.
+//! The operator's guide is docs/runner.md.
 
+pub mod admin;
+pub mod config;
+pub mod endpoint;
+pub mod nonces;
+pub mod poll;
+pub mod send;
+pub mod spool;
+pub mod state;
 pub mod update;

@@ -3,6 +3,8 @@
 //! fresh database per test, and a clean environment for the commands under test.
 #![allow(dead_code)]
 
+pub mod smtp;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,290 @@
+//! `dispatch-tick`: one tick of the dispatcher, run by cron every minute.
+//!
+//! Reaps expired leases and counts due work; when there is some, sends a signed
+//! JobRunnerReady to every enabled runner in parallel (each call bounded by a timeout)
+//! and records each runner's answer, software and config version, and last-seen time.
+//! A tick that finds nothing due contacts nobody.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use serde::Serialize;
+
+use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_NO_WORK, EXIT_OK, EXIT_UNAVAILABLE};
+use crate::dispatcher::outbound::{self, CallError};
+use crate::dispatcher::runners::{self, Runner};
+use crate::dispatcher::{connection, queue, schema};
+use crate::protocol::{Body, JobRunnerReady, ReadyStatus};
+use crate::web::client::{Client, ClientOptions};
+
+/// Answers from runners are tiny; anything bigger is refused.
+const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
+
+#[derive(Parser)]
+#[command(
+    name = "dispatch-tick",
+    version,
+    about = "One dispatcher tick: reap leases, count due mail, wake the runners",
+    long_about = "One dispatcher tick, for cron (`* * * * * dispatch-tick`).\n\n\
+        Reaps expired leases and counts due messages. If any are due, sends a signed \
+        JobRunnerReady to every enabled runner that has an endpoint, in parallel, each \
+        call bounded by --timeout, and records each runner's answer, software version, \
+        config version and last-seen time. If nothing is due, contacts nobody and exits 3.\n\n\
+        Prints nothing on success unless --verbose (a line per runner on stderr) or \
+        --json (a summary object on stdout).\n\n\
+        Exits 0 when work is due and at least one runner will take it (accepted, busy, \
+        or poll-only), 3 when nothing is due, 69 when work is due but no runner could \
+        be reached or the database is unavailable.",
+    after_help = EXIT_CODES_HELP
+)]
+pub struct Args {
+    /// PostgreSQL URL (default: MAILRUN_DATABASE_URL, then the config file).
+    #[arg(long, value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml,
+    /// /etc/mailrun/dispatcher.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Connect and read timeout for each runner, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub timeout: u64,
+
+    /// How many runners to contact at once.
+    #[arg(long, value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub parallel: u64,
+
+    /// Allow plain http:// to runners that are not on loopback (TLS is the default).
+    #[arg(long, env = "MAILRUN_ALLOW_PLAIN_HTTP")]
+    pub allow_plain_http: bool,
+
+    /// Print a line per runner contacted to stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// Print a JSON summary to stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What the tick did, as printed by `--json`.
+#[derive(Debug, Serialize)]
+pub struct TickSummary {
+    /// Expired leases put back in the queue.
+    pub reaped: u64,
+    /// Messages due now.
+    pub due: i64,
+    /// One entry per enabled runner (empty when nothing was due).
+    pub runners: Vec<RunnerContact>,
+    /// Runners that will pick up work: accepted, busy (already working) or poll-only.
+    pub available: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunnerContact {
+    pub id: String,
+    /// accepted, busy, disabled, poll-only, unreachable, fault, unexpected-answer, no-key.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub software_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_version: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The runner itself answered (a signed response), so it was seen now.
+    #[serde(skip)]
+    pub answered: bool,
+}
+
+impl RunnerContact {
+    fn will_work(&self) -> bool {
+        matches!(self.status.as_str(), "accepted" | "busy" | "poll-only")
+    }
+}
+
+pub fn main(args: Args) -> anyhow::Result<u8> {
+    let url = crate::config::database_url(args.database_url.as_deref(), args.config.as_deref())?;
+    let mut db = connection::connect(&url).map_err(connection::exit_context)?;
+    schema::require_current(&mut db).map_err(connection::exit_context)?;
+
+    let reaped = queue::reap_expired(&mut db)
+        .map_err(connection::exit_context)
+        .context("reaping expired leases")?;
+    let due = queue::count_due(&mut db)
+        .map_err(connection::exit_context)
+        .context("counting due messages")?;
+    let mut summary = TickSummary {
+        reaped,
+        due,
+        runners: Vec::new(),
+        available: 0,
+    };
+    if due == 0 {
+        report(&args, &summary)?;
+        return Ok(EXIT_NO_WORK);
+    }
+
+    let enabled: Vec<Runner> = runners::list(&mut db)
+        .map_err(connection::exit_context)
+        .context("listing runners")?
+        .into_iter()
+        .filter(|r| r.enabled)
+        .collect();
+    let timeout = Duration::from_secs(args.timeout);
+    let client = Client::new(ClientOptions {
+        connect_timeout: timeout,
+        timeout,
+        allow_plain_http: args.allow_plain_http,
+        max_response_bytes: MAX_RESPONSE_BYTES,
+    });
+    let queued = u64::try_from(due).unwrap_or(0);
+    let parallel = usize::try_from(args.parallel).unwrap_or(16);
+    summary.runners =
+        outbound::parallel_map(&enabled, parallel, |runner| wake(&client, runner, queued));
+
+    // Recorded after all calls, on the one database connection (the calls ran in parallel).
+    for contact in &summary.runners {
+        if contact.status == "poll-only" {
+            continue;
+        }
+        record(&mut db, contact)
+            .map_err(connection::exit_context)
+            .with_context(|| format!("recording the answer of runner {}", contact.id))?;
+    }
+    summary.available = summary.runners.iter().filter(|c| c.will_work()).count();
+    report(&args, &summary)?;
+
+    if summary.available > 0 {
+        Ok(EXIT_OK)
+    } else if enabled.is_empty() {
+        Err(CliError::new(
+            EXIT_UNAVAILABLE,
+            format!("{due} message(s) due but no runner is enabled"),
+        )
+        .into())
+    } else {
+        Err(CliError::new(
+            EXIT_UNAVAILABLE,
+            format!(
+                "{due} message(s) due but no runner could be reached ({})",
+                summary
+                    .runners
+                    .iter()
+                    .map(|c| format!("{}: {}", c.id, c.error.as_deref().unwrap_or(&c.status)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        )
+        .into())
+    }
+}
+
+/// Sends JobRunnerReady to one runner and turns the answer into a contact record.
+fn wake(client: &Client, runner: &Runner, queued: u64) -> RunnerContact {
+    let body = Body::JobRunnerReady(JobRunnerReady {
+        runner_id: runner.id.clone(),
+        queued,
+    });
+    let mut contact = RunnerContact {
+        id: runner.id.clone(),
+        status: String::new(),
+        software_version: None,
+        config_version: None,
+        error: None,
+        answered: false,
+    };
+    match outbound::call(client, runner, &body) {
+        Ok(Body::JobRunnerReadyResponse(answer)) => {
+            contact.status = match answer.status {
+                ReadyStatus::Accepted => "accepted",
+                ReadyStatus::Busy => "busy",
+                ReadyStatus::Disabled => "disabled",
+            }
+            .to_string();
+            contact.software_version = Some(answer.software_version);
+            contact.config_version = Some(answer.config_version);
+            contact.answered = true;
+        }
+        Ok(other) => {
+            contact.answered = true;
+            contact.status = "unexpected-answer".to_string();
+            contact.error = Some(format!(
+                "answered {} to JobRunnerReady",
+                crate::protocol::codec::soap_action(&other)
+            ));
+        }
+        Err(CallError::NoEndpoint) => contact.status = "poll-only".to_string(),
+        Err(err) => {
+            contact.answered = matches!(err, CallError::Fault { signed: true, .. });
+            contact.status = err.kind().to_string();
+            contact.error = Some(err.to_string());
+        }
+    }
+    contact
+}
+
+/// Records one runner's answer. Only a signed answer proves the runner was there, so
+/// only then is it "seen" (last_seen, versions); otherwise just the status changes.
+fn record(db: &mut postgres::Client, contact: &RunnerContact) -> anyhow::Result<()> {
+    let status = match &contact.error {
+        Some(error) => format!("{}: {}", contact.status, truncate(error, 300)),
+        None => contact.status.clone(),
+    };
+    if contact.answered {
+        runners::record_contact(
+            db,
+            &contact.id,
+            &status,
+            contact.software_version.as_deref(),
+            contact.config_version,
+        )
+    } else {
+        db.execute(
+            "UPDATE mailrun.runners SET last_status = $2 WHERE id = $1",
+            &[&contact.id, &status],
+        )?;
+        Ok(())
+    }
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+fn report(args: &Args, summary: &TickSummary) -> anyhow::Result<()> {
+    if args.verbose {
+        eprintln!(
+            "dispatch-tick: reaped {} expired lease(s), {} message(s) due",
+            summary.reaped, summary.due
+        );
+        if summary.due == 0 {
+            eprintln!("dispatch-tick: nothing due, contacted nobody");
+        }
+        for c in &summary.runners {
+            let mut line = format!("dispatch-tick: runner {}: {}", c.id, c.status);
+            if let Some(v) = &c.software_version {
+                line.push_str(&format!(", software {v}"));
+            }
+            if let Some(v) = c.config_version {
+                line.push_str(&format!(", config {v}"));
+            }
+            if let Some(e) = &c.error {
+                line.push_str(&format!(" ({e})"));
+            }
+            eprintln!("{line}");
+        }
+    }
+    if args.json {
+        let text = serde_json::to_string(summary).context("encoding the summary")?;
+        println!("{text}");
+    }
+    Ok(())
+}

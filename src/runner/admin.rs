@@ -1,0 +1,385 @@
+//! `runner-admin`: create the state folder, show its status, and run the delivery cycle
+//! (poll, send, poll again...) that cron and runner-cgi start.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_CONFIG, EXIT_NO_WORK, EXIT_OK, EXIT_USAGE};
+use crate::protocol::codec::{self, Limits};
+use crate::protocol::Body;
+use crate::runner::config::{RunnerConfig, Settings};
+use crate::runner::poll::{self, PollOptions, PollOutcome};
+use crate::runner::send;
+use crate::runner::spool::{self, Journal};
+use crate::runner::state::{ConfigLock, StateDir};
+
+/// Manage a runner's state folder and run delivery cycles.
+#[derive(Debug, Parser)]
+#[command(
+    name = "runner-admin",
+    version,
+    about = "Set up a runner, show its status, run a poll/send cycle",
+    after_help = EXIT_CODES_HELP
+)]
+pub struct Args {
+    /// Runner state folder [default: $MAILRUN_RUNNER_DIR, else ~/.local/share/mailrun/runner]
+    #[arg(long, value_name = "DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the state folder and runner.toml (mode 0600).
+    Init(InitArgs),
+    /// Show config version, spooled batches, journal progress, outbox, ready marker, lock.
+    Status(StatusArgs),
+    /// Poll, send, poll again... until the dispatcher has no work, the time budget ends,
+    /// or the dispatcher does not answer. This is what cron and runner-cgi start.
+    #[command(
+        long_about = "Poll, send, poll again... until the dispatcher answers an empty JobRun, \
+the time budget (--max-seconds) ends, or the dispatcher does not answer. Spooled batches \
+left by an earlier run are delivered first. Without --force the first poll happens only \
+if the `ready` marker exists (JobRunnerReady wrote it).\n\n\
+Crontab line: `* * * * * runner-admin cycle --max-seconds 55` (add --force on runners \
+that accept no inbound HTTP).\n\n\
+Exit status: 0 work was done, 3 no work (or another run holds the lock), 69 the \
+dispatcher is unreachable or timed out, 65 it answered something invalid, 75 the journal \
+could not be written, 78 configuration error."
+    )]
+    Cycle(CycleArgs),
+    /// Switch to a new signing key; the old one stays accepted on inbound requests until
+    /// `drop-previous-key` (rotate at the dispatcher too).
+    RotateKey(RotateKeyArgs),
+    /// Stop accepting the previous key.
+    DropPreviousKey,
+}
+
+#[derive(Debug, Parser)]
+pub struct RotateKeyArgs {
+    /// The id of the new key.
+    #[arg(long, value_name = "KID")]
+    pub key_id: String,
+    /// The new key as 64 hex characters (prefer --key-file).
+    #[arg(long, value_name = "HEX", conflicts_with = "key_file")]
+    pub key: Option<String>,
+    /// Read the new key from this file, or from stdin with `-`.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Parser)]
+pub struct InitArgs {
+    /// The dispatcher's endpoint, e.g. https://mail.example.com/cgi-bin/dispatch-cgi
+    #[arg(long, value_name = "URL")]
+    pub dispatcher_url: String,
+    /// This runner's id, as registered at the dispatcher.
+    #[arg(long, value_name = "ID")]
+    pub runner_id: String,
+    /// The id of the signing key.
+    #[arg(long, value_name = "KID")]
+    pub key_id: String,
+    /// The 32-byte key as 64 hex characters (prefer --key-file: shell history keeps this).
+    #[arg(long, value_name = "HEX", conflicts_with = "key_file")]
+    pub key: Option<String>,
+    /// Read the key (64 hex characters) from this file, or from stdin with `-`.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// Allow plain http:// to a non-loopback dispatcher (off by default).
+    #[arg(long)]
+    pub allow_plain_http: bool,
+    /// Replace an existing runner.toml (pushed settings are kept).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Parser)]
+pub struct StatusArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Parser)]
+pub struct CycleArgs {
+    /// Stop starting new polls after this many seconds [default: the poll interval].
+    #[arg(long, value_name = "SECONDS")]
+    pub max_seconds: Option<u64>,
+    /// Poll even without a `ready` marker.
+    #[arg(long)]
+    pub force: bool,
+    /// Seconds to wait for each dispatcher answer.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub timeout: u64,
+    /// Print progress to stderr.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+pub fn main(args: Args) -> Result<u8> {
+    let state = StateDir::locate(args.state_dir.as_deref())?;
+    match args.command {
+        Command::Init(a) => init(&state, a),
+        Command::Status(a) => status(&state, a),
+        Command::Cycle(a) => cycle(&state, a),
+        Command::RotateKey(a) => rotate_key(&state, a),
+        Command::DropPreviousKey => drop_previous_key(&state),
+    }
+}
+
+/// The key from `--key` or `--key-file` (`-` = stdin), trimmed and lowercased.
+fn read_key(key: Option<&str>, key_file: Option<&Path>) -> Result<String> {
+    let text = match (key, key_file) {
+        (Some(k), None) => k.to_string(),
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read the key from stdin")?;
+            text
+        }
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read key file {}", path.display()))?,
+        _ => return Err(CliError::new(EXIT_USAGE, "give the key with --key or --key-file").into()),
+    };
+    Ok(text.trim().to_ascii_lowercase())
+}
+
+fn rotate_key(state: &StateDir, args: RotateKeyArgs) -> Result<u8> {
+    let key = read_key(args.key.as_deref(), args.key_file.as_deref())?;
+    let _guard = ConfigLock::take(state)?;
+    let mut config = RunnerConfig::load(state)?;
+    if args.key_id == config.key_id {
+        return Err(CliError::new(
+            EXIT_USAGE,
+            format!(
+                "the new key needs a new key id (current: {:?})",
+                config.key_id
+            ),
+        )
+        .into());
+    }
+    config.previous_key_id = Some(std::mem::replace(&mut config.key_id, args.key_id));
+    config.previous_key = Some(std::mem::replace(&mut config.key, key));
+    config
+        .validate()
+        .map_err(|e| CliError::new(EXIT_USAGE, e))?;
+    config.save(state)?;
+    Ok(EXIT_OK)
+}
+
+fn drop_previous_key(state: &StateDir) -> Result<u8> {
+    let _guard = ConfigLock::take(state)?;
+    let mut config = RunnerConfig::load(state)?;
+    if config.previous_key.is_none() {
+        return Ok(EXIT_NO_WORK);
+    }
+    config.previous_key_id = None;
+    config.previous_key = None;
+    config.save(state)?;
+    Ok(EXIT_OK)
+}
+
+fn init(state: &StateDir, args: InitArgs) -> Result<u8> {
+    let key = read_key(args.key.as_deref(), args.key_file.as_deref())?;
+    let existing = state.config_path().exists();
+    if existing && !args.force {
+        return Err(CliError::new(
+            EXIT_CONFIG,
+            format!(
+                "{} exists; use --force to replace it",
+                state.config_path().display()
+            ),
+        )
+        .into());
+    }
+    let settings = if existing {
+        RunnerConfig::load(state)
+            .map(|c| c.settings)
+            .unwrap_or_default()
+    } else {
+        Settings::default()
+    };
+    let config = RunnerConfig {
+        runner_id: args.runner_id,
+        dispatcher_url: args.dispatcher_url,
+        key_id: args.key_id,
+        key,
+        previous_key_id: None,
+        previous_key: None,
+        allow_plain_http: args.allow_plain_http,
+        enabled: true,
+        settings,
+    };
+    config
+        .validate()
+        .map_err(|e| CliError::new(EXIT_USAGE, e))?;
+    state.create()?;
+    config.save(state)?;
+    Ok(EXIT_OK)
+}
+
+#[derive(Debug, Serialize)]
+struct Status {
+    state_dir: String,
+    runner_id: String,
+    dispatcher_url: String,
+    enabled: bool,
+    config_version: i64,
+    ready: bool,
+    locked: bool,
+    spooled_batches: Vec<BatchStatus>,
+    outbox_files: usize,
+    outbox_results: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct BatchStatus {
+    job_run_id: String,
+    /// Messages in the batch; `None` when the spooled file cannot be decoded.
+    messages: Option<usize>,
+    journalled: usize,
+    received_at: Option<i64>,
+    lease_seconds: Option<u32>,
+}
+
+fn status(state: &StateDir, args: StatusArgs) -> Result<u8> {
+    let config = RunnerConfig::load(state)?;
+    let mut batches = Vec::new();
+    for batch in spool::list_batches(state)? {
+        let messages = batch
+            .read_xml()
+            .ok()
+            .and_then(|b| codec::decode_with(&b, &Limits::RESPONSE).ok())
+            .and_then(|body| match body {
+                Body::JobRun(run) => Some(run.messages.len()),
+                _ => None,
+            });
+        let journalled = if batch.journal.exists() {
+            Journal::open(&batch.journal)?.entries().len()
+        } else {
+            0
+        };
+        let meta = batch.read_meta().ok();
+        batches.push(BatchStatus {
+            job_run_id: batch.id.clone(),
+            messages,
+            journalled,
+            received_at: meta.map(|m| m.received_at),
+            lease_seconds: meta.map(|m| m.lease_seconds),
+        });
+    }
+    let outbox = spool::read_outbox(state)?;
+    let status = Status {
+        state_dir: state.root().display().to_string(),
+        runner_id: config.runner_id.clone(),
+        dispatcher_url: config.dispatcher_url.clone(),
+        enabled: config.enabled,
+        config_version: config.settings.version,
+        ready: state.ready_path().exists(),
+        locked: state.is_locked()?,
+        outbox_files: outbox.len(),
+        outbox_results: outbox.iter().map(|f| f.results.len()).sum(),
+        spooled_batches: batches,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).context("cannot serialise status")?
+        );
+    } else {
+        println!("state folder:    {}", status.state_dir);
+        println!("runner id:       {}", status.runner_id);
+        println!("dispatcher:      {}", status.dispatcher_url);
+        println!("enabled:         {}", status.enabled);
+        println!("config version:  {}", status.config_version);
+        println!(
+            "ready marker:    {}",
+            if status.ready { "yes" } else { "no" }
+        );
+        println!(
+            "lock held:       {}",
+            if status.locked { "yes" } else { "no" }
+        );
+        println!("spooled batches: {}", status.spooled_batches.len());
+        for b in &status.spooled_batches {
+            let total = b.messages.map_or("?".to_string(), |n| n.to_string());
+            println!("  {}: {}/{} journalled", b.job_run_id, b.journalled, total);
+        }
+        println!(
+            "outbox:          {} result(s) in {} file(s)",
+            status.outbox_results, status.outbox_files
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+/// Poll → send → poll ... under one lock.
+fn cycle(state: &StateDir, args: CycleArgs) -> Result<u8> {
+    let config = RunnerConfig::load(state)?;
+    state.create()?;
+    let Some(_lock) = state.try_lock()? else {
+        if args.verbose {
+            eprintln!("runner-admin cycle: another run holds the lock");
+        }
+        return Ok(EXIT_NO_WORK);
+    };
+    let started = Instant::now();
+    let budget = Duration::from_secs(
+        args.max_seconds
+            .unwrap_or(config.settings.poll_interval_seconds.into()),
+    );
+    let log = |what: &str| {
+        if args.verbose {
+            eprintln!("runner-admin cycle: {what}");
+        }
+    };
+    let mut did_work = false;
+
+    // Batches left by an interrupted run go first: their leases are running.
+    let report = send::send_all(state, &config, args.verbose)?;
+    if report.batches > 0 {
+        did_work = true;
+        log(&format!("delivered {} leftover batch(es)", report.batches));
+    }
+
+    let mut opts = PollOptions {
+        force: args.force,
+        timeout: Duration::from_secs(args.timeout.max(1)),
+        capacity: None,
+    };
+    loop {
+        if started.elapsed() >= budget {
+            // Out of time: report what was done, ask for nothing new.
+            if !spool::read_outbox(state)?.is_empty() {
+                opts.capacity = Some(0);
+                let outcome = poll::poll_once(state, &config, &opts)?;
+                log(&format!("final report: {outcome}"));
+            }
+            log("time budget used up");
+            break;
+        }
+        let outcome = poll::poll_once(state, &config, &opts)?;
+        log(&outcome.to_string());
+        match outcome {
+            PollOutcome::Spooled { .. } => {
+                did_work = true;
+                send::send_all(state, &config, args.verbose)?;
+                // The hint was acted on; keep asking until the dispatcher runs dry.
+                opts.force = true;
+            }
+            PollOutcome::Empty { acknowledged } => {
+                did_work |= acknowledged > 0;
+                break;
+            }
+            PollOutcome::NotReady | PollOutcome::Disabled => break,
+        }
+    }
+    Ok(if did_work { EXIT_OK } else { EXIT_NO_WORK })
+}

@@ -1,0 +1,286 @@
+//! `runner-cgi`: the runner's SOAP endpoint (JobRunnerReady, JobRunnerConfigUpdate), as
+//! a CGI program or, for development and tests, a small server (`--listen ADDR`).
+//!
+//! Every request is checked before anything changes: signature with the current or the
+//! previous key, timestamp window, nonce not seen before (recorded in `nonces/`), body
+//! decoded within the request limits, SOAPAction matching the body, runner id ours.
+//! Answers are signed with the key the request was signed with; faults before a key is
+//! known go out unsigned.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_OK, EXIT_UNAVAILABLE};
+use crate::protocol::codec::{self, Limits};
+use crate::protocol::sign::{self, SigningKey};
+use crate::protocol::{
+    Body, Fault, FaultReason, JobRunnerConfigUpdate, JobRunnerConfigUpdateResponse, JobRunnerReady,
+    JobRunnerReadyResponse, ReadyStatus, SOFTWARE_VERSION,
+};
+use crate::runner::config::RunnerConfig;
+use crate::runner::nonces;
+use crate::runner::state::{now_unix, write_atomic, ConfigLock, StateDir};
+use crate::web::{self, Request, Response};
+
+/// Largest request body accepted (JobRunnerReady and JobRunnerConfigUpdate are small).
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+/// The runner's SOAP endpoint.
+#[derive(Debug, Parser)]
+#[command(
+    name = "runner-cgi",
+    version,
+    about = "The runner's SOAP endpoint: JobRunnerReady and JobRunnerConfigUpdate",
+    long_about = "The runner's SOAP endpoint, run by a web server as a CGI program (the \
+default) or as a small HTTP server with --listen ADDR for development and tests.\n\n\
+JobRunnerReady writes the `ready` marker and, when no cycle is running, starts \
+`runner-admin cycle` detached so delivery begins at once (cron stays the fallback). \
+JobRunnerConfigUpdate validates the pushed settings and writes runner.toml atomically; a \
+version that does not increase, or any invalid setting, leaves the old config in force.\n\n\
+The state folder must be outside the web root: set MAILRUN_RUNNER_DIR in the web \
+server's environment for the CGI (see docs/runner.md).",
+    after_help = EXIT_CODES_HELP
+)]
+pub struct Args {
+    /// Runner state folder [default: $MAILRUN_RUNNER_DIR, else ~/.local/share/mailrun/runner]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Serve HTTP on ADDR (e.g. 127.0.0.1:8025) instead of answering one CGI request.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Do not start a delivery cycle after JobRunnerReady (leave it to cron).
+    #[arg(long)]
+    pub no_start: bool,
+}
+
+pub fn main(args: Args) -> Result<u8> {
+    let state = StateDir::locate(args.state_dir.as_deref())?;
+    // A missing or unsafe runner.toml: --listen refuses to start; a CGI run still answers
+    // (an Internal fault, so the peer is not left with a bare 500) and then fails, the
+    // reason going to the web server's error log.
+    let config_check = RunnerConfig::load(&state);
+    let endpoint = Endpoint {
+        state,
+        start_cycle: !args.no_start,
+    };
+    match &args.listen {
+        Some(addr) => {
+            config_check?;
+            web::listen::serve(addr, move |req| endpoint.handle(req), MAX_REQUEST_BYTES).map_err(
+                |e| CliError::new(EXIT_UNAVAILABLE, format!("cannot listen on {addr}: {e}")),
+            )?
+        }
+        None => {
+            web::cgi::serve_once(&|req| endpoint.handle(req), MAX_REQUEST_BYTES)
+                .context("cannot answer the CGI request")?;
+            config_check?;
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// The request handler; one per process.
+pub struct Endpoint {
+    pub state: StateDir,
+    /// Start `runner-admin cycle` detached after JobRunnerReady.
+    pub start_cycle: bool,
+}
+
+/// A refused request: the fault and, once a key was verified, the key to sign it with.
+struct Refusal {
+    fault: Fault,
+    key: Option<SigningKey>,
+}
+
+impl From<Fault> for Refusal {
+    fn from(fault: Fault) -> Self {
+        Refusal { fault, key: None }
+    }
+}
+
+impl Endpoint {
+    pub fn handle(&self, req: Request) -> Response {
+        if req.method != "POST" {
+            return Response::text(405, "runner-cgi accepts only POST (SOAP 1.1)")
+                .with_header("Allow", "POST");
+        }
+        match self.answer(&req) {
+            Ok((key, body)) => reply(&req, Some(&key), 200, &body),
+            Err(refusal) => {
+                let body = Body::Fault(refusal.fault);
+                reply(&req, refusal.key.as_ref(), codec::FAULT_HTTP_STATUS, &body)
+            }
+        }
+    }
+
+    fn answer(&self, req: &Request) -> Result<(SigningKey, Body), Refusal> {
+        let config = RunnerConfig::load(&self.state).map_err(|_| {
+            // The details (paths, modes) are for the operator's log, not the peer.
+            Fault::new(FaultReason::Internal, "runner is not configured")
+        })?;
+        let keys = config
+            .accepted_keys()
+            .map_err(|_| Fault::new(FaultReason::Internal, "runner key is invalid"))?;
+        let sig =
+            web::request_signature(req).map_err(|e| Fault::new(e.fault_reason(), e.to_string()))?;
+        let key = web::verify_request(req, &keys, sign::now_unix())
+            .map_err(|e| Fault::new(e.fault_reason(), e.to_string()))?
+            .clone();
+        let signed = |fault: Fault| Refusal {
+            fault,
+            key: Some(key.clone()),
+        };
+        match nonces::remember(&self.state, &sig.key_id, &sig.nonce) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(signed(Fault::new(
+                    FaultReason::ReplayedNonce,
+                    "nonce already used",
+                )))
+            }
+            Err(_) => {
+                return Err(signed(Fault::new(
+                    FaultReason::Internal,
+                    "cannot record the request nonce",
+                )))
+            }
+        }
+        let body = codec::decode_with(&req.body, &Limits::REQUEST).map_err(signed)?;
+        if codec::soap_action(&body) != req.soap_action() {
+            return Err(signed(Fault::new(
+                FaultReason::InvalidValue,
+                format!(
+                    "SOAPAction {:?} does not match the body ({})",
+                    req.soap_action(),
+                    codec::operation_name(&body)
+                ),
+            )));
+        }
+        let answer = match body {
+            Body::JobRunnerReady(ready) => self.ready(&config, &ready),
+            Body::JobRunnerConfigUpdate(update) => self.config_update(&config, &update),
+            other => Err(Fault::new(
+                FaultReason::UnknownOperation,
+                format!("a runner does not answer {}", codec::operation_name(&other)),
+            )),
+        }
+        .map_err(signed)?;
+        Ok((key, answer))
+    }
+
+    fn ready(&self, config: &RunnerConfig, ready: &JobRunnerReady) -> Result<Body, Fault> {
+        check_runner_id(config, &ready.runner_id)?;
+        let answer = |status| {
+            Ok(Body::JobRunnerReadyResponse(JobRunnerReadyResponse {
+                status,
+                software_version: SOFTWARE_VERSION.to_string(),
+                config_version: config.settings.version,
+            }))
+        };
+        if !config.enabled {
+            return answer(ReadyStatus::Disabled);
+        }
+        // A unique marker content lets runner-poll tell a new hint from the one it used.
+        let marker = format!("{} {}\n", now_unix(), sign::new_nonce());
+        write_atomic(&self.state.ready_path(), marker.as_bytes(), 0o600)
+            .map_err(|_| Fault::new(FaultReason::Internal, "cannot write the ready marker"))?;
+        let busy = self
+            .state
+            .is_locked()
+            .map_err(|_| Fault::new(FaultReason::Internal, "cannot check the runner lock"))?;
+        if busy {
+            // The running cycle polls again before it ends and sees the marker.
+            return answer(ReadyStatus::Busy);
+        }
+        if self.start_cycle {
+            if let Err(e) = start_cycle(self.state.root()) {
+                // Cron remains the fallback; the marker is in place.
+                eprintln!("runner-cgi: cannot start a delivery cycle: {e:#}");
+            }
+        }
+        answer(ReadyStatus::Accepted)
+    }
+
+    fn config_update(
+        &self,
+        _loaded: &RunnerConfig,
+        update: &JobRunnerConfigUpdate,
+    ) -> Result<Body, Fault> {
+        // Serialise updates so two pushes cannot interleave read-modify-write.
+        let lock = ConfigLock::take(&self.state)
+            .map_err(|_| Fault::new(FaultReason::Internal, "cannot lock the configuration"))?;
+        let mut config = RunnerConfig::load(&self.state)
+            .map_err(|_| Fault::new(FaultReason::Internal, "runner is not configured"))?;
+        check_runner_id(&config, &update.runner_id)?;
+        if update.version <= config.settings.version {
+            return Err(Fault::new(
+                FaultReason::VersionNotIncreasing,
+                format!(
+                    "version {} does not increase the applied version {}",
+                    update.version, config.settings.version
+                ),
+            ));
+        }
+        config
+            .apply_update(update.version, &update.settings)
+            .map_err(|e| Fault::new(FaultReason::InvalidValue, e))?;
+        config
+            .save(&self.state)
+            .map_err(|_| Fault::new(FaultReason::Internal, "cannot write runner.toml"))?;
+        drop(lock);
+        Ok(Body::JobRunnerConfigUpdateResponse(
+            JobRunnerConfigUpdateResponse {
+                applied_version: config.settings.version,
+            },
+        ))
+    }
+}
+
+fn check_runner_id(config: &RunnerConfig, runner_id: &str) -> Result<(), Fault> {
+    if runner_id == config.runner_id {
+        Ok(())
+    } else {
+        Err(Fault::new(
+            FaultReason::UnknownRunner,
+            format!("this is runner {:?}, not {runner_id:?}", config.runner_id),
+        ))
+    }
+}
+
+fn reply(req: &Request, key: Option<&SigningKey>, status: u16, body: &Body) -> Response {
+    let bytes = codec::encode(body);
+    let action = codec::soap_action(body);
+    let headers = match key {
+        Some(key) => web::sign_response(key, &req.path, action, &bytes),
+        None => vec![("SOAPAction".to_string(), format!("\"{action}\""))],
+    };
+    Response::new(status, codec::CONTENT_TYPE, bytes).with_headers(headers)
+}
+
+/// Starts `runner-admin cycle` (the sibling binary) detached from this request: own
+/// process group, no stdin/stdout/stderr, so the web server does not wait for it.
+fn start_cycle(state_root: &Path) -> Result<()> {
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let admin = exe
+        .parent()
+        .context("program has no folder")?
+        .join("runner-admin");
+    let mut child = Command::new(&admin)
+        .arg("cycle")
+        .arg("--state-dir")
+        .arg(state_root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start {}", admin.display()))?;
+    // Under --listen this process lives on: reap the child when it ends (no zombies).
+    // A CGI process exits first and the child is re-parented to init.
+    std::thread::spawn(move || child.wait());
+    Ok(())
+}

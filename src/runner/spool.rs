@@ -1,0 +1,492 @@
+//! Spooled batches, their journals, and the outbox of results awaiting acknowledgement.
+//!
+//! A batch is spooled as `spool/<id>.meta` (receipt time and lease, JSON) and then
+//! `spool/<id>.xml` (the JobRun exactly as received), each written atomically; the batch
+//! exists once the `.xml` is in place. While it is delivered, `spool/<id>.journal` gets
+//! one JSON line per finished message, fsynced before the next message starts, so a
+//! restart skips what is already done. When every message has an outcome the results go
+//! to `outbox/<id>.results` (atomic) and the spool files are removed; `runner-poll`
+//! sends the outbox and deletes a results file once the dispatcher acknowledged all of it.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{Acknowledgement, MessageResult, Outcome, RecipientResult};
+use crate::runner::state::{remove_if_exists, sync_dir, write_atomic, StateDir};
+
+/// Batch ids become file names: only a safe alphabet is accepted.
+pub fn valid_batch_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// When a batch arrived (runner clock) and for how long its lease runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchMeta {
+    pub received_at: i64,
+    pub lease_seconds: u32,
+}
+
+impl BatchMeta {
+    /// No message may start at or after this unix time.
+    pub fn deadline(&self, safety_margin_seconds: u32) -> i64 {
+        self.received_at + i64::from(self.lease_seconds) - i64::from(safety_margin_seconds)
+    }
+}
+
+/// Paths of one spooled batch.
+#[derive(Debug, Clone)]
+pub struct SpooledBatch {
+    pub id: String,
+    pub xml: PathBuf,
+    pub meta: PathBuf,
+    pub journal: PathBuf,
+}
+
+impl SpooledBatch {
+    pub fn new(state: &StateDir, id: &str) -> SpooledBatch {
+        let dir = state.spool_dir();
+        SpooledBatch {
+            id: id.to_string(),
+            xml: dir.join(format!("{id}.xml")),
+            meta: dir.join(format!("{id}.meta")),
+            journal: dir.join(format!("{id}.journal")),
+        }
+    }
+
+    pub fn read_meta(&self) -> Result<BatchMeta> {
+        let text =
+            fs::read(&self.meta).with_context(|| format!("cannot read {}", self.meta.display()))?;
+        serde_json::from_slice(&text).with_context(|| format!("{} is invalid", self.meta.display()))
+    }
+
+    pub fn read_xml(&self) -> Result<Vec<u8>> {
+        fs::read(&self.xml).with_context(|| format!("cannot read {}", self.xml.display()))
+    }
+}
+
+/// Stores a received batch: meta first, then the exact bytes; both atomic.
+pub fn spool_batch(
+    state: &StateDir,
+    id: &str,
+    xml: &[u8],
+    meta: BatchMeta,
+) -> Result<SpooledBatch> {
+    if !valid_batch_id(id) {
+        bail!("batch id {id:?} is not a safe file name");
+    }
+    let batch = SpooledBatch::new(state, id);
+    let meta_json = serde_json::to_vec(&meta).context("cannot serialise batch meta")?;
+    write_atomic(&batch.meta, &meta_json, 0o600)?;
+    write_atomic(&batch.xml, xml, 0o600)?;
+    Ok(batch)
+}
+
+/// Spooled batches in arrival order (file name order on ties).
+pub fn list_batches(state: &StateDir) -> Result<Vec<SpooledBatch>> {
+    let mut found = Vec::new();
+    for (id, path) in files_with_suffix(&state.spool_dir(), ".xml")? {
+        let modified = fs::metadata(&path).and_then(|m| m.modified()).ok();
+        found.push((modified, id));
+    }
+    found.sort();
+    Ok(found
+        .into_iter()
+        .map(|(_, id)| SpooledBatch::new(state, &id))
+        .collect())
+}
+
+/// Removes journals and metas whose batch is gone (a crash between removals), and
+/// metas whose `.xml` never arrived (a crash while spooling).
+pub fn remove_orphans(state: &StateDir) -> Result<()> {
+    let dir = state.spool_dir();
+    for suffix in [".journal", ".meta"] {
+        for (id, path) in files_with_suffix(&dir, suffix)? {
+            if !dir.join(format!("{id}.xml")).exists() {
+                remove_if_exists(&path)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn files_with_suffix(dir: &Path, suffix: &str) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') {
+            continue; // temp files of atomic writes
+        }
+        if let Some(id) = name.strip_suffix(suffix) {
+            if valid_batch_id(id) {
+                out.push((id.to_string(), entry.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The serialised form of a result, in journals and outbox files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ResultRecord {
+    job_run_id: String,
+    message_id: i64,
+    lease_token: String,
+    outcome: String,
+    #[serde(default)]
+    smtp_code: Option<u16>,
+    #[serde(default)]
+    enhanced_status: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    attempted_at: DateTime<Utc>,
+    #[serde(default)]
+    recipients: Vec<RecipientRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RecipientRecord {
+    address: String,
+    outcome: String,
+    #[serde(default)]
+    smtp_code: Option<u16>,
+    #[serde(default)]
+    enhanced_status: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+fn outcome_str(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Sent => "sent",
+        Outcome::Deferred => "deferred",
+        Outcome::Failed => "failed",
+        Outcome::NotAttempted => "not_attempted",
+    }
+}
+
+fn parse_outcome(s: &str) -> Result<Outcome> {
+    Ok(match s {
+        "sent" => Outcome::Sent,
+        "deferred" => Outcome::Deferred,
+        "failed" => Outcome::Failed,
+        "not_attempted" => Outcome::NotAttempted,
+        other => bail!("unknown outcome {other:?}"),
+    })
+}
+
+impl From<&MessageResult> for ResultRecord {
+    fn from(r: &MessageResult) -> Self {
+        ResultRecord {
+            job_run_id: r.job_run_id.clone(),
+            message_id: r.message_id,
+            lease_token: r.lease_token.clone(),
+            outcome: outcome_str(r.outcome).into(),
+            smtp_code: r.smtp_code,
+            enhanced_status: r.enhanced_status.clone(),
+            text: r.text.clone(),
+            attempted_at: r.attempted_at,
+            recipients: r
+                .recipients
+                .iter()
+                .map(|x| RecipientRecord {
+                    address: x.address.clone(),
+                    outcome: outcome_str(x.outcome).into(),
+                    smtp_code: x.smtp_code,
+                    enhanced_status: x.enhanced_status.clone(),
+                    text: x.text.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl ResultRecord {
+    fn into_result(self) -> Result<MessageResult> {
+        Ok(MessageResult {
+            job_run_id: self.job_run_id,
+            message_id: self.message_id,
+            lease_token: self.lease_token,
+            outcome: parse_outcome(&self.outcome)?,
+            smtp_code: self.smtp_code,
+            enhanced_status: self.enhanced_status,
+            text: self.text,
+            attempted_at: self.attempted_at,
+            recipients: self
+                .recipients
+                .into_iter()
+                .map(|x| {
+                    Ok(RecipientResult {
+                        address: x.address,
+                        outcome: parse_outcome(&x.outcome)?,
+                        smtp_code: x.smtp_code,
+                        enhanced_status: x.enhanced_status,
+                        text: x.text,
+                    })
+                })
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
+/// The append-only outcome log of one batch.
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    entries: Vec<MessageResult>,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal and reads what it holds. A torn last line (a crash
+    /// in the middle of an append, before its fsync returned) is cut off: that message
+    /// counts as not done.
+    pub fn open(path: &Path) -> Result<Journal> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode_0600()
+            .open(path)
+            .with_context(|| format!("cannot open journal {}", path.display()))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read journal {}", path.display()))?;
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if complete < bytes.len() {
+            file.set_len(complete as u64)
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("cannot repair journal {}", path.display()))?;
+        }
+        let mut entries = Vec::new();
+        for (n, line) in bytes[..complete].split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            let record: ResultRecord = serde_json::from_slice(line)
+                .with_context(|| format!("journal {} line {} is corrupt", path.display(), n + 1))?;
+            entries.push(record.into_result()?);
+        }
+        if let Some(dir) = path.parent() {
+            sync_dir(dir)?;
+        }
+        Ok(Journal {
+            path: path.to_path_buf(),
+            file,
+            entries,
+        })
+    }
+
+    pub fn entries(&self) -> &[MessageResult] {
+        &self.entries
+    }
+
+    /// Message ids with a recorded outcome.
+    pub fn done(&self) -> HashSet<i64> {
+        self.entries.iter().map(|r| r.message_id).collect()
+    }
+
+    /// Appends one outcome and fsyncs; only then may the next message start.
+    pub fn append(&mut self, result: MessageResult) -> Result<()> {
+        let mut line =
+            serde_json::to_vec(&ResultRecord::from(&result)).context("cannot serialise result")?;
+        line.push(b'\n');
+        let before = self
+            .file
+            .metadata()
+            .with_context(|| format!("cannot stat journal {}", self.path.display()))?
+            .len();
+        let written = self
+            .file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // Leave no partial line behind for the next reader to trip over.
+            let _ = self
+                .file
+                .set_len(before)
+                .and_then(|()| self.file.sync_all());
+            return Err(e).with_context(|| {
+                format!("cannot write journal {} (disk full?)", self.path.display())
+            });
+        }
+        self.entries.push(result);
+        Ok(())
+    }
+}
+
+trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+
+impl Mode0600 for OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        std::os::unix::fs::OpenOptionsExt::mode(self, 0o600)
+    }
+}
+
+/// Moves a finished batch's results to the outbox and removes its spool files.
+pub fn finish_batch(
+    state: &StateDir,
+    batch: &SpooledBatch,
+    results: &[MessageResult],
+) -> Result<()> {
+    write_results(
+        &state.outbox_dir().join(format!("{}.results", batch.id)),
+        results,
+    )?;
+    // Order matters for crash recovery: without .xml the rest are orphans.
+    remove_if_exists(&batch.xml)?;
+    remove_if_exists(&batch.meta)?;
+    remove_if_exists(&batch.journal)?;
+    sync_dir(&state.spool_dir())
+}
+
+fn write_results(path: &Path, results: &[MessageResult]) -> Result<()> {
+    let records: Vec<ResultRecord> = results.iter().map(ResultRecord::from).collect();
+    let json = serde_json::to_vec_pretty(&records).context("cannot serialise results")?;
+    write_atomic(path, &json, 0o600)
+}
+
+/// One outbox file and the results it holds.
+pub struct OutboxFile {
+    pub path: PathBuf,
+    pub results: Vec<MessageResult>,
+}
+
+/// Every results file in the outbox.
+pub fn read_outbox(state: &StateDir) -> Result<Vec<OutboxFile>> {
+    let mut out = Vec::new();
+    for (_, path) in files_with_suffix(&state.outbox_dir(), ".results")? {
+        let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let records: Vec<ResultRecord> = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is corrupt", path.display()))?;
+        let results = records
+            .into_iter()
+            .map(ResultRecord::into_result)
+            .collect::<Result<_>>()
+            .with_context(|| format!("{} is corrupt", path.display()))?;
+        out.push(OutboxFile { path, results });
+    }
+    Ok(out)
+}
+
+/// Drops acknowledged results: a file whose results are all acknowledged is removed, a
+/// partly acknowledged one is rewritten with the rest.
+pub fn acknowledge(files: Vec<OutboxFile>, acks: &[Acknowledgement]) -> Result<usize> {
+    let acked: HashSet<(i64, &str)> = acks
+        .iter()
+        .map(|a| (a.message_id, a.lease_token.as_str()))
+        .collect();
+    let mut removed = 0;
+    for file in files {
+        let before = file.results.len();
+        let rest: Vec<MessageResult> = file
+            .results
+            .into_iter()
+            .filter(|r| !acked.contains(&(r.message_id, r.lease_token.as_str())))
+            .collect();
+        removed += before - rest.len();
+        if rest.is_empty() {
+            remove_if_exists(&file.path)?;
+        } else if rest.len() < before {
+            write_results(&file.path, &rest)?;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(id: i64) -> MessageResult {
+        MessageResult {
+            job_run_id: "b1".into(),
+            message_id: id,
+            lease_token: format!("t{id}"),
+            outcome: Outcome::Sent,
+            smtp_code: Some(250),
+            enhanced_status: None,
+            text: Some("ok".into()),
+            attempted_at: Utc::now(),
+            recipients: vec![],
+        }
+    }
+
+    #[test]
+    fn journal_survives_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b1.journal");
+        let mut j = Journal::open(&path).unwrap();
+        j.append(result(1)).unwrap();
+        j.append(result(2)).unwrap();
+        drop(j);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"job_run_id\":\"b1\",\"mess").unwrap();
+        drop(f);
+        let mut j = Journal::open(&path).unwrap();
+        assert_eq!(j.done(), HashSet::from([1, 2]));
+        j.append(result(3)).unwrap();
+        drop(j);
+        let j = Journal::open(&path).unwrap();
+        assert_eq!(j.entries().len(), 3);
+    }
+
+    #[test]
+    fn outbox_acknowledgement_removes_only_acked() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::at(dir.path());
+        state.create().unwrap();
+        let batch = SpooledBatch::new(&state, "b1");
+        finish_batch(&state, &batch, &[result(1), result(2)]).unwrap();
+        let files = read_outbox(&state).unwrap();
+        assert_eq!(files[0].results.len(), 2);
+        let n = acknowledge(
+            files,
+            &[Acknowledgement {
+                message_id: 1,
+                lease_token: "t1".into(),
+            }],
+        )
+        .unwrap();
+        assert_eq!(n, 1);
+        let files = read_outbox(&state).unwrap();
+        assert_eq!(files[0].results.len(), 1);
+        acknowledge(
+            files,
+            &[Acknowledgement {
+                message_id: 2,
+                lease_token: "t2".into(),
+            }],
+        )
+        .unwrap();
+        assert!(read_outbox(&state).unwrap().is_empty());
+    }
+
+    #[test]
+    fn batch_ids_are_safe_names() {
+        assert!(valid_batch_id("jr-123_abc.1"));
+        assert!(!valid_batch_id("../x"));
+        assert!(!valid_batch_id(".hidden"));
+        assert!(!valid_batch_id(""));
+        assert!(!valid_batch_id("a/b"));
+    }
+}

@@ -1,0 +1,153 @@
+//! A real web server for CGI tests: lighttpd from Debian, started on 127.0.0.1 with
+//! `mod_cgi`, serving the given programs under `/cgi-bin/`. Self-contained (std and
+//! tempfile only) so any test binary can include it with `#[path = "common/web.rs"]`.
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running lighttpd; killed when dropped.
+pub struct Lighttpd {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// Finds lighttpd in PATH or /usr/sbin (not in a non-root PATH on Debian).
+fn lighttpd_bin() -> PathBuf {
+    let candidates = ["/usr/sbin/lighttpd", "/usr/local/sbin/lighttpd"];
+    if let Ok(out) = Command::new("sh")
+        .arg("-c")
+        .arg("command -v lighttpd")
+        .output()
+    {
+        let found = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && !found.is_empty() {
+            return PathBuf::from(found);
+        }
+    }
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("lighttpd not found: run scripts/test-setup.sh"))
+}
+
+/// Quotes a value for a lighttpd config string literal.
+fn quoted(value: &str) -> String {
+    assert!(
+        !value.contains('"') && !value.contains('\\') && !value.contains('\n'),
+        "value not representable in a lighttpd config string: {value:?}"
+    );
+    format!("\"{value}\"")
+}
+
+impl Lighttpd {
+    /// Starts lighttpd serving each `(name, binary)` as `/cgi-bin/<name>` with `env` added
+    /// to every CGI's environment (the way an operator sets `MAILRUN_DATABASE_URL`).
+    pub fn start_cgi(programs: &[(&str, &Path)], env: &[(&str, &str)]) -> Lighttpd {
+        let dir = tempfile::Builder::new()
+            .prefix("mailrun-lighttpd-")
+            .tempdir()
+            .expect("temp dir");
+        let root = dir.path().join("www");
+        let cgi_bin = root.join("cgi-bin");
+        std::fs::create_dir_all(&cgi_bin).expect("mkdir cgi-bin");
+        for (name, binary) in programs {
+            // A copy, as an operator would install it into the web server's cgi-bin.
+            std::fs::copy(binary, cgi_bin.join(name))
+                .unwrap_or_else(|e| panic!("copy {binary:?} into cgi-bin: {e}"));
+        }
+        let env_list: Vec<String> = env
+            .iter()
+            .map(|(k, v)| format!("{} => {}", quoted(k), quoted(v)))
+            .collect();
+        let port = free_port();
+        let conf = format!(
+            r#"server.document-root = {root}
+server.bind = "127.0.0.1"
+server.port = {port}
+server.errorlog = {errorlog}
+server.breakagelog = {breakagelog}
+server.pid-file = {pidfile}
+server.modules = ("mod_cgi", "mod_setenv")
+server.max-request-size = 65536
+setenv.add-environment = ({env})
+$HTTP["url"] =~ "^/cgi-bin/" {{
+    cgi.assign = ("" => "")
+}}
+"#,
+            root = quoted(&root.display().to_string()),
+            errorlog = quoted(&dir.path().join("error.log").display().to_string()),
+            breakagelog = quoted(&dir.path().join("cgi-stderr.log").display().to_string()),
+            pidfile = quoted(&dir.path().join("lighttpd.pid").display().to_string()),
+            env = env_list.join(", "),
+        );
+        let conf_path = dir.path().join("lighttpd.conf");
+        std::fs::write(&conf_path, conf).expect("write lighttpd.conf");
+        let child = Command::new(lighttpd_bin())
+            .arg("-D")
+            .arg("-f")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start lighttpd: run scripts/test-setup.sh");
+        let mut server = Lighttpd { child, port, dir };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
+        // Safety bound only: lighttpd normally listens within milliseconds.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "lighttpd exited with {status} before listening:\n{}",
+                    self.error_log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lighttpd did not listen on 127.0.0.1:{}:\n{}",
+                self.port,
+                self.error_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/cgi-bin/<name>`.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/cgi-bin/{name}", self.port)
+    }
+
+    /// The server's error log followed by what the CGI programs wrote to stderr
+    /// (`server.breakagelog`).
+    pub fn error_log(&self) -> String {
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        format!("{}{}", read("error.log"), read("cgi-stderr.log"))
+    }
+}
+
+impl Drop for Lighttpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}

@@ -1,0 +1,351 @@
+//! SMTP delivery (`mailrun::smtp`) against real servers on 127.0.0.1: the scripted
+//! aiosmtpd server for content checks and per-recipient faults, Postfix's smtp-sink for
+//! its fault options.
+mod common;
+
+use common::smtp::{SmtpServer, SmtpServerOptions};
+use mailrun::protocol::{Attachment, Header, OutboundMessage, Outcome, Security, SmtpAccount};
+use mailrun::smtp::{Sender, SmtpOptions};
+use std::time::Duration;
+
+fn account(port: u16, security: Security) -> SmtpAccount {
+    SmtpAccount {
+        name: "test".into(),
+        host: "127.0.0.1".into(),
+        port,
+        security,
+        username: None,
+        password: None,
+    }
+}
+
+fn message(id: i64, account: SmtpAccount) -> OutboundMessage {
+    OutboundMessage {
+        id,
+        lease_token: format!("lease-{id}"),
+        message_id_header: format!("<msg-{id}@mailrun.test>"),
+        account,
+        from: "Sender <sender@example.com>".into(),
+        reply_to: Some("replies@example.com".into()),
+        to: vec!["alice@example.com".into()],
+        cc: vec!["carol@example.com".into()],
+        bcc: vec!["hidden@example.com".into()],
+        subject: format!("Test {id}"),
+        text_body: Some("Hello in text".into()),
+        html_body: Some("<p>Hello in HTML</p>".into()),
+        headers: vec![Header {
+            name: "X-Campaign".into(),
+            value: "autumn".into(),
+        }],
+        attachments: vec![],
+    }
+}
+
+fn options() -> SmtpOptions {
+    SmtpOptions {
+        connect_timeout: Duration::from_secs(10),
+        command_timeout: Duration::from_secs(30),
+        data_timeout: Duration::from_secs(30),
+        hello_name: Some("runner.test".into()),
+    }
+}
+
+#[test]
+fn delivers_with_fixed_message_id_and_hidden_bcc() {
+    let server = SmtpServer::start(SmtpServerOptions::default());
+    let mut msg = message(1, account(server.port, Security::None));
+    msg.attachments.push(Attachment {
+        filename: "report.csv".into(),
+        content_type: "text/csv".into(),
+        data: b"a,b\n1,2\n".to_vec(),
+    });
+    let mut sender = Sender::new(options());
+    let d = sender.deliver(&msg);
+    sender.close();
+    assert_eq!(d.outcome, Outcome::Sent, "{d:?}");
+    assert_eq!(d.smtp_code, Some(250));
+    assert_eq!(d.enhanced_status.as_deref(), Some("2.0.0"));
+    let got = server.messages();
+    assert_eq!(got.len(), 1);
+    let m = &got[0];
+    assert_eq!(m.message_id.as_deref(), Some("<msg-1@mailrun.test>"));
+    assert_eq!(m.mail_from, "sender@example.com");
+    assert_eq!(
+        m.rcpt_tos,
+        vec![
+            "alice@example.com",
+            "carol@example.com",
+            "hidden@example.com"
+        ]
+    );
+    assert!(
+        !m.data.to_ascii_lowercase().contains("hidden@example.com"),
+        "Bcc leaked into headers"
+    );
+    assert!(m.data.contains("Subject: Test 1"));
+    assert!(m.data.contains("X-Campaign: autumn"));
+    assert!(m.data.contains("multipart/alternative"));
+    assert!(m.data.contains("multipart/mixed"));
+    assert!(m.data.contains("report.csv"));
+    assert!(m.data.contains("Reply-To: replies@example.com"));
+}
+
+#[test]
+fn refused_recipient_does_not_stop_the_others() {
+    let server = SmtpServer::start(SmtpServerOptions {
+        reject: vec!["carol@example.com".into()],
+        ..Default::default()
+    });
+    let mut sender = Sender::new(options());
+    let d = sender.deliver(&message(2, account(server.port, Security::None)));
+    assert_eq!(d.outcome, Outcome::Sent, "{d:?}");
+    let carol = d
+        .recipients
+        .iter()
+        .find(|r| r.address == "carol@example.com")
+        .expect("carol reported");
+    assert_eq!(carol.outcome, Outcome::Failed);
+    assert_eq!(carol.smtp_code, Some(550));
+    assert_eq!(carol.enhanced_status.as_deref(), Some("5.1.1"));
+    let alice = d
+        .recipients
+        .iter()
+        .find(|r| r.address == "alice@example.com")
+        .unwrap();
+    assert_eq!(alice.outcome, Outcome::Sent);
+    let got = server.messages();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].rcpt_tos,
+        vec!["alice@example.com", "hidden@example.com"]
+    );
+}
+
+#[test]
+fn all_recipients_refused_means_no_data() {
+    let server = SmtpServer::start(SmtpServerOptions {
+        reject: vec!["alice@example.com".into(), "carol@example.com".into()],
+        defer: vec!["hidden@example.com".into()],
+        ..Default::default()
+    });
+    let mut sender = Sender::new(options());
+    let d = sender.deliver(&message(3, account(server.port, Security::None)));
+    // One recipient was only deferred: the message as a whole is retried.
+    assert_eq!(d.outcome, Outcome::Deferred, "{d:?}");
+    assert_eq!(d.recipients.len(), 3);
+    assert!(server.messages().is_empty());
+    // The connection stays usable for the next message.
+    let mut next = message(4, account(server.port, Security::None));
+    next.to = vec!["dave@example.com".into()];
+    next.cc.clear();
+    next.bcc.clear();
+    assert_eq!(sender.deliver(&next).outcome, Outcome::Sent);
+}
+
+#[test]
+fn temporary_failure_after_data_defers() {
+    let server = SmtpServer::start(SmtpServerOptions {
+        data_reply: Some("451 4.3.0 Mail server temporarily rejected message".into()),
+        ..Default::default()
+    });
+    let d = Sender::new(options()).deliver(&message(5, account(server.port, Security::None)));
+    assert_eq!(d.outcome, Outcome::Deferred, "{d:?}");
+    assert_eq!(d.smtp_code, Some(451));
+    assert_eq!(d.enhanced_status.as_deref(), Some("4.3.0"));
+    assert!(d.text.unwrap().contains("temporarily rejected"));
+}
+
+#[test]
+fn permanent_failure_after_data_fails() {
+    let server = SmtpServer::start(SmtpServerOptions {
+        data_reply: Some("554 5.7.1 Message rejected as spam".into()),
+        ..Default::default()
+    });
+    let d = Sender::new(options()).deliver(&message(6, account(server.port, Security::None)));
+    assert_eq!(d.outcome, Outcome::Failed, "{d:?}");
+    assert_eq!(d.smtp_code, Some(554));
+    assert_eq!(d.enhanced_status.as_deref(), Some("5.7.1"));
+}
+
+#[test]
+fn dropped_connection_defers_and_next_message_reconnects() {
+    let server = SmtpServer::start(SmtpServerOptions {
+        drop_on_data: true,
+        ..Default::default()
+    });
+    let mut sender = Sender::new(options());
+    let d = sender.deliver(&message(7, account(server.port, Security::None)));
+    assert_eq!(d.outcome, Outcome::Deferred, "{d:?}");
+    assert_eq!(d.smtp_code, None);
+    let d = sender.deliver(&message(8, account(server.port, Security::None)));
+    assert_eq!(d.outcome, Outcome::Deferred, "{d:?}");
+    let ehlos = server
+        .commands()
+        .iter()
+        .filter(|c| c.verb == "EHLO")
+        .count();
+    assert_eq!(ehlos, 2, "a broken connection is replaced");
+}
+
+#[test]
+fn starttls_required_but_not_offered_sends_nothing() {
+    let server = SmtpServer::start(SmtpServerOptions {
+        auth: true,
+        ..Default::default()
+    });
+    let mut acct = account(server.port, Security::StartTls);
+    acct.username = Some("user".into());
+    acct.password = Some("canary-Pa55word".into());
+    let d = Sender::new(options()).deliver(&message(9, acct));
+    assert_eq!(d.outcome, Outcome::Deferred, "{d:?}");
+    let text = d.text.unwrap();
+    assert!(text.contains("STARTTLS required but not offered"), "{text}");
+    assert!(!text.contains("canary"));
+    let verbs: Vec<String> = server.commands().into_iter().map(|c| c.verb).collect();
+    assert!(!verbs.contains(&"AUTH".to_string()), "{verbs:?}");
+    assert!(!verbs.contains(&"MAIL".to_string()), "{verbs:?}");
+    assert!(server.messages().is_empty());
+}
+
+#[test]
+fn connection_is_reused_across_messages_of_one_account() {
+    let server = SmtpServer::start(SmtpServerOptions::default());
+    let mut sender = Sender::new(options());
+    for id in 10..13 {
+        let d = sender.deliver(&message(id, account(server.port, Security::None)));
+        assert_eq!(d.outcome, Outcome::Sent, "{d:?}");
+    }
+    sender.close();
+    assert_eq!(server.messages().len(), 3);
+    let ehlos = server
+        .commands()
+        .iter()
+        .filter(|c| c.verb == "EHLO")
+        .count();
+    assert_eq!(ehlos, 1);
+}
+
+#[test]
+fn plain_auth_to_a_non_loopback_host_is_refused() {
+    // Refused before any connection is made (the address is never routed anyway).
+    let mut acct = account(9, Security::None);
+    acct.host = "192.0.2.1".into(); // TEST-NET-1
+    acct.username = Some("user".into());
+    acct.password = Some("canary-Pa55word".into());
+    let opts = options();
+    let d = Sender::new(opts).deliver(&message(13, acct));
+    assert_eq!(d.outcome, Outcome::Deferred, "{d:?}");
+    let text = d.text.unwrap_or_default();
+    assert!(
+        text.contains("refusing to send credentials in clear text"),
+        "{text}"
+    );
+    assert!(!text.contains("canary"));
+}
+
+#[test]
+fn auth_over_loopback_works() {
+    let server = SmtpServer::start(SmtpServerOptions {
+        auth: true,
+        ..Default::default()
+    });
+    let mut acct = account(server.port, Security::None);
+    acct.username = Some("user".into());
+    acct.password = Some("secret".into());
+    let d = Sender::new(options()).deliver(&message(14, acct));
+    assert_eq!(d.outcome, Outcome::Sent, "{d:?}");
+    assert!(server.commands().iter().any(|c| c.verb == "AUTH"));
+}
+
+#[test]
+fn smtp_sink_accepts_and_its_faults_map_to_outcomes() {
+    let ok = SmtpServer::sink(&[]);
+    let d = Sender::new(options()).deliver(&message(20, account(ok.port, Security::None)));
+    assert_eq!(d.outcome, Outcome::Sent, "{d:?}");
+
+    let soft = SmtpServer::sink(&["-r", "."]);
+    let d = Sender::new(options()).deliver(&message(21, account(soft.port, Security::None)));
+    assert_eq!(d.outcome, Outcome::Deferred, "{d:?}");
+    assert_eq!(d.smtp_code.map(|c| c / 100), Some(4));
+
+    let hard = SmtpServer::sink(&["-f", "rcpt"]);
+    let d = Sender::new(options()).deliver(&message(22, account(hard.port, Security::None)));
+    assert_eq!(d.outcome, Outcome::Failed, "{d:?}");
+    assert_eq!(d.recipients.len(), 3);
+
+    let drop = SmtpServer::sink(&["-q", "."]);
+    let d = Sender::new(options()).deliver(&message(23, account(drop.port, Security::None)));
+    assert_eq!(d.outcome, Outcome::Deferred, "{d:?}");
+}
+
+#[test]
+fn invalid_address_fails_without_connecting() {
+    let mut msg = message(30, account(9, Security::None));
+    msg.to = vec!["not an address".into()];
+    let d = Sender::new(options()).deliver(&msg);
+    assert_eq!(d.outcome, Outcome::Failed);
+    assert!(d.text.unwrap().contains("invalid To address"));
+}
+
+#[test]
+fn untrusted_starttls_certificate_is_not_downgraded_to_plain_text() {
+    let server = SmtpServer::start(SmtpServerOptions {
+        auth: true,
+        starttls_self_signed: true,
+        ..Default::default()
+    });
+    let mut acct = account(server.port, Security::StartTls);
+    acct.username = Some("user".into());
+    acct.password = Some("canary-Pa55word".into());
+    let d = Sender::new(options()).deliver(&message(40, acct));
+    assert_eq!(d.outcome, Outcome::Deferred, "{d:?}");
+    assert!(
+        d.text.as_deref().unwrap_or("").contains("STARTTLS"),
+        "{d:?}"
+    );
+    let verbs: Vec<String> = server.commands().into_iter().map(|c| c.verb).collect();
+    assert!(verbs.contains(&"STARTTLS".to_string()), "{verbs:?}");
+    assert!(
+        !verbs.iter().any(|v| v == "AUTH" || v == "MAIL"),
+        "{verbs:?}"
+    );
+    assert!(server.messages().is_empty());
+}
+
+#[test]
+fn implicit_tls_to_a_plain_server_sends_nothing() {
+    let server = SmtpServer::start(SmtpServerOptions::default());
+    let d = Sender::new(options()).deliver(&message(41, account(server.port, Security::Tls)));
+    assert_eq!(d.outcome, Outcome::Deferred, "{d:?}");
+    assert!(server.commands().iter().all(|c| c.verb != "MAIL"));
+    assert!(server.messages().is_empty());
+}
+
+#[test]
+fn timeout_after_the_final_dot_defers_and_the_next_message_gets_a_fresh_connection() {
+    // The first DATA is answered after 3 s; the client waits 1 s.
+    let server = SmtpServer::start(SmtpServerOptions {
+        delay: 3.0,
+        delay_count: Some(1),
+        ..Default::default()
+    });
+    let mut opts = options();
+    opts.data_timeout = Duration::from_secs(1);
+    let mut sender = Sender::new(opts);
+    let d = sender.deliver(&message(50, account(server.port, Security::None)));
+    assert_eq!(d.outcome, Outcome::Deferred, "{d:?}");
+    assert_eq!(d.smtp_code, None);
+    assert!(
+        d.text.as_deref().unwrap_or("").contains("timed out"),
+        "{d:?}"
+    );
+    // The late 250 for message 50 must not be read as an answer about message 51.
+    let d = sender.deliver(&message(51, account(server.port, Security::None)));
+    assert_eq!(d.outcome, Outcome::Sent, "{d:?}");
+    let ehlos = server
+        .commands()
+        .iter()
+        .filter(|c| c.verb == "EHLO")
+        .count();
+    assert_eq!(ehlos, 2, "a fresh connection after the timeout");
+}
