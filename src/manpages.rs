@@ -13,7 +13,16 @@ use crate::cli::EXIT_CODES_HELP;
 
 /// Every command, by its installed name, with its clap definition.
 pub fn commands() -> Vec<clap::Command> {
-    let all = [("dispatch-admin", crate::dispatcher::admin::Args::command())];
+    let all = [
+        ("dispatch-admin", crate::dispatcher::admin::Args::command()),
+        ("dispatch-cgi", crate::dispatcher::endpoint::Args::command()),
+        ("dispatch-tick", crate::dispatcher::tick::Args::command()),
+        ("push-config", crate::dispatcher::push::Args::command()),
+        ("runner-admin", crate::runner::admin::Args::command()),
+        ("runner-cgi", crate::runner::endpoint::Args::command()),
+        ("runner-poll", crate::runner::poll::Args::command()),
+        ("runner-send", crate::runner::send::Args::command()),
+    ];
     all.into_iter()
         .map(|(name, cmd)| cmd.name(name).bin_name(name))
         .collect()

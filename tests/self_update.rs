@@ -30,6 +30,26 @@ fn bin_path(name: &str) -> &'static str {
     }
 }
 
+/// The current runner binaries, stripped (debug builds are ~100 MB each; stripping keeps
+/// the archive, hashing and unpacking quick), made once per test run.
+fn current(name: &str) -> PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = common::temp_dir();
+        for b in RUNNER_BINARIES {
+            let status = Command::new("strip")
+                .arg("-o")
+                .arg(dir.path().join(b))
+                .arg(bin_path(b))
+                .status()
+                .expect("strip not found (binutils): run scripts/test-setup.sh");
+            assert!(status.success(), "strip {b}");
+        }
+        dir
+    });
+    dir.path().join(name)
+}
+
 /// tar.gz archives made with the system's tar, as build-bundle.sh does.
 struct Archives {
     _dir: tempfile::TempDir,
@@ -44,7 +64,7 @@ fn archives() -> &'static Archives {
         let payload = dir.path().join("payload");
         std::fs::create_dir(&payload).unwrap();
         for name in RUNNER_BINARIES {
-            let mut bytes = std::fs::read(bin_path(name)).unwrap();
+            let mut bytes = std::fs::read(current(name)).unwrap();
             bytes.extend_from_slice(MARKER);
             std::fs::write(payload.join(name), bytes).unwrap();
         }
@@ -148,7 +168,10 @@ fn install() -> (tempfile::TempDir, PathBuf) {
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     for name in RUNNER_BINARIES {
-        std::fs::copy(bin_path(name), bin.join(name)).unwrap();
+        // A hard link is safe: an update renames over the name, never writes the file.
+        if std::fs::hard_link(current(name), bin.join(name)).is_err() {
+            std::fs::copy(current(name), bin.join(name)).unwrap();
+        }
     }
     (dir, bin)
 }
@@ -174,8 +197,12 @@ fn announce(server: &Server, path: &str) -> SoftwareUpdate {
 fn assert_unchanged(bin: &Path) {
     for name in RUNNER_BINARIES {
         let installed = std::fs::read(bin.join(name)).unwrap();
-        let original = std::fs::read(bin_path(name)).unwrap();
+        let original = std::fs::read(current(name)).unwrap();
         assert!(installed == original, "{name} was modified");
+        let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let linked = ino(&bin.join(name)) == ino(&current(name));
+        let copied = std::fs::metadata(bin.join(name)).unwrap().len() == original.len() as u64;
+        assert!(linked || copied, "{name} was replaced");
     }
     let leftovers: Vec<String> = std::fs::read_dir(bin)
         .unwrap()
@@ -268,4 +295,75 @@ fn announcements_are_checked_before_any_download() {
     assert!(update::apply(&short, &bin, &options()).is_err());
     assert_eq!(server.requests.load(Ordering::SeqCst), 0);
     assert_unchanged(&bin);
+}
+
+/// `runner-admin self-update` end to end: the announcement comes from runner.toml (as
+/// runner-cgi stores a JobRunnerConfigUpdate), the binaries replaced are the ones next
+/// to the running runner-admin.
+#[test]
+fn runner_admin_self_update_installs_the_announced_build() {
+    let server = serve();
+    let (dir, bin) = install();
+    let state = dir.path().join("state");
+    let admin = bin.join("runner-admin").to_string_lossy().into_owned();
+
+    // Nothing announced yet: no work.
+    let init = common::run(
+        common::command(&admin)
+            .arg("--state-dir")
+            .arg(&state)
+            .args([
+                "init",
+                "--dispatcher-url",
+                "http://127.0.0.1:9/cgi-bin/dispatch-cgi",
+                "--runner-id",
+                "r1",
+                "--key-id",
+                "r1-k1",
+                "--key",
+                &"ab".repeat(32),
+            ]),
+    );
+    common::assert_status(&init, 0);
+    let idle = common::run(
+        common::command(&admin)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("self-update"),
+    );
+    common::assert_status(&idle, 3);
+
+    // Announce the newer build the way a pushed config is stored.
+    let path = state.join("runner.toml");
+    let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    let announced = announce(&server, "/newer");
+    let settings = config
+        .entry("settings")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .unwrap();
+    settings.insert("software_version".into(), announced.version.clone().into());
+    settings.insert("software_url".into(), announced.url.clone().into());
+    settings.insert("software_sha256".into(), announced.sha256.clone().into());
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+
+    let out = common::run(
+        common::command(&admin)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("self-update"),
+    );
+    common::assert_status(&out, 0);
+    assert!(common::stdout(&out).is_empty() && common::stderr(&out).is_empty());
+    for name in RUNNER_BINARIES {
+        assert!(std::fs::read(bin.join(name)).unwrap().ends_with(MARKER));
+    }
+    // The replaced runner-admin runs, and finds nothing more to do.
+    let again = common::run(
+        common::command(&admin)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("self-update"),
+    );
+    common::assert_status(&again, 3);
 }

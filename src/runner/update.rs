@@ -120,6 +120,63 @@ pub fn validate(update: &SoftwareUpdate, allow_plain_http: bool) -> Result<(), S
     }
 }
 
+/// `runner-admin self-update`: install the runner build announced in the last
+/// JobRunnerConfigUpdate (settings `software_version`, `software_url`,
+/// `software_sha256` in runner.toml).
+#[derive(Debug, clap::Parser)]
+pub struct SelfUpdateArgs {
+    /// Seconds the download may take.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub timeout: u64,
+    /// Say what was done (on stderr).
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+/// Runs `runner-admin self-update`: 0 updated, 3 nothing announced or already
+/// installed, 64 this build has self-update turned off (a distribution package).
+pub fn main(state: &crate::runner::state::StateDir, args: SelfUpdateArgs) -> Result<u8> {
+    if !ENABLED {
+        return Err(disabled().into());
+    }
+    let config = crate::runner::config::RunnerConfig::load(state)?;
+    let s = &config.settings;
+    let (Some(version), Some(url), Some(sha256)) = (
+        s.software_version.clone(),
+        s.software_url.clone(),
+        s.software_sha256.clone(),
+    ) else {
+        if args.verbose {
+            eprintln!("runner-admin: no runner build announced by the dispatcher");
+        }
+        return Ok(crate::cli::EXIT_NO_WORK);
+    };
+    let update = SoftwareUpdate {
+        version,
+        url,
+        sha256,
+    };
+    let options = UpdateOptions {
+        timeout: Duration::from_secs(args.timeout.max(1)),
+        allow_plain_http: config.allow_plain_http,
+        ..UpdateOptions::default()
+    };
+    match apply(&update, &current_bin_dir()?, &options)? {
+        UpdateOutcome::UpToDate { version } => {
+            if args.verbose {
+                eprintln!("runner-admin: {version} is installed; nothing to do");
+            }
+            Ok(crate::cli::EXIT_NO_WORK)
+        }
+        UpdateOutcome::Updated { from, to } => {
+            if args.verbose {
+                eprintln!("runner-admin: updated from {from} to {to}");
+            }
+            Ok(crate::cli::EXIT_OK)
+        }
+    }
+}
+
 /// Installs `update` into `bin_dir` unless it is already installed there.
 #[cfg(not(feature = "self-update"))]
 pub fn apply(
