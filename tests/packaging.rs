@@ -696,8 +696,15 @@ fn deb_contains_binaries_pages_units_and_conffiles() {
             "{path} not in the package:\n{listing}"
         );
     }
-    for line in listing.lines().filter(|l| l.contains("./usr/bin/")) {
-        assert!(line.starts_with("-rwxr-xr-x root/root"), "{line}");
+    for line in listing
+        .lines()
+        .filter(|l| l.contains("./usr/bin/") && !l.ends_with('/'))
+    {
+        // Executable by all, owned by root (uid/gid 0).
+        assert!(
+            line.starts_with("-rwxr-xr-x 0/0") || line.starts_with("-rwxr-xr-x root/root"),
+            "{line}"
+        );
     }
 
     let dir = common::temp_dir();
