@@ -33,13 +33,13 @@ fn bin_path(name: &str) -> &'static str {
 /// The current runner binaries, stripped (debug builds are ~100 MB each; stripping keeps
 /// the archive, hashing and unpacking quick), made once per test run.
 fn current(name: &str) -> PathBuf {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
-        let dir = common::temp_dir();
+        let dir = scratch("current");
         for b in RUNNER_BINARIES {
             let status = Command::new("strip")
                 .arg("-o")
-                .arg(dir.path().join(b))
+                .arg(dir.join(b))
                 .arg(bin_path(b))
                 .status()
                 .expect("strip not found (binutils): run scripts/test-setup.sh");
@@ -47,12 +47,22 @@ fn current(name: &str) -> PathBuf {
         }
         dir
     });
-    dir.path().join(name)
+    dir.join(name)
+}
+
+/// A folder under target/ for files shared by the tests of one run (a static TempDir
+/// would never be dropped, leaking hundreds of MB per run); emptied at first use.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/self-update-test")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// tar.gz archives made with the system's tar, as build-bundle.sh does.
 struct Archives {
-    _dir: tempfile::TempDir,
     newer: Vec<u8>,
     hostile: Vec<u8>,
 }
@@ -60,8 +70,8 @@ struct Archives {
 fn archives() -> &'static Archives {
     static ARCHIVES: OnceLock<Archives> = OnceLock::new();
     ARCHIVES.get_or_init(|| {
-        let dir = common::temp_dir();
-        let payload = dir.path().join("payload");
+        let dir = scratch("archives");
+        let payload = dir.join("payload");
         std::fs::create_dir(&payload).unwrap();
         for name in RUNNER_BINARIES {
             let mut bytes = std::fs::read(current(name)).unwrap();
@@ -79,18 +89,17 @@ fn archives() -> &'static Archives {
                 .expect("tar (run scripts/test-setup.sh)");
             assert!(status.success());
         };
-        let newer = dir.path().join("newer.tar.gz");
+        let newer = dir.join("newer.tar.gz");
         tar(&newer, &payload, &RUNNER_BINARIES);
         // A well-formed archive with a path that escapes the folder.
-        let hostile_dir = dir.path().join("hostile/inner");
+        let hostile_dir = dir.join("hostile/inner");
         std::fs::create_dir_all(&hostile_dir).unwrap();
-        std::fs::write(dir.path().join("hostile/evil"), b"#!/bin/sh\n").unwrap();
-        let hostile = dir.path().join("hostile.tar.gz");
+        std::fs::write(dir.join("hostile/evil"), b"#!/bin/sh\n").unwrap();
+        let hostile = dir.join("hostile.tar.gz");
         tar(&hostile, &hostile_dir, &["../evil"]);
         Archives {
             newer: std::fs::read(&newer).unwrap(),
             hostile: std::fs::read(&hostile).unwrap(),
-            _dir: dir,
         }
     })
 }
@@ -164,14 +173,22 @@ fn serve() -> Server {
 
 /// A runner installation: the four current binaries in a bin folder.
 fn install() -> (tempfile::TempDir, PathBuf) {
-    let dir = common::temp_dir();
+    // Next to the stripped binaries: hard links need the same filesystem.
+    let parent = current("runner-admin")
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let dir = tempfile::Builder::new()
+        .prefix("install-")
+        .tempdir_in(parent)
+        .unwrap();
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     for name in RUNNER_BINARIES {
         // A hard link is safe: an update renames over the name, never writes the file.
-        if std::fs::hard_link(current(name), bin.join(name)).is_err() {
-            std::fs::copy(current(name), bin.join(name)).unwrap();
-        }
+        std::fs::hard_link(current(name), bin.join(name)).unwrap();
     }
     (dir, bin)
 }
@@ -200,9 +217,11 @@ fn assert_unchanged(bin: &Path) {
         let original = std::fs::read(current(name)).unwrap();
         assert!(installed == original, "{name} was modified");
         let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
-        let linked = ino(&bin.join(name)) == ino(&current(name));
-        let copied = std::fs::metadata(bin.join(name)).unwrap().len() == original.len() as u64;
-        assert!(linked || copied, "{name} was replaced");
+        assert_eq!(
+            ino(&bin.join(name)),
+            ino(&current(name)),
+            "{name} was replaced"
+        );
     }
     let leftovers: Vec<String> = std::fs::read_dir(bin)
         .unwrap()

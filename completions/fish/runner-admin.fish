@@ -32,7 +32,7 @@ complete -c runner-admin -n "__fish_runner_admin_needs_command" -f -a "status" -
 complete -c runner-admin -n "__fish_runner_admin_needs_command" -f -a "cycle" -d 'Poll, send, poll again... until the dispatcher has no work, the time budget ends, or the dispatcher does not answer. This is what cron and runner-cgi start'
 complete -c runner-admin -n "__fish_runner_admin_needs_command" -f -a "rotate-key" -d 'Switch to a new signing key; the old one stays accepted on inbound requests until `drop-previous-key` (rotate at the dispatcher too)'
 complete -c runner-admin -n "__fish_runner_admin_needs_command" -f -a "drop-previous-key" -d 'Stop accepting the previous key'
-complete -c runner-admin -n "__fish_runner_admin_needs_command" -f -a "self-update" -d 'Install the runner build the dispatcher announced (JobRunnerConfigUpdate), if it is not installed yet. Off in distribution packages: update those with apt'
+complete -c runner-admin -n "__fish_runner_admin_needs_command" -f -a "self-update" -d 'Install the runner build the dispatcher announced (not in distribution packages)'
 complete -c runner-admin -n "__fish_runner_admin_using_subcommand init" -l dispatcher-url -d 'The dispatcher\'s endpoint, e.g. https://mail.example.com/cgi-bin/dispatch-cgi' -r
 complete -c runner-admin -n "__fish_runner_admin_using_subcommand init" -l runner-id -d 'This runner\'s id, as registered at the dispatcher' -r
 complete -c runner-admin -n "__fish_runner_admin_using_subcommand init" -l key-id -d 'The id of the signing key' -r
