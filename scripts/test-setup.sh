@@ -3,12 +3,12 @@
 # PostgreSQL (server binaries; the tests make their own private cluster with initdb),
 # Postfix's smtp-sink and a scripted aiosmtpd (real SMTP servers), lighttpd (real CGI),
 # xmllint (XSD validation), zeep (a SOAP client mailrun did not write) and Chromium
-# (headless, for the status page).
+# (headless, for the status page), cargo-deb and dpkg tools (for the Debian package).
 # Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postgresql libxml2-utils postfix lighttpd python3 python3-venv ca-certificates chromium)
+APT_PACKAGES=(postgresql libxml2-utils postfix lighttpd python3 python3-venv ca-certificates chromium dpkg-dev groff-base binutils passwd)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -35,6 +35,12 @@ fi
 if ! "$VENV/bin/python3" -c "import zeep, aiosmtpd, requests" 2>/dev/null; then
   echo "test-setup: installing ${PY_PACKAGES[*]} into $VENV" >&2
   "$VENV/bin/python3" -m pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+fi
+
+# cargo-deb builds the Debian package in tests/packaging.rs.
+if ! command -v cargo-deb >/dev/null 2>&1; then
+  echo "test-setup: installing cargo-deb" >&2
+  cargo install cargo-deb --locked --quiet
 fi
 
 for tool in xmllint lighttpd /usr/sbin/smtp-sink; do

@@ -63,6 +63,7 @@ impl CliError {
 /// chain (`{:#}`) to stderr. A `CliError` anywhere in the chain picks the code; any other
 /// error is an internal error unless it is a broken pipe, which exits 0 (like ripgrep).
 pub fn run(command: &str, body: impl FnOnce() -> anyhow::Result<u8>) -> ExitCode {
+    exit_quietly_when_stdout_closes();
     match body() {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
@@ -80,6 +81,25 @@ pub fn exit_code_of(err: &anyhow::Error) -> u8 {
     err.chain()
         .find_map(|cause| cause.downcast_ref::<CliError>().map(|e| e.code))
         .unwrap_or(EXIT_SOFTWARE)
+}
+
+/// `println!` panics when stdout is a pipe whose reader has gone (`dispatch-admin report |
+/// head`). That is the same broken pipe as above: exit 0 without a panic message and
+/// backtrace instead. Any other panic keeps the default report.
+fn exit_quietly_when_stdout_closes() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(i32::from(EXIT_OK));
+        }
+        default(info);
+    }));
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

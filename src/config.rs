@@ -4,6 +4,7 @@
 //! in the first config file found: `--config`, `MAILRUN_CONFIG`, the user's config dir
 //! (`directories`: ~/.config/mailrun/dispatcher.toml), then `/etc/mailrun/dispatcher.toml`.
 //! A file named explicitly (flag or environment) must exist; the default places may not.
+//! Connecting is `dispatcher::connection::connect`.
 //!
 //! `dispatcher.toml` (every key optional):
 //!
@@ -35,10 +36,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use serde::Deserialize;
 
-use crate::cli::{CliError, EXIT_CONFIG, EXIT_UNAVAILABLE};
+use crate::cli::{CliError, EXIT_CONFIG};
 use crate::dispatcher::retention::RetentionConfig;
 use crate::dispatcher::retry::RetryConfig;
 use crate::dispatcher::status_page::StatusPageConfig;
@@ -47,8 +47,6 @@ use crate::dispatcher::status_page::StatusPageConfig;
 pub const DATABASE_URL_ENV: &str = "MAILRUN_DATABASE_URL";
 /// Environment variable naming the config file.
 pub const CONFIG_ENV: &str = "MAILRUN_CONFIG";
-/// Connection timeout when the URL sets none (`connect_timeout=`).
-pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The system-wide config file.
 pub const SYSTEM_CONFIG: &str = "/etc/mailrun/dispatcher.toml";
@@ -197,35 +195,4 @@ pub fn database_url(flag: Option<&str>, config_path: Option<&Path>) -> anyhow::R
         )
         .into()),
     }
-}
-
-/// Connects to PostgreSQL. Errors name the server but never the password.
-pub fn connect(url: &str) -> anyhow::Result<postgres::Client> {
-    let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
-        CliError::new(EXIT_CONFIG, format!("invalid database URL: {e}"))
-    })?;
-    // An unreachable server must not hang a cron job or an operator for minutes.
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
-    }
-    let target = describe(&config);
-    config
-        .connect(postgres::NoTls)
-        .map_err(|e| CliError::new(EXIT_UNAVAILABLE, format!("{target}: {e}")))
-        .context("cannot connect to the database")
-}
-
-/// "database NAME on HOST:PORT" for error messages (no user, no password).
-fn describe(config: &postgres::Config) -> String {
-    let host = config
-        .get_hosts()
-        .first()
-        .map(|h| match h {
-            postgres::config::Host::Tcp(name) => name.clone(),
-            postgres::config::Host::Unix(path) => path.display().to_string(),
-        })
-        .unwrap_or_else(|| "localhost".to_string());
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let db = config.get_dbname().unwrap_or("(default)");
-    format!("database {db} on {host}:{port}")
 }

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 pub mod dispatcher;
+pub mod manpages;
 pub mod protocol;
 pub mod runner;
 pub mod schedule;

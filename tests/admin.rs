@@ -93,6 +93,21 @@ fn help_lists_exit_codes_and_retry_defaults() {
     ] {
         assert!(help.contains(want), "--help lacks {want:?}:\n{help}");
     }
+    // A subcommand's help stands alone: no "see below" pointing at text it lacks, and
+    // every option says what it is.
+    let out = common::run(
+        common::command(env!("CARGO_BIN_EXE_dispatch-admin")).args(["enqueue", "--help"]),
+    );
+    assert_status(&out, 0);
+    let help = stdout(&out);
+    assert!(!help.contains("see below"), "{help}");
+    for line in help.lines().filter(|l| l.trim_start().starts_with("--")) {
+        let described = line
+            .trim()
+            .split_once("  ")
+            .is_some_and(|(_, text)| !text.trim().is_empty());
+        assert!(described, "option without help: {line:?}\n{help}");
+    }
 }
 
 #[test]
@@ -187,6 +202,54 @@ fn database_url_lookup_and_connection_errors() {
 }
 
 #[test]
+fn a_reader_that_goes_away_is_not_a_crash() {
+    // `dispatch-admin ... | head`: stdout is a pipe nobody reads any more. The command
+    // exits 0 quietly instead of panicking with a backtrace.
+    let url = init("admin_broken_pipe");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = common::command(env!("CARGO_BIN_EXE_dispatch-admin"))
+        .env("RUST_BACKTRACE", "1")
+        .arg("--database-url")
+        .arg(&url)
+        .args(["--json", "reply-rule", "list"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_status(&out, 0);
+    assert_eq!(stderr(&out), "");
+}
+
+#[test]
+fn a_refused_login_or_missing_database_is_a_config_error_naming_the_server() {
+    // A server that answers but refuses us: retrying will not help (78, not 69), and the
+    // message says which database on which server, never the password.
+    let url = common::cluster().url("no_such_database_here");
+    let with_password = url.replacen("postgres@", "postgres:s3cretpw@", 1);
+    assert_ne!(with_password, url, "cluster URL shape changed: {url}");
+    for cmd in [
+        env!("CARGO_BIN_EXE_dispatch-admin"),
+        env!("CARGO_BIN_EXE_dispatch-tick"),
+    ] {
+        let mut command = common::command(cmd);
+        command.arg("--database-url").arg(&with_password);
+        if cmd.ends_with("dispatch-admin") {
+            command.arg("status");
+        }
+        let out = common::run(&mut command);
+        assert_status(&out, 78);
+        let err = stderr(&out);
+        assert!(
+            err.contains("cannot connect to the database no_such_database_here on 127.0.0.1:"),
+            "{err}"
+        );
+        assert!(err.contains("does not exist"), "{err}");
+        assert!(!err.contains("s3cretpw"), "{err}");
+    }
+}
+
+#[test]
 fn runners_keys_are_shown_once_and_rotate() {
     let url = init("admin_runners");
     let out = admin(
@@ -212,6 +275,23 @@ fn runners_keys_are_shown_once_and_rotate() {
     assert_status(&out, 0);
     assert!(stdout(&out).contains("r1"));
     assert!(!stdout(&out).contains(&key), "list must not show the key");
+    // A long last status (a fault's text) cannot push the endpoint out of its column.
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    c.execute(
+        "UPDATE mailrun.runners SET last_status = $1 WHERE id = 'r1'",
+        &[&"fault: refused: BadSignature: unknown key id \"0123456789abcdef\""],
+    )
+    .unwrap();
+    let out = admin(&url, &["runner", "list"]);
+    let table = stdout(&out);
+    let header = table.lines().next().unwrap();
+    let row = table.lines().find(|l| l.starts_with("r1 ")).unwrap();
+    assert!(header.ends_with("LAST STATUS"), "{table}");
+    assert_eq!(
+        header.find("ENDPOINT"),
+        row.find("https://runner1.example.net"),
+        "{table}"
+    );
     let out = admin(&url, &["runner", "list", "--json"]);
     assert!(!stdout(&out).contains(&key));
     assert_eq!(json_out(&out)[0]["enabled"], true);
@@ -391,7 +471,43 @@ fn accounts_hide_passwords_and_test_logs_in() {
     let out = admin(&url, &["account", "test", "down"]);
     assert_status(&out, 69);
     assert!(!stderr(&out).contains("correct horse"), "{}", stderr(&out));
+    // The cause is said once, not repeated by each layer of the error chain.
+    let err = stderr(&out);
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
     assert!(!stdout(&out).contains("correct horse"));
+
+    // A server that offers no AUTH to a login account: a settings problem (78) with a
+    // hint, not "internal client error" and 69.
+    let no_auth = common::smtp::SmtpServer::start(Default::default());
+    let port = no_auth.port.to_string();
+    let out = admin_stdin(
+        &url,
+        &[
+            "account",
+            "add",
+            "noauth",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--security",
+            "none",
+            "--username",
+            "u",
+            "--password-file",
+            "-",
+        ],
+        b"correct horse battery\n",
+    );
+    assert_status(&out, 0);
+    let out = admin(&url, &["account", "test", "noauth"]);
+    assert_status(&out, 78);
+    let err = stderr(&out);
+    assert!(
+        err.contains("no login method") && err.contains("--security"),
+        "{err}"
+    );
+    assert!(!err.contains("correct horse"), "{err}");
 }
 
 #[test]

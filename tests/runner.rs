@@ -869,6 +869,67 @@ fn cycle_polls_and_sends_until_the_dispatcher_runs_dry() {
     // Nothing more to do.
     let out = run("runner-admin", &state, &["cycle", "--force"]);
     assert_status(&out, 3);
+
+    // Plain http to another host is refused, and the error names the flag that allows it.
+    let other = dir.path().join("other");
+    let out = run(
+        "runner-admin",
+        &other,
+        &[
+            "init",
+            "--dispatcher-url",
+            "http://mail.example.com/cgi-bin/dispatch-cgi",
+            "--runner-id",
+            "r1",
+            "--key-id",
+            "k1",
+            "--key",
+            &"ab".repeat(32),
+        ],
+    );
+    assert_status(&out, 64);
+    assert!(
+        stderr(&out).contains("--allow-plain-http"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains(&"ab".repeat(32)), "the key leaked");
+}
+
+#[test]
+fn a_zero_or_huge_timeout_is_a_usage_error() {
+    // `--timeout 0` was accepted and set no deadline at all (a poll that can hang cron);
+    // over an hour is a typo. The dispatcher's commands already check their range.
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    init_runner(&state, "http://127.0.0.1:9/cgi-bin/dispatch-cgi");
+    for timeout in ["0", "86400"] {
+        let out = run("runner-poll", &state, &["--force", "--timeout", timeout]);
+        assert_status(&out, 64);
+        let out = run(
+            "runner-admin",
+            &state,
+            &["cycle", "--force", "--timeout", timeout],
+        );
+        assert_status(&out, 64);
+    }
+}
+
+#[test]
+fn runner_cgi_run_by_hand_is_a_usage_error_not_a_silent_success() {
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    init_runner(&state, "http://127.0.0.1:9/cgi-bin/dispatch-cgi");
+    // No web server (GATEWAY_INTERFACE unset) and no --listen: exit 64 with a hint, and
+    // no CGI response on stdout that a shell user would mistake for an answer.
+    let out = run("runner-cgi", &state, &[]);
+    common::assert_status(&out, 64);
+    assert_eq!(common::stdout(&out), "");
+    assert!(
+        common::stderr(&out).contains("use --listen ADDR"),
+        "{}",
+        common::stderr(&out)
+    );
 }
 
 // ---------------------------------------------------------------------------------------

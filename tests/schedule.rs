@@ -642,6 +642,10 @@ fn unrecognised_input_lists_the_accepted_forms() {
     let err = parse_send_at("whenever", utc("2026-11-23T10:00:00Z"), BERLIN).unwrap_err();
     assert!(matches!(err, WhenError::Unrecognised { .. }), "{err:?}");
     assert!(err.to_string().contains(ACCEPTED_EXAMPLES), "{err}");
+    // The word that did not fit is named, and the forms are listed once, not twice.
+    let text = err.to_string();
+    assert!(text.contains("\"whenever\" is not a day"), "{text}");
+    assert_eq!(text.matches("tomorrow").count(), 2, "{text}");
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use postgres::GenericClient;
 
-use crate::cli::{CliError, EXIT_DATA, EXIT_UNAVAILABLE};
+use crate::cli::{CliError, EXIT_CONFIG, EXIT_DATA, EXIT_UNAVAILABLE};
 use crate::dispatcher::queue::{parse_security, security_str};
 use crate::protocol::{Security, SmtpAccount};
 
@@ -154,21 +154,36 @@ pub fn test(account: &SmtpAccount) -> anyhow::Result<String> {
             format!("{target}: the server closed the connection"),
         )
         .into()),
-        Err(e) => Err(CliError::new(
-            EXIT_UNAVAILABLE,
-            format!("{target}: {}", describe_smtp_error(&e)),
-        )
-        .into()),
+        Err(e) => {
+            let detail = describe_smtp_error(&e);
+            // The server is there but offers no login we can use: a settings problem
+            // (servers commonly offer AUTH only after STARTTLS), not an outage.
+            if detail.contains("No compatible authentication mechanism") {
+                return Err(CliError::new(
+                    EXIT_CONFIG,
+                    format!(
+                        "{target}: the server offers no login method mailrun can use (PLAIN or \
+                         LOGIN); many servers offer them only over TLS: check --security"
+                    ),
+                )
+                .into());
+            }
+            Err(CliError::new(EXIT_UNAVAILABLE, format!("{target}: {detail}")).into())
+        }
     }
 }
 
-/// lettre's error with its cause chain, which holds the server's reply.
+/// lettre's error with its cause chain, which holds the server's reply. lettre's own
+/// message often repeats its cause already; a cause already shown is not added again.
 fn describe_smtp_error(e: &lettre::transport::smtp::Error) -> String {
     let mut out = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         source = s.source();
     }
     out

@@ -14,7 +14,9 @@ use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_DATA, EXIT_OK, EXIT_USAGE};
 use crate::config::{self, DispatcherConfig};
 use crate::dispatcher::queue::{self, security_str, EnqueueError};
 use crate::dispatcher::retry::{Policy, DEFAULTS_HELP};
-use crate::dispatcher::{accounts, admin_results, message, quota, quota_admin, runners, schema};
+use crate::dispatcher::{
+    accounts, admin_results, connection, message, quota, quota_admin, runners, schema,
+};
 use crate::protocol::{Security, SmtpAccount};
 use crate::schedule::when;
 
@@ -32,17 +34,20 @@ fn after_help() -> String {
 #[derive(Debug, Parser)]
 #[command(name = "dispatch-admin", version, after_help = after_help())]
 pub struct Args {
-    /// PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun
-    #[arg(long, global = true, value_name = "URL")]
+    // The shared options are listed after each subcommand's own (display_order).
+    /// PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default:
+    /// MAILRUN_DATABASE_URL, then the config file)
+    #[arg(long, global = true, value_name = "URL", display_order = 900)]
     pub database_url: Option<String>,
-    /// Config file [default: see below]
-    #[arg(long, global = true, value_name = "PATH")]
+    /// Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml,
+    /// /etc/mailrun/dispatcher.toml)
+    #[arg(long, global = true, value_name = "FILE", display_order = 901)]
     pub config: Option<PathBuf>,
     /// Print machine-readable JSON.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, display_order = 902)]
     pub json: bool,
     /// Say what was done.
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, display_order = 903)]
     pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
@@ -75,15 +80,20 @@ pub enum Command {
     /// Counts by state, the oldest due message, and the runners.
     Status,
     /// One message with every delivery attempt, per recipient.
-    Show { id: i64 },
+    Show {
+        /// Message id (as printed by enqueue).
+        id: i64,
+    },
     /// Cancel queued, deferred or leased messages.
     Cancel {
+        /// Message ids.
         #[arg(required = true)]
         ids: Vec<i64>,
     },
     /// Make messages due now again (deferred, failed, expired, cancelled, or sent with
     /// failed recipients: only those are retried).
     Retry {
+        /// Message ids.
         #[arg(required = true)]
         ids: Vec<i64>,
     },
@@ -204,15 +214,19 @@ pub struct EnqueueArgs {
     /// Recipient (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub to: Vec<String>,
+    /// Copy recipient (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub cc: Vec<String>,
+    /// Blind copy recipient (repeatable; not shown in the headers).
     #[arg(long, value_name = "ADDR")]
     pub bcc: Vec<String>,
     /// Sender [default: [defaults] from in the config file]
     #[arg(long, value_name = "ADDR")]
     pub from: Option<String>,
+    /// Reply-To address [default: [defaults] reply_to in the config file]
     #[arg(long, value_name = "ADDR")]
     pub reply_to: Option<String>,
+    /// Subject line.
     #[arg(long)]
     pub subject: Option<String>,
     /// Plain-text body.
@@ -269,7 +283,7 @@ pub struct EnqueueArgs {
 
 pub fn main(args: Args) -> anyhow::Result<u8> {
     let url = config::database_url(args.database_url.as_deref(), args.config.as_deref())?;
-    let mut db = config::connect(&url)?;
+    let mut db = connection::connect(&url)?;
     let out = Output {
         json: args.json,
         verbose: args.verbose,
@@ -565,19 +579,27 @@ fn ago(t: Option<DateTime<Utc>>) -> String {
 }
 
 fn runner_table(list: &[runners::Runner]) -> String {
+    // The last status can be a long fault text: it goes last, in full, so the other
+    // columns stay aligned; the endpoint column is as wide as the longest endpoint.
+    let width = list
+        .iter()
+        .map(|r| r.endpoint.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("ENDPOINT".len());
     let mut s = format!(
-        "{:<20} {:<8} {:>6} {:<12} {:<24} {}\n",
-        "ID", "ENABLED", "BATCH", "LAST SEEN", "LAST STATUS", "ENDPOINT"
+        "{:<20} {:<8} {:>6} {:<12} {:<width$} {}\n",
+        "ID", "ENABLED", "BATCH", "LAST SEEN", "ENDPOINT", "LAST STATUS"
     );
     for r in list {
         s.push_str(&format!(
-            "{:<20} {:<8} {:>6} {:<12} {:<24} {}\n",
+            "{:<20} {:<8} {:>6} {:<12} {:<width$} {}\n",
             r.id,
             if r.enabled { "yes" } else { "no" },
             r.batch_size,
             ago(r.last_seen),
+            r.endpoint,
             r.last_status.as_deref().unwrap_or("-"),
-            r.endpoint
         ));
     }
     s
@@ -1176,6 +1198,18 @@ fn show(db: &mut postgres::Client, id: i64, out: Output) -> anyhow::Result<u8> {
 }
 
 fn show_text(m: &Value, attempts: &[Value]) -> String {
+    let answer = |v: &Value| {
+        let text = crate::dispatcher::report::smtp_answer(
+            v["smtp_code"].as_i64(),
+            v["enhanced_status"].as_str(),
+            v["text"].as_str(),
+        );
+        if text.is_empty() {
+            "-".to_string()
+        } else {
+            text
+        }
+    };
     let field = |v: &Value| match v {
         Value::Null => "-".to_string(),
         Value::String(s) => s.clone(),
@@ -1227,7 +1261,7 @@ fn show_text(m: &Value, attempts: &[Value]) -> String {
     s.push_str(&format!("\nattempts ({}):\n", attempts.len()));
     for a in attempts {
         s.push_str(&format!(
-            "  {}  runner {}  {}{}  {} {} {}\n",
+            "  {}  runner {}  {}{}  {}\n",
             field(&a["attempted_at"]),
             field(&a["runner"]),
             field(&a["outcome"]),
@@ -1236,19 +1270,15 @@ fn show_text(m: &Value, attempts: &[Value]) -> String {
             } else {
                 ""
             },
-            field(&a["smtp_code"]),
-            field(&a["enhanced_status"]),
-            field(&a["text"]),
+            answer(a),
         ));
         if let Some(list) = a["recipients"].as_array() {
             for r in list {
                 s.push_str(&format!(
-                    "      {}  {}  {} {} {}\n",
+                    "      {}  {}  {}\n",
                     field(&r["address"]),
                     field(&r["outcome"]),
-                    field(&r["smtp_code"]),
-                    field(&r["enhanced_status"]),
-                    field(&r["text"]),
+                    answer(r),
                 ));
             }
         }

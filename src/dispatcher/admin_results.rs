@@ -528,15 +528,11 @@ pub fn report(
                     "ATTEMPTED (UTC)", "MESSAGE", "RECIPIENT", "RUNNER", "OUTCOME", "SMTP ANSWER"
                 );
                 for r in &rows {
-                    let answer = [
-                        r.smtp_code.map(|c| c.to_string()),
-                        r.enhanced_status.clone(),
-                        r.text.as_deref().map(one_line),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                    let answer = report::smtp_answer(
+                        r.smtp_code.map(i64::from),
+                        r.enhanced_status.as_deref(),
+                        r.text.as_deref().map(one_line).as_deref(),
+                    );
                     s.push_str(&format!(
                         "{:<20} {:>7} {:<28} {:<12} {:<13} {}\n",
                         fmt_time(Some(r.attempted_at)),

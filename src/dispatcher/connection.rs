@@ -3,18 +3,25 @@
 
 use std::time::Duration;
 
+use crate::cli::{CliError, EXIT_CONFIG, EXIT_UNAVAILABLE};
+
 /// Connection timeout when the URL sets none: a CGI request or a cron tick must not hang
 /// on an unreachable server.
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connects without TLS to the URL (or key=value string). Errors never include the URL,
-/// which may carry a password.
+/// Connects without TLS to the URL (or key=value string). Every dispatcher command and
+/// the endpoint use this one function.
+///
+/// Errors never include the URL or the password, only "database NAME on HOST:PORT". A
+/// bad URL, a refused login or a missing database is a configuration error (78); a
+/// server that cannot be reached is unavailable (69, and [`is_unavailable`]).
 pub fn connect(url: &str) -> anyhow::Result<postgres::Client> {
     let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
-        crate::cli::CliError::new(
-            crate::cli::EXIT_CONFIG,
+        CliError::new(
+            EXIT_CONFIG,
             format!(
-                "invalid database URL (check MAILRUN_DATABASE_URL or the config file): {e}{}",
+                "invalid database URL (check --database-url, MAILRUN_DATABASE_URL or the \
+                 config file): {e}{}",
                 std::error::Error::source(&e)
                     .map(|cause| format!(": {cause}"))
                     .unwrap_or_default()
@@ -24,21 +31,54 @@ pub fn connect(url: &str) -> anyhow::Result<postgres::Client> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
     }
-    config
-        .connect(postgres::NoTls)
-        .map_err(|e| anyhow::Error::new(e).context(Unavailable))
+    let target = describe(&config);
+    config.connect(postgres::NoTls).map_err(|e| {
+        // The server answered and refused us: retrying will not help, the settings must
+        // change (28xxx: authentication, 3D000: no such database).
+        let refused = e
+            .code()
+            .is_some_and(|c| c.code().starts_with("28") || c.code() == "3D000");
+        let code = if refused {
+            EXIT_CONFIG
+        } else {
+            EXIT_UNAVAILABLE
+        };
+        let cause = format!("{e}");
+        let detail = match std::error::Error::source(&e).map(|s| s.to_string()) {
+            Some(source) if !cause.contains(&source) => format!("{cause}: {source}"),
+            _ => cause,
+        };
+        CliError::new(code, format!("cannot connect to the {target}: {detail}")).into()
+    })
 }
 
-/// Marks a failure to reach the database at all.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot connect to the dispatcher's database")]
-pub struct Unavailable;
+/// "database NAME on HOST:PORT" for error messages (no user, no password).
+fn describe(config: &postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".to_string());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("(default)");
+    format!("database {db} on {host}:{port}")
+}
 
 /// True when the error means the database is unreachable or asked us to retry
 /// (connection lost, shutting down, too many connections, serialization conflict).
 pub fn is_unavailable(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
-        if cause.is::<Unavailable>() || cause.is::<std::io::Error>() {
+        if cause
+            .downcast_ref::<CliError>()
+            .is_some_and(|e| e.code == EXIT_UNAVAILABLE)
+            || cause.is::<std::io::Error>()
+        {
             return true;
         }
         let Some(pg) = cause.downcast_ref::<postgres::Error>() else {
@@ -67,10 +107,14 @@ pub fn is_unavailable(err: &anyhow::Error) -> bool {
 /// For commands: tags a database error with exit code 69 when the database is
 /// unavailable, so cron sees "peer unavailable" rather than "internal error".
 pub fn exit_context(err: anyhow::Error) -> anyhow::Error {
+    // Already carries its exit code (e.g. from `connect`): keep its message as it is.
+    if err.chain().any(|cause| cause.is::<CliError>()) {
+        return err;
+    }
     if is_unavailable(&err) {
         // A root CliError (not a context) so `cli::exit_code_of` finds it in the chain.
-        crate::cli::CliError::new(
-            crate::cli::EXIT_UNAVAILABLE,
+        CliError::new(
+            EXIT_UNAVAILABLE,
             format!("the dispatcher's database is unavailable: {err:#}"),
         )
         .into()

@@ -15,7 +15,7 @@ use crate::dispatcher::unknown::{self, Resolution};
 #[derive(Debug, Subcommand)]
 pub enum QuotaCommand {
     /// Set the caps of an SMTP account, a runner or a recipient domain (replacing its
-    /// caps). Hours and days are UTC calendar hours and days; the window slides.
+    /// caps). --per-hour and --per-day count UTC calendar hours and days; --window slides.
     /// Example: quota set account main --per-hour 300 --per-day 2000
     Set {
         #[arg(value_enum)]

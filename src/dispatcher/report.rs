@@ -189,6 +189,23 @@ pub fn csv_field(s: &str) -> String {
     }
 }
 
+/// An SMTP answer for a table: "550 5.1.1 user unknown". The enhanced status is left out
+/// when the server's text already starts with it, as most servers' texts do.
+pub fn smtp_answer(code: Option<i64>, enhanced: Option<&str>, text: Option<&str>) -> String {
+    let text = text.map(str::trim);
+    let enhanced = enhanced.filter(|e| !text.is_some_and(|t| t.starts_with(e)));
+    [
+        code.map(|c| c.to_string()),
+        enhanced.map(str::to_string),
+        text.map(str::to_string),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|part| !part.is_empty())
+    .collect::<Vec<_>>()
+    .join(" ")
+}
+
 /// The rows as CSV with a header line, CRLF line ends (RFC 4180).
 pub fn to_csv(rows: &[Row]) -> String {
     let mut out = CSV_HEADER.join(",");
@@ -469,6 +486,20 @@ mod tests {
         );
         assert!(parse_time("yesterday", now, utc).is_err());
         assert!(parse_time("99999999999999999d", now, utc).is_err());
+    }
+
+    #[test]
+    fn smtp_answer_says_the_enhanced_status_once() {
+        assert_eq!(
+            smtp_answer(Some(250), Some("2.0.0"), Some("2.0.0 Ok: queued")),
+            "250 2.0.0 Ok: queued"
+        );
+        assert_eq!(
+            smtp_answer(Some(550), Some("5.1.1"), Some("no such user")),
+            "550 5.1.1 no such user"
+        );
+        assert_eq!(smtp_answer(None, None, Some("timed out")), "timed out");
+        assert_eq!(smtp_answer(None, None, None), "");
     }
 
     #[test]

@@ -61,6 +61,20 @@ could not be written, 78 configuration error."
     RotateKey(RotateKeyArgs),
     /// Stop accepting the previous key.
     DropPreviousKey,
+    /// Install the runner build the dispatcher announced (not in distribution packages).
+    #[command(
+        long_about = "Install the runner build the dispatcher announced in its last \
+JobRunnerConfigUpdate (software_version, software_url, software_sha256), unless it is \
+installed already: download it (https, or http to loopback), check its SHA-256, unpack \
+it next to this program and replace the four runner binaries, each with one atomic \
+rename. Any failure keeps the installed binaries. See docs/packaging.md.\n\n\
+Crontab line: `17 * * * * runner-admin self-update`.\n\n\
+Exit status: 0 updated, 3 nothing announced or already installed, 64 self-update is \
+turned off in this build (installed from a package: use apt), 65 bad download \
+(checksum, archive), 69 download server unavailable, 75 download interrupted or \
+binaries not replaceable (retry later), 78 configuration error."
+    )]
+    SelfUpdate(crate::runner::update::SelfUpdateArgs),
 }
 
 #[derive(Debug, Parser)]
@@ -117,7 +131,8 @@ pub struct CycleArgs {
     #[arg(long)]
     pub force: bool,
     /// Seconds to wait for each dispatcher answer.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 60, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
     /// Print progress to stderr.
     #[arg(long, short)]
@@ -132,6 +147,7 @@ pub fn main(args: Args) -> Result<u8> {
         Command::Cycle(a) => cycle(&state, a),
         Command::RotateKey(a) => rotate_key(&state, a),
         Command::DropPreviousKey => drop_previous_key(&state),
+        Command::SelfUpdate(a) => crate::runner::update::main(&state, a),
     }
 }
 

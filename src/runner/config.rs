@@ -95,7 +95,8 @@ impl Default for Settings {
             smtp_command_timeout_seconds: 300,
             smtp_data_timeout_seconds: 600,
             poll_interval_seconds: 60,
-            lease_safety_margin_seconds: 30,
+            // The same as the dispatcher's first pushed version (dispatcher::push).
+            lease_safety_margin_seconds: 60,
             software_version: None,
             software_url: None,
             software_sha256: None,
@@ -195,7 +196,8 @@ pub fn validate_url(what: &str, url: &str, allow_plain_http: bool) -> Result<(),
                 .is_ok_and(|ip| ip.is_loopback());
         if !loopback && !allow_plain_http {
             return Err(format!(
-                "{what} {url:?} is plain http to a non-loopback host (use https, or allow_plain_http)"
+                "{what} {url:?} is plain http to a non-loopback host: use https, or opt in with \
+                 `runner-admin init --allow-plain-http` (allow_plain_http = true in runner.toml)"
             ));
         }
         rest
@@ -389,6 +391,31 @@ fn parse_key(key_id: &str, hex_key: &str) -> Result<SigningKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_before_the_first_push_match_the_dispatchers_first_version() {
+        let runner = Settings::default();
+        let pushed = crate::dispatcher::push::StoredSettings::defaults();
+        assert_eq!(runner.batch_size, pushed.batch_size);
+        assert_eq!(runner.send_rate_per_second, pushed.send_rate_per_second);
+        assert_eq!(
+            runner.smtp_connect_timeout_seconds,
+            pushed.smtp_connect_timeout_seconds
+        );
+        assert_eq!(
+            runner.smtp_command_timeout_seconds,
+            pushed.smtp_command_timeout_seconds
+        );
+        assert_eq!(
+            runner.smtp_data_timeout_seconds,
+            pushed.smtp_data_timeout_seconds
+        );
+        assert_eq!(runner.poll_interval_seconds, pushed.poll_interval_seconds);
+        assert_eq!(
+            runner.lease_safety_margin_seconds,
+            pushed.lease_safety_margin_seconds
+        );
+    }
 
     fn sample() -> RunnerConfig {
         RunnerConfig {

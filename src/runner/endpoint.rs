@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_OK, EXIT_UNAVAILABLE};
+use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE};
 use crate::protocol::codec::{self, Limits};
 use crate::protocol::sign::{self, SigningKey};
 use crate::protocol::{
@@ -58,6 +58,16 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> Result<u8> {
+    // Run by hand without --listen, it would print a CGI error response and exit 0, which
+    // looks like success; say what is wrong instead (as dispatch-cgi does).
+    if args.listen.is_none() && std::env::var_os("GATEWAY_INTERFACE").is_none() {
+        return Err(CliError::new(
+            EXIT_USAGE,
+            "not started by a web server (GATEWAY_INTERFACE is unset); use --listen ADDR to \
+             serve HTTP",
+        )
+        .into());
+    }
     let state = StateDir::locate(args.state_dir.as_deref())?;
     // A missing or unsafe runner.toml: --listen refuses to start; a CGI run still answers
     // (an Internal fault, so the peer is not left with a bare 500) and then fails, the

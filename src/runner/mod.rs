@@ -9,3 +9,4 @@ pub mod poll;
 pub mod send;
 pub mod spool;
 pub mod state;
+pub mod update;

@@ -52,7 +52,8 @@ pub struct Args {
     #[arg(long)]
     pub force: bool,
     /// Seconds to wait for the dispatcher's whole answer.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 60, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
     /// Print what happened to stderr.
     #[arg(long, short)]

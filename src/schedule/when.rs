@@ -249,10 +249,10 @@ fn read_day<'t>(
                     .map_err(|_| unrecognised(input, format!("{first} is not a calendar date")))?;
                 return Ok((Day::Fixed(date), rest));
             }
+            // The accepted forms follow in the message; name the word that did not fit.
             Err(unrecognised(
                 input,
-                "expected now, in ..., today, tomorrow, a weekday, next <weekday>, \
-                 YYYY-MM-DD or RFC 3339",
+                format!("{first:?} is not a day, a date or \"in ...\""),
             ))
         }
         [] => Err(WhenError::Empty),
