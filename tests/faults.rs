@@ -47,6 +47,10 @@ fn a_runner_that_vanishes_with_a_batch_loses_nothing() {
     let url = dispatcher.url("dispatch-cgi");
     let ghost = RunnerNode::init("ghost", &url);
     let other = RunnerNode::init("other", &url);
+    // A short lease keeps the test short; the margin must leave time to send within it.
+    for runner in [&ghost, &other] {
+        runner.set_setting("lease_safety_margin_seconds", "10");
+    }
     db.add_runner(&ghost, "http://127.0.0.1:9/ghost", 5);
     db.add_runner(&other, "http://127.0.0.1:9/other", 50);
     db.enqueue(20);
@@ -429,9 +433,10 @@ fn smtp_4xx_then_accepting_defers_then_delivers_once() {
 fn a_lease_shorter_than_the_safety_margin_stops_the_cycle_clearly() {
     let smtp = SmtpServer::start(SmtpServerOptions::default());
     let db = Db::new(common::cluster().fresh_db("faults_short_lease"), smtp.port);
-    // 30 s, the shortest lease dispatch-cgi grants; the runner's default margin is 30 s.
+    // 30 s, the shortest lease dispatch-cgi grants, and the same margin on the runner.
     let dispatcher = pipeline::serve_dispatcher(&db.url, &[("MAILRUN_LEASE_SECONDS", "30")]);
     let runner = RunnerNode::init("r1", &dispatcher.url("dispatch-cgi"));
+    runner.set_setting("lease_safety_margin_seconds", "30");
     db.add_runner(&runner, "http://127.0.0.1:9/r1", 5);
     db.enqueue(5);
 

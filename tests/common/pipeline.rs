@@ -218,6 +218,25 @@ impl RunnerNode {
         files
     }
 
+    /// Sets one of runner.toml's pushed `[settings]` (as a JobRunnerConfigUpdate would).
+    pub fn set_setting(&self, name: &str, value: &str) {
+        let path = self.state.path().join("runner.toml");
+        let text = std::fs::read_to_string(&path).expect("runner.toml");
+        let prefix = format!("{name} =");
+        assert!(text.contains(&prefix), "runner.toml has no {name}:\n{text}");
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with(&prefix) {
+                    format!("{name} = {value}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&path, text).expect("write runner.toml");
+    }
+
     /// Writes `dispatcher_url` into runner.toml (as an operator or a config push would).
     pub fn set_dispatcher_url(&self, url: &str) {
         let path = self.state.path().join("runner.toml");
