@@ -3,12 +3,12 @@
 # PostgreSQL (server binaries; the tests make their own private cluster with initdb),
 # Postfix's smtp-sink and a scripted aiosmtpd (real SMTP servers), lighttpd (real CGI),
 # xmllint (XSD validation), zeep (a SOAP client mailrun did not write) and Chromium
-# (headless, for the status page), cargo-deb and dpkg tools (for the Debian package).
+# (headless, for the status page), cargo-deb and dpkg tools (for the Debian package), faketime (clock skew).
 # Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postgresql libxml2-utils postfix lighttpd python3 python3-venv ca-certificates chromium dpkg-dev groff-base binutils passwd)
+APT_PACKAGES=(postgresql libxml2-utils postfix lighttpd python3 python3-venv ca-certificates chromium dpkg-dev groff-base binutils passwd faketime)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
