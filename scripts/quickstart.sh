@@ -115,11 +115,9 @@ export MAILRUN_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/mailrun"
 psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tc \
   "SELECT 1 FROM pg_database WHERE datname = 'mailrun'" | grep -q 1 ||
   psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c "CREATE DATABASE mailrun" >/dev/null
+# A fresh schema on every run (the cluster is reused).
+psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d mailrun -c "DROP SCHEMA IF EXISTS mailrun CASCADE" 2>/dev/null
 dispatch-admin init
-
-# A fresh queue on every run (the cluster and schema are reused).
-psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d mailrun -c \
-  "TRUNCATE mailrun.delivery_attempts, mailrun.messages, mailrun.job_runs CASCADE" >/dev/null
 
 # 2. A local SMTP capture server: accepts everything, except that it refuses
 #    bounce@example.net (550) and defers later@example.net (451).
@@ -129,11 +127,9 @@ rm -f "$DEMO/captured.jsonl"
 echo $! >"$DEMO/pids/smtp"
 
 # 3. The SMTP account and two runners, registered at the dispatcher.
-dispatch-admin account remove demo >/dev/null 2>&1 || true
 dispatch-admin account add demo --host 127.0.0.1 --port "$SMTP_PORT" --security none >/dev/null
 for n in 1 2; do
   port_var=RUNNER${n}_PORT
-  dispatch-admin runner remove "demo-$n" >/dev/null 2>&1 || true
   key_json=$(dispatch-admin --json runner add "demo-$n" --endpoint "http://127.0.0.1:${!port_var}/")
   key_id=$(printf '%s' "$key_json" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["key_id"])')
   key=$(printf '%s' "$key_json" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["key"])')
@@ -168,7 +164,7 @@ for i in range(int(sys.argv[1])):
         "from": "demo@example.com",
         "to": [f"user{i}@example.org"],
         "subject": f"mailrun quickstart message {i}",
-        "text_body": f"Hello from mailrun. This is message {i} of the quickstart.\n",
+        "text": f"Hello from mailrun. This is message {i} of the quickstart.\n",
     }))
 PY
 dispatch-admin enqueue --jsonl "$DEMO/messages.jsonl" >/dev/null

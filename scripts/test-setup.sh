@@ -2,12 +2,13 @@
 # Installs everything the test suite needs on a fresh Debian 12 machine that has Rust:
 # PostgreSQL (server binaries; the tests make their own private cluster with initdb),
 # Postfix's smtp-sink and a scripted aiosmtpd (real SMTP servers), lighttpd (real CGI),
-# xmllint (XSD validation) and zeep (a SOAP client mailrun did not write).
+# xmllint (XSD validation), zeep (a SOAP client mailrun did not write) and Chromium
+# (headless, for the status page).
 # Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postgresql libxml2-utils postfix lighttpd python3 python3-venv ca-certificates)
+APT_PACKAGES=(postgresql libxml2-utils postfix lighttpd python3 python3-venv ca-certificates chromium)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -23,6 +23,14 @@
 //! backoff_max_seconds = 4000
 //! give_up_after_seconds = 432000    # 5 days
 //! rules = [ { code = "550", enhanced = "5.7.1", permanent = false } ]
+//!
+//! [retention]                       # purged by dispatch-tick (dispatcher::retention)
+//! keep_sent_days = 30
+//! keep_failed_days = 90             # failed, expired, cancelled
+//! review_codes = ["5.7.1", "55x"]   # kept until purged by hand
+//!
+//! [status_page]                     # GET on dispatch-cgi (dispatcher::status_page)
+//! allow = "loopback"                # or "any", or "token" with token = "..."
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -31,7 +39,9 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::cli::{CliError, EXIT_CONFIG, EXIT_UNAVAILABLE};
+use crate::dispatcher::retention::RetentionConfig;
 use crate::dispatcher::retry::RetryConfig;
+use crate::dispatcher::status_page::StatusPageConfig;
 
 /// Environment variable holding the database URL.
 pub const DATABASE_URL_ENV: &str = "MAILRUN_DATABASE_URL";
@@ -55,6 +65,10 @@ pub struct DispatcherConfig {
     #[serde(default)]
     pub defaults: Defaults,
     pub retry: Option<RetryConfig>,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    #[serde(default)]
+    pub status_page: StatusPageConfig,
 }
 
 impl std::fmt::Debug for DispatcherConfig {
@@ -67,6 +81,8 @@ impl std::fmt::Debug for DispatcherConfig {
             .field("time_zone", &self.time_zone)
             .field("defaults", &self.defaults)
             .field("retry", &self.retry)
+            .field("retention", &self.retention)
+            .field("status_page", &self.status_page)
             .finish()
     }
 }
@@ -141,6 +157,8 @@ impl DispatcherConfig {
         if let Some(retry) = &config.retry {
             retry.validate()?;
         }
+        config.retention.validate()?;
+        config.status_page.validate()?;
         if let Some(tz) = &config.time_zone {
             crate::schedule::when::parse_time_zone(tz)?;
         }

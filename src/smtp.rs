@@ -24,7 +24,7 @@ use lettre::address::Envelope;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment as MimeAttachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, SmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::Error as SmtpError;
@@ -42,6 +42,9 @@ pub struct SmtpOptions {
     pub data_timeout: Duration,
     /// EHLO name; `None` uses the host name.
     pub hello_name: Option<String>,
+    /// Extra trusted root certificates (PEM), for relays with a private CA; the public
+    /// web PKI roots are always trusted.
+    pub extra_roots_pem: Option<Vec<u8>>,
 }
 
 impl Default for SmtpOptions {
@@ -51,6 +54,7 @@ impl Default for SmtpOptions {
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
             hello_name: None,
+            extra_roots_pem: None,
         }
     }
 }
@@ -203,7 +207,14 @@ impl Sender {
         }
         let server = (account.host.as_str(), account.port);
         let tls = || {
-            TlsParameters::new(account.host.clone()).map_err(|e| {
+            let mut builder = TlsParameters::builder(account.host.clone());
+            if let Some(pem) = &self.options.extra_roots_pem {
+                let roots = Certificate::from_pem(pem).map_err(|e| {
+                    Delivery::whole(Outcome::Deferred, None, format!("extra CA file: {e}"))
+                })?;
+                builder = builder.add_root_certificate(roots);
+            }
+            builder.build().map_err(|e| {
                 Delivery::whole(Outcome::Deferred, None, format!("TLS set-up failed: {e}"))
             })
         };
@@ -449,28 +460,32 @@ fn transaction(conn: &mut SmtpConnection, msg: &BuiltMessage, options: &SmtpOpti
         };
     }
     // From here a failure concerns every accepted recipient alike.
-    let after_data = |e: &SmtpError, what: &str, recipients: Vec<RecipientResult>| {
-        let mut d = Delivery::from_error(e, what);
-        d.recipients = recipients
-            .into_iter()
-            .map(|mut r| {
-                if r.outcome == Outcome::Sent {
-                    r.outcome = d.outcome;
-                    r.smtp_code = d.smtp_code;
-                    r.enhanced_status = d.enhanced_status.clone();
-                    r.text = d.text.clone();
-                }
-                r
-            })
-            .collect();
-        if accepted == d.recipients.len() {
-            d.recipients.clear();
-        }
-        d
-    };
+    let after_data =
+        |e: &SmtpError, what: &str, recipients: Vec<RecipientResult>, outcome: Option<Outcome>| {
+            let mut d = Delivery::from_error(e, what);
+            if let Some(o) = outcome {
+                d.outcome = o;
+            }
+            d.recipients = recipients
+                .into_iter()
+                .map(|mut r| {
+                    if r.outcome == Outcome::Sent {
+                        r.outcome = d.outcome;
+                        r.smtp_code = d.smtp_code;
+                        r.enhanced_status = d.enhanced_status.clone();
+                        r.text = d.text.clone();
+                    }
+                    r
+                })
+                .collect();
+            if accepted == d.recipients.len() {
+                d.recipients.clear();
+            }
+            d
+        };
     if let Err(e) = conn.command(Data) {
         drop_if_desynchronised(conn, &e);
-        return after_data(&e, "DATA refused", recipients);
+        return after_data(&e, "DATA refused", recipients, None);
     }
     if let Err(e) = conn.set_timeout(Some(options.data_timeout)) {
         conn.abort();
@@ -492,12 +507,19 @@ fn transaction(conn: &mut SmtpConnection, msg: &BuiltMessage, options: &SmtpOpti
         }
         Err(e) => {
             drop_if_desynchronised(conn, &e);
-            let what = if e.status().is_some() {
-                "message refused"
+            if e.status().is_some() {
+                after_data(&e, "message refused", recipients, None)
             } else {
-                "no answer after the final dot"
-            };
-            after_data(&e, what, recipients)
+                // The message went out but no answer came (timeout, connection lost):
+                // it may have been delivered, so it must not be retried silently
+                // (docs/quotas.md, "Unknown outcome").
+                after_data(
+                    &e,
+                    "no answer after the final dot",
+                    recipients,
+                    Some(Outcome::Unknown),
+                )
+            }
         }
     }
 }

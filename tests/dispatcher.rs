@@ -426,10 +426,16 @@ fn cgi_misconfigured_still_answers_a_fault() {
 fn cgi_get_is_a_health_line() {
     let db = Db::new("cgi_get");
     let server = lighttpd(&db, &[]);
-    let mut response = ureq::get(&server.url("dispatch-cgi")).call().expect("GET");
+    let health = format!("{}?health", server.url("dispatch-cgi"));
+    let mut response = ureq::get(&health).call().expect("GET");
     assert_eq!(response.status().as_u16(), 200);
     let text = response.body_mut().read_to_string().expect("body");
     assert_eq!(text, "mailrun dispatcher OK\n");
+    // Without ?health: the status page (tests/status_page.rs), shown to loopback.
+    let mut response = ureq::get(&server.url("dispatch-cgi")).call().expect("GET");
+    assert_eq!(response.status().as_u16(), 200);
+    let text = response.body_mut().read_to_string().expect("body");
+    assert!(text.contains("<title>mailrun status</title>"), "{text}");
 }
 
 /// (name, headers, body, expected fault reason, fault signed?)
@@ -1134,7 +1140,15 @@ fn zeep_with_only_the_wsdl_gets_a_job_run() {
     let server = lighttpd(&db, &[]);
     let wsdl = Path::new(env!("CARGO_MANIFEST_DIR")).join("protocol/dispatcher.wsdl");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/zeep_runner.py");
-    let python = std::env::var("MAILRUN_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    // The test-setup virtualenv first (it has zeep), then whatever python3 is on PATH.
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin/python3");
+    let python = std::env::var("MAILRUN_TEST_PYTHON").unwrap_or_else(|_| {
+        if venv.exists() {
+            venv.display().to_string()
+        } else {
+            "python3".to_string()
+        }
+    });
     let out = Command::new(&python)
         .arg(&script)
         .arg(&wsdl)

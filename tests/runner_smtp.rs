@@ -3,7 +3,7 @@
 //! its fault options.
 mod common;
 
-use common::smtp::{SmtpServer, SmtpServerOptions};
+use common::smtp::{SmtpServer, SmtpServerOptions, TestPki};
 use mailrun::protocol::{Attachment, Header, OutboundMessage, Outcome, Security, SmtpAccount};
 use mailrun::smtp::{Sender, SmtpOptions};
 use std::time::Duration;
@@ -47,6 +47,7 @@ fn options() -> SmtpOptions {
         command_timeout: Duration::from_secs(30),
         data_timeout: Duration::from_secs(30),
         hello_name: Some("runner.test".into()),
+        extra_roots_pem: None,
     }
 }
 
@@ -168,17 +169,17 @@ fn permanent_failure_after_data_fails() {
 }
 
 #[test]
-fn dropped_connection_defers_and_next_message_reconnects() {
+fn connection_dropped_after_the_final_dot_is_unknown_and_next_message_reconnects() {
     let server = SmtpServer::start(SmtpServerOptions {
         drop_on_data: true,
         ..Default::default()
     });
     let mut sender = Sender::new(options());
     let d = sender.deliver(&message(7, account(server.port, Security::None)));
-    assert_eq!(d.outcome, Outcome::Deferred, "{d:?}");
+    assert_eq!(d.outcome, Outcome::Unknown, "{d:?}");
     assert_eq!(d.smtp_code, None);
     let d = sender.deliver(&message(8, account(server.port, Security::None)));
-    assert_eq!(d.outcome, Outcome::Deferred, "{d:?}");
+    assert_eq!(d.outcome, Outcome::Unknown, "{d:?}");
     let ehlos = server
         .commands()
         .iter()
@@ -273,9 +274,10 @@ fn smtp_sink_accepts_and_its_faults_map_to_outcomes() {
     assert_eq!(d.outcome, Outcome::Failed, "{d:?}");
     assert_eq!(d.recipients.len(), 3);
 
+    // Disconnects after the final dot: maybe delivered.
     let drop = SmtpServer::sink(&["-q", "."]);
     let d = Sender::new(options()).deliver(&message(23, account(drop.port, Security::None)));
-    assert_eq!(d.outcome, Outcome::Deferred, "{d:?}");
+    assert_eq!(d.outcome, Outcome::Unknown, "{d:?}");
 }
 
 #[test]
@@ -322,7 +324,7 @@ fn implicit_tls_to_a_plain_server_sends_nothing() {
 }
 
 #[test]
-fn timeout_after_the_final_dot_defers_and_the_next_message_gets_a_fresh_connection() {
+fn timeout_after_the_final_dot_is_unknown_and_the_next_message_gets_a_fresh_connection() {
     // The first DATA is answered after 3 s; the client waits 1 s.
     let server = SmtpServer::start(SmtpServerOptions {
         delay: 3.0,
@@ -333,7 +335,7 @@ fn timeout_after_the_final_dot_defers_and_the_next_message_gets_a_fresh_connecti
     opts.data_timeout = Duration::from_secs(1);
     let mut sender = Sender::new(opts);
     let d = sender.deliver(&message(50, account(server.port, Security::None)));
-    assert_eq!(d.outcome, Outcome::Deferred, "{d:?}");
+    assert_eq!(d.outcome, Outcome::Unknown, "{d:?}");
     assert_eq!(d.smtp_code, None);
     assert!(
         d.text.as_deref().unwrap_or("").contains("timed out"),
@@ -348,4 +350,40 @@ fn timeout_after_the_final_dot_defers_and_the_next_message_gets_a_fresh_connecti
         .filter(|c| c.verb == "EHLO")
         .count();
     assert_eq!(ehlos, 2, "a fresh connection after the timeout");
+}
+
+#[test]
+fn starttls_and_implicit_tls_deliver_when_the_certificate_verifies() {
+    let dir = common::temp_dir();
+    let pki = TestPki::create(dir.path());
+    let ca = std::fs::read(&pki.ca_pem).unwrap();
+    for (security, implicit) in [(Security::StartTls, false), (Security::Tls, true)] {
+        let server = SmtpServer::start(SmtpServerOptions {
+            auth: true,
+            tls: Some(pki.clone()),
+            implicit_tls: implicit,
+            ..Default::default()
+        });
+        let mut acct = account(server.port, security);
+        acct.username = Some("user".into());
+        acct.password = Some("secret".into());
+        let mut opts = options();
+        // Without the private CA the certificate does not verify: nothing is sent.
+        let d = Sender::new(opts.clone()).deliver(&message(60, acct.clone()));
+        assert_eq!(d.outcome, Outcome::Deferred, "{security:?}: {d:?}");
+        assert!(server.messages().is_empty());
+        opts.extra_roots_pem = Some(ca.clone());
+        let d = Sender::new(opts).deliver(&message(61, acct));
+        assert_eq!(d.outcome, Outcome::Sent, "{security:?}: {d:?}");
+        assert_eq!(server.messages().len(), 1);
+        let cmds = server.commands();
+        for verb in ["AUTH", "MAIL"] {
+            let seen: Vec<_> = cmds.iter().filter(|c| c.verb == verb).collect();
+            assert!(!seen.is_empty(), "{security:?}: no {verb}");
+            assert!(
+                seen.iter().all(|c| c.secure),
+                "{security:?}: {verb} in clear"
+            );
+        }
+    }
 }

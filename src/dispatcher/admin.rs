@@ -14,14 +14,15 @@ use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_DATA, EXIT_OK, EXIT_USAGE};
 use crate::config::{self, DispatcherConfig};
 use crate::dispatcher::queue::{self, security_str, EnqueueError};
 use crate::dispatcher::retry::{Policy, DEFAULTS_HELP};
-use crate::dispatcher::{accounts, message, runners, schema};
+use crate::dispatcher::{accounts, admin_results, message, quota, quota_admin, runners, schema};
 use crate::protocol::{Security, SmtpAccount};
 use crate::schedule::when;
 
 const AFTER_HELP: &str = "\
 Database URL: --database-url, else MAILRUN_DATABASE_URL, else database_url in the config
 file (--config, else MAILRUN_CONFIG, else ~/.config/mailrun/dispatcher.toml, else
-/etc/mailrun/dispatcher.toml). See docs/queue.md for the schema and stored procedures.";
+/etc/mailrun/dispatcher.toml). See docs/queue.md for the schema and stored procedures, and
+docs/quotas.md for quotas, throttling, failover, the reply policy and suppression.";
 
 fn after_help() -> String {
     format!("{AFTER_HELP}\n\n{DEFAULTS_HELP}\n\n{EXIT_CODES_HELP}")
@@ -53,6 +54,13 @@ pub enum Command {
     Init,
     /// Apply pending schema migrations and sync the retry policy; refuses a newer schema.
     Migrate,
+    /// Recurring jobs: add (cron spec + message template), list, show, pause, resume,
+    /// remove. dispatch-tick enqueues each due occurrence exactly once.
+    #[command(subcommand)]
+    Schedule(admin_results::ScheduleCommand),
+    /// Delivery results: every attempt with its SMTP answer (table, --json or --csv),
+    /// or --summary per job run or recurring job.
+    Report(Box<admin_results::ReportArgs>),
     /// Show or sync the retry policy (mailrun.policy) from the config file.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -85,6 +93,21 @@ pub enum Command {
         #[arg(long, value_name = "AGE", value_parser = parse_age)]
         older_than: i64,
     },
+    /// Sending caps per account, runner and recipient domain; throttle state.
+    #[command(subcommand)]
+    Quota(quota_admin::QuotaCommand),
+    /// The suppression list: recipients never sent to.
+    #[command(subcommand)]
+    Suppress(quota_admin::SuppressCommand),
+    /// The reply policy: what SMTP answers mean (retry, another account, suppress, fail).
+    #[command(subcommand)]
+    ReplyRule(quota_admin::ReplyRuleCommand),
+    /// Messages whose outcome is unknown (DATA sent, no answer): list and resolve.
+    #[command(subcommand)]
+    Unknown(quota_admin::UnknownCommand),
+    /// Named failover lists of SMTP accounts (enqueue --account-group).
+    #[command(subcommand)]
+    AccountGroup(quota_admin::AccountGroupCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,6 +192,11 @@ pub enum AccountCommand {
     List,
     /// Connect, negotiate TLS as configured and log in; report the server's answer.
     Test { name: String },
+    /// Stop sending through an account (messages fail over to their next account, or
+    /// wait).
+    Disable { name: String },
+    /// Send through an account again.
+    Enable { name: String },
 }
 
 #[derive(Debug, ClapArgs)]
@@ -205,6 +233,18 @@ pub struct EnqueueArgs {
     /// SMTP account name [default: config, else the only account]
     #[arg(long)]
     pub account: Option<String>,
+    /// Failover list of SMTP accounts, tried in order when one is over quota, disabled,
+    /// throttled or failing (docs/quotas.md).
+    #[arg(
+        long,
+        value_name = "NAME,...",
+        value_delimiter = ',',
+        conflicts_with = "account"
+    )]
+    pub accounts: Vec<String>,
+    /// A named failover list (dispatch-admin account-group).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["account", "accounts"])]
+    pub account_group: Option<String>,
     /// Send no earlier than this: "in 2 hours", "tomorrow 9am", "friday 17:30",
     /// "2026-12-01 08:00" (local, see --time-zone) or RFC 3339.
     #[arg(long, value_name = "TIME")]
@@ -245,9 +285,24 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
                 Command::Account(a) => account(&mut db, a, out),
                 Command::Enqueue(e) => enqueue(&mut db, args.config.as_deref(), *e, out),
                 Command::Status => status(&mut db, out),
+                Command::Schedule(s) => admin_results::schedule(
+                    &mut db,
+                    args.config.as_deref(),
+                    s,
+                    out.json,
+                    out.verbose,
+                ),
+                Command::Report(r) => {
+                    admin_results::report(&mut db, args.config.as_deref(), *r, out.json)
+                }
                 Command::Show { id } => show(&mut db, id, out),
                 Command::Cancel { ids } => each(&mut db, &ids, Op::Cancel, out),
                 Command::Retry { ids } => each(&mut db, &ids, Op::Retry, out),
+                Command::Quota(q) => quota_admin::quota_cmd(&mut db, q, out),
+                Command::Suppress(s) => quota_admin::suppress_cmd(&mut db, s, out),
+                Command::ReplyRule(r) => quota_admin::reply_rule_cmd(&mut db, r, out),
+                Command::Unknown(u) => quota_admin::unknown_cmd(&mut db, u, out),
+                Command::AccountGroup(g) => quota_admin::account_group_cmd(&mut db, g, out),
                 Command::Purge { older_than } => {
                     let n = queue::purge(&mut db, older_than)?;
                     out.result(json!({"purged": n}), || format!("purged {n} messages"));
@@ -259,14 +314,14 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
 }
 
 #[derive(Clone, Copy)]
-struct Output {
+pub(crate) struct Output {
     json: bool,
     verbose: bool,
 }
 
 impl Output {
     /// A result of a state-changing command: JSON with --json, text with --verbose.
-    fn result(&self, value: Value, text: impl FnOnce() -> String) {
+    pub(crate) fn result(&self, value: Value, text: impl FnOnce() -> String) {
         if self.json {
             println!("{value}");
         } else if self.verbose {
@@ -275,7 +330,7 @@ impl Output {
     }
 
     /// A listing: always printed.
-    fn listing(&self, value: Value, text: impl FnOnce() -> String) {
+    pub(crate) fn listing(&self, value: Value, text: impl FnOnce() -> String) {
         if self.json {
             println!("{value}");
         } else {
@@ -633,6 +688,18 @@ fn account(db: &mut postgres::Client, cmd: AccountCommand, out: Output) -> anyho
                 s
             });
         }
+        AccountCommand::Disable { name } => {
+            quota::set_account_enabled(db, &name, false)?;
+            out.result(json!({"account": name, "enabled": false}), || {
+                format!("account {name} disabled")
+            });
+        }
+        AccountCommand::Enable { name } => {
+            quota::set_account_enabled(db, &name, true)?;
+            out.result(json!({"account": name, "enabled": true}), || {
+                format!("account {name} enabled")
+            });
+        }
         AccountCommand::Test { name } => {
             let account = accounts::get(db, &name)?
                 .ok_or_else(|| CliError::new(EXIT_DATA, format!("no account {name:?}")))?;
@@ -671,6 +738,12 @@ fn message_from_flags(args: &EnqueueArgs) -> anyhow::Result<Value> {
     }
     if !args.bcc.is_empty() {
         set("bcc", json!(args.bcc));
+    }
+    if !args.accounts.is_empty() {
+        set("accounts", json!(args.accounts));
+    }
+    if let Some(g) = &args.account_group {
+        set("account_group", json!(g));
     }
     for (k, v) in [
         ("from", &args.from),
@@ -852,6 +925,10 @@ fn enqueue_jsonl(
         )?))
     };
     let account_names: Vec<String> = accounts::list(db)?.into_iter().map(|a| a.name).collect();
+    let group_names: Vec<String> = quota::account_groups(db)?
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
     // (line number, message) of every valid line; errors by line.
     let mut messages: Vec<(usize, Value)> = Vec::new();
     let mut errors: Vec<(usize, String)> = Vec::new();
@@ -871,6 +948,22 @@ fn enqueue_jsonl(
                 message::apply_defaults(&mut m, &config.defaults);
                 message::check(&m, Some(policy.max_message_bytes))?;
                 if let Some(acc) = m.get("account").and_then(Value::as_str) {
+                    if !account_names.iter().any(|a| a == acc) {
+                        return Err(format!("unknown SMTP account {acc:?}"));
+                    }
+                }
+                if let Some(g) = m.get("account_group").and_then(Value::as_str) {
+                    if !group_names.iter().any(|n| n == g) {
+                        return Err(format!("unknown account group {g:?}"));
+                    }
+                }
+                for acc in m
+                    .get("accounts")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
                     if !account_names.iter().any(|a| a == acc) {
                         return Err(format!("unknown SMTP account {acc:?}"));
                     }
@@ -960,6 +1053,7 @@ fn status(db: &mut postgres::Client, out: Output) -> anyhow::Result<u8> {
         "failed",
         "cancelled",
         "expired",
+        "unknown",
     ] {
         counts.insert(s.into(), json!(0));
     }
@@ -979,7 +1073,8 @@ fn status(db: &mut postgres::Client, out: Output) -> anyhow::Result<u8> {
         )?
         .map(|r| (r.get(0), r.get(1)));
     let list = runners::list(db)?;
-    let value = json!({
+    let (quota_value, quota_text) = quota_admin::status_section(db)?;
+    let mut value = json!({
         "counts": counts,
         "due": due,
         "oldest_due": oldest.map(|(id, at)| json!({"id": id, "due_since": at})),
@@ -989,6 +1084,9 @@ fn status(db: &mut postgres::Client, out: Output) -> anyhow::Result<u8> {
             "config_version": r.config_version,
         })).collect::<Vec<_>>(),
     });
+    if let (Some(v), Value::Object(q)) = (value.as_object_mut(), quota_value) {
+        v.extend(q);
+    }
     out.listing(value, || {
         let mut s = String::new();
         for (k, v) in &counts {
@@ -1005,6 +1103,10 @@ fn status(db: &mut postgres::Client, out: Output) -> anyhow::Result<u8> {
         }
         s.push('\n');
         s.push_str(&runner_table(&list));
+        if !quota_text.is_empty() {
+            s.push('\n');
+            s.push_str(&quota_text);
+        }
         s
     });
     Ok(EXIT_OK)
@@ -1017,7 +1119,11 @@ fn show(db: &mut postgres::Client, id: i64, out: Output) -> anyhow::Result<u8> {
                     m.bcc_addrs, m.subject, m.message_id_header, m.size_bytes, m.created_at,
                     m.send_at, m.next_attempt_at, m.expires_at, m.attempts, m.lease_runner,
                     m.lease_expires_at, m.recipients_sent, m.recipients_failed, m.last_code,
-                    m.last_enhanced, m.last_text, m.finished_at, m.job_run_id::text
+                    m.last_enhanced, m.last_text, m.finished_at, m.job_run_id::text,
+                    m.recurring_job_id, m.held_for_review,
+                    CASE WHEN m.held_until > now() THEN m.held_reason END,
+                    array(SELECT x.name FROM unnest(m.account_ids) WITH ORDINALITY u(id, i)
+                          JOIN mailrun.smtp_accounts x ON x.id = u.id ORDER BY u.i)
              FROM mailrun.messages m JOIN mailrun.smtp_accounts a ON a.id = m.account_id
              WHERE m.id = $1",
             &[&id],
@@ -1039,6 +1145,10 @@ fn show(db: &mut postgres::Client, id: i64, out: Output) -> anyhow::Result<u8> {
         "last_enhanced": row.get::<_, Option<String>>(21),
         "last_text": row.get::<_, Option<String>>(22), "finished_at": ts(23),
         "job_run_id": row.get::<_, Option<String>>(24),
+        "recurring_job_id": row.get::<_, Option<i64>>(25),
+        "held_for_review": row.get::<_, bool>(26),
+        "held": row.get::<_, Option<String>>(27),
+        "failover_accounts": row.get::<_, Vec<String>>(28),
     });
     let attempts: Vec<Value> = db
         .query(
@@ -1107,6 +1217,10 @@ fn show_text(m: &Value, attempts: &[Value]) -> String {
         "last_enhanced",
         "last_text",
         "finished_at",
+        "recurring_job_id",
+        "held_for_review",
+        "held",
+        "failover_accounts",
     ] {
         s.push_str(&format!("{key:<18} {}\n", field(&m[key])));
     }

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_CONFIG, EXIT_OK, EXIT_USAGE};
+use crate::dispatcher::status_page::{self, StatusPageConfig};
 use crate::dispatcher::{connection, queue, runners, schema};
 use crate::protocol::codec::{self, Limits};
 use crate::protocol::sign::{self, Signature, SigningKey};
@@ -41,7 +42,10 @@ pub const DEFAULT_LEASE_SECONDS: u32 = 600;
         quickstart and tests.\n\n\
         POST with SOAPAction \"urn:mailrun:soap:v1#JobRunRequest\": verifies the runner's \
         signature and freshness, records the results it carries, reaps expired leases, \
-        claims a batch and answers a signed JobRun. GET answers a one-line health text.",
+        claims a batch and answers a signed JobRun.\n\n\
+        GET shows the read-only status page (HTML; by default only to loopback clients, \
+        see [status_page] in dispatcher.toml); GET ?health answers a one-line health \
+        text without touching the database.",
     after_help = EXIT_CODES_HELP
 )]
 pub struct Args {
@@ -110,16 +114,24 @@ impl Args {
 pub fn main(args: Args) -> anyhow::Result<u8> {
     let max_body = usize::try_from(args.max_body).unwrap_or(DEFAULT_MAX_BODY);
     let database_url =
-        crate::config::database_url(args.database_url.as_deref(), args.config.as_deref());
+        crate::config::database_url(args.database_url.as_deref(), args.config.as_deref()).and_then(
+            |url| {
+                // The status page's access setting lives in the same config file.
+                let (config, _) = crate::config::DispatcherConfig::load(args.config.as_deref())?;
+                Ok((url, config.status_page))
+            },
+        );
     let in_cgi = std::env::var_os("GATEWAY_INTERFACE").is_some();
 
     match (args.listen, in_cgi) {
         (Some(addr), _) => {
+            let (database_url, status_page) = database_url?;
             let endpoint = Endpoint {
-                database_url: database_url?,
+                database_url,
                 lease_seconds: args.lease_seconds,
                 max_body,
                 verbose: args.verbose,
+                status_page,
             };
             crate::web::listen::serve(
                 &addr.to_string(),
@@ -129,12 +141,13 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
         (None, true) => match database_url {
-            Ok(database_url) => {
+            Ok((database_url, status_page)) => {
                 let endpoint = Endpoint {
                     database_url,
                     lease_seconds: args.lease_seconds,
                     max_body,
                     verbose: args.verbose,
+                    status_page,
                 };
                 crate::web::cgi::serve_once(&|req| endpoint.handle(req), adapter_limit(max_body))?;
                 Ok(EXIT_OK)
@@ -181,6 +194,8 @@ pub struct Endpoint {
     pub lease_seconds: u32,
     pub max_body: usize,
     pub verbose: bool,
+    /// Who may see the status page (GET); `[status_page]` in dispatcher.toml.
+    pub status_page: StatusPageConfig,
 }
 
 /// A refusal: the fault to answer and, once the runner's key is known, the key that
@@ -232,18 +247,30 @@ impl Endpoint {
             .unwrap_or_else(|| "-".to_string());
         match request.method.as_str() {
             "GET" | "HEAD" => {
-                if self.verbose {
+                // `?health`: a check for monitoring that touches no database and needs
+                // no access; anything else is the status page (docs/results.md).
+                let response = if request.query == "health" {
+                    Response {
+                        status: 200,
+                        content_type: "text/plain; charset=utf-8".to_string(),
+                        headers: Vec::new(),
+                        body: b"mailrun dispatcher OK\n".to_vec(),
+                    }
+                } else {
+                    status_page::respond(&request, &self.status_page, || {
+                        let mut db = connection::connect(&self.database_url)?;
+                        schema::require_current(&mut db)?;
+                        let now = db.query_one("SELECT now()", &[])?.get(0);
+                        status_page::render(&mut db, now)
+                    })
+                };
+                if self.verbose || response.status >= 500 {
                     eprintln!(
-                        "dispatch-cgi: {peer} {} {} 200",
-                        request.method, request.path
+                        "dispatch-cgi: {peer} {} {} {}",
+                        request.method, request.path, response.status
                     );
                 }
-                return Response {
-                    status: 200,
-                    content_type: "text/plain; charset=utf-8".to_string(),
-                    headers: Vec::new(),
-                    body: b"mailrun dispatcher OK\n".to_vec(),
-                };
+                return response;
             }
             "POST" => {}
             other => {

@@ -23,6 +23,9 @@ pub const FIELDS: &[&str] = &[
     "headers",
     "attachments",
     "account",
+    // Failover list of account names, or a named one (docs/quotas.md).
+    "accounts",
+    "account_group",
     "send_at",
     "message_id",
     "final_codes",
@@ -91,7 +94,7 @@ pub fn check(m: &Value, max_bytes: Option<i64>) -> Result<(), String> {
     for field in ["from", "reply_to", "to", "cc", "bcc"] {
         check_address_field(obj, field)?;
     }
-    for field in ["subject", "message_id", "account"] {
+    for field in ["subject", "message_id", "account", "account_group"] {
         match obj.get(field) {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) if s.contains(['\r', '\n']) => {
@@ -100,6 +103,15 @@ pub fn check(m: &Value, max_bytes: Option<i64>) -> Result<(), String> {
             Some(Value::String(_)) => {}
             Some(_) => return Err(format!("\"{field}\" must be a string")),
         }
+    }
+    match obj.get("accounts") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list))
+            if !list.is_empty()
+                && list
+                    .iter()
+                    .all(|a| a.as_str().is_some_and(|s| !s.contains(['\r', '\n']))) => {}
+        Some(_) => return Err("\"accounts\" must be a non-empty array of account names".into()),
     }
     if let Some(Value::Array(headers)) = obj.get("headers") {
         for h in headers {
@@ -141,6 +153,9 @@ pub fn apply_defaults(m: &mut Value, defaults: &Defaults) {
     let Some(obj) = m.as_object_mut() else {
         return;
     };
+    let has_failover_list = ["accounts", "account_group"]
+        .iter()
+        .any(|k| obj.get(*k).is_some_and(|v| !v.is_null()));
     let mut fill = |key: &str, v: &Option<String>| {
         if let Some(v) = v {
             if obj.get(key).is_none_or(Value::is_null) {
@@ -150,7 +165,10 @@ pub fn apply_defaults(m: &mut Value, defaults: &Defaults) {
     };
     fill("from", &defaults.from);
     fill("reply_to", &defaults.reply_to);
-    fill("account", &defaults.account);
+    // A failover list replaces the default account.
+    if !has_failover_list {
+        fill("account", &defaults.account);
+    }
 }
 
 /// An attachment object from a file's bytes.

@@ -2,13 +2,23 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod admin_results;
 pub mod connection;
 pub mod endpoint;
 pub mod message;
 pub mod outbound;
 pub mod push;
 pub mod queue;
+pub mod quota;
+pub mod quota_admin;
+pub mod recurring;
+pub mod reply_policy;
+pub mod report;
+pub mod retention;
 pub mod retry;
 pub mod runners;
 pub mod schema;
+pub mod status_page;
+pub mod suppression;
 pub mod tick;
+pub mod unknown;

@@ -241,6 +241,7 @@ pub fn outcome_str(o: Outcome) -> &'static str {
         Outcome::Deferred => "deferred",
         Outcome::Failed => "failed",
         Outcome::NotAttempted => "not_attempted",
+        Outcome::Unknown => "unknown",
     }
 }
 

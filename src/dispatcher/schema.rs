@@ -11,8 +11,19 @@ use postgres::GenericClient;
 use crate::cli::{CliError, EXIT_CONFIG};
 
 /// The migrations this binary knows, in order: (version, name, SQL).
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "queue", include_str!("../../migrations/0001_queue.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "queue", include_str!("../../migrations/0001_queue.sql")),
+    (
+        2,
+        "results",
+        include_str!("../../migrations/0002_results.sql"),
+    ),
+    (
+        3,
+        "quotas",
+        include_str!("../../migrations/0003_quotas.sql"),
+    ),
+];
 
 /// Arbitrary constant naming mailrun's migration lock among the database's advisory locks.
 const MIGRATION_LOCK: i64 = 0x6d61_696c_7275_6e01;

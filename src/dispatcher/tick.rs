@@ -1,6 +1,8 @@
 //! `dispatch-tick`: one tick of the dispatcher, run by cron every minute.
 //!
-//! Reaps expired leases and counts due work; when there is some, sends a signed
+//! Reaps expired leases, materialises due recurring jobs (exactly once per occurrence,
+//! `recurring`), purges finished messages past their keep time (`retention`) and
+//! counts due work; when there is some, sends a signed
 //! JobRunnerReady to every enabled runner in parallel (each call bounded by a timeout)
 //! and records each runner's answer, software and config version, and last-seen time.
 //! A tick that finds nothing due contacts nobody.
@@ -14,6 +16,8 @@ use serde::Serialize;
 
 use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_NO_WORK, EXIT_OK, EXIT_UNAVAILABLE};
 use crate::dispatcher::outbound::{self, CallError};
+use crate::dispatcher::recurring::{self, Materialised, OccurrenceOutcome};
+use crate::dispatcher::retention::{self, Purged};
 use crate::dispatcher::runners::{self, Runner};
 use crate::dispatcher::{connection, queue, schema};
 use crate::protocol::{Body, JobRunnerReady, ReadyStatus};
@@ -28,7 +32,9 @@ const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
     version,
     about = "One dispatcher tick: reap leases, count due mail, wake the runners",
     long_about = "One dispatcher tick, for cron (`* * * * * dispatch-tick`).\n\n\
-        Reaps expired leases and counts due messages. If any are due, sends a signed \
+        Reaps expired leases, enqueues due occurrences of recurring jobs (once each, \
+        even when ticks overlap; after missed ticks only the latest), purges finished \
+        messages past their [retention] keep time, and counts due messages. If any are due, sends a signed \
         JobRunnerReady to every enabled runner that has an endpoint, in parallel, each \
         call bounded by --timeout, and records each runner's answer, software version, \
         config version and last-seen time. If nothing is due, contacts nobody and exits 3.\n\n\
@@ -77,6 +83,10 @@ pub struct Args {
 pub struct TickSummary {
     /// Expired leases put back in the queue.
     pub reaped: u64,
+    /// Recurring-job occurrences handled this tick (enqueued, skipped or failed).
+    pub recurring: Vec<Materialised>,
+    /// Finished messages purged (and held for review) per `[retention]`.
+    pub retention: Purged,
     /// Messages due now.
     pub due: i64,
     /// One entry per enabled runner (empty when nothing was due).
@@ -112,14 +122,23 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
     let mut db = connection::connect(&url).map_err(connection::exit_context)?;
     schema::require_current(&mut db).map_err(connection::exit_context)?;
 
+    let (config, _) = crate::config::DispatcherConfig::load(args.config.as_deref())?;
+
     let reaped = queue::reap_expired(&mut db)
         .map_err(connection::exit_context)
         .context("reaping expired leases")?;
+    // Before counting: an occurrence due now is part of this tick's work.
+    let recurring = materialise(&mut db)?;
+    let retention = retention::purge_due(&mut db, &config.retention)
+        .map_err(connection::exit_context)
+        .context("purging finished messages")?;
     let due = queue::count_due(&mut db)
         .map_err(connection::exit_context)
         .context("counting due messages")?;
     let mut summary = TickSummary {
         reaped,
+        recurring,
+        retention,
         due,
         runners: Vec::new(),
         available: 0,
@@ -182,6 +201,41 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
         )
         .into())
     }
+}
+
+/// Materialises due recurring jobs (docs/results.md) as of the database's clock. An
+/// occurrence that was skipped or refused is said on stderr: cron mails it to the
+/// operator, once, since the occurrence is recorded and never tried again.
+fn materialise(db: &mut postgres::Client) -> anyhow::Result<Vec<Materialised>> {
+    let now = db
+        .query_one("SELECT now()", &[])
+        .map_err(|e| connection::exit_context(e.into()))?
+        .get(0);
+    let report = recurring::materialise_due(db, now)
+        .map_err(connection::exit_context)
+        .context("materialising recurring jobs")?;
+    for bad in &report.bad_jobs {
+        eprintln!(
+            "dispatch-tick: recurring job {} cannot be evaluated: {}",
+            bad.job_id, bad.error
+        );
+    }
+    for m in &report.materialised {
+        let at = m.occurrence_at.to_rfc3339();
+        match &m.outcome {
+            OccurrenceOutcome::Enqueued { .. } => {}
+            OccurrenceOutcome::Skipped => eprintln!(
+                "dispatch-tick: recurring job {}: occurrence {at} skipped, later than the \
+                 job's lateness limit",
+                m.job_id
+            ),
+            OccurrenceOutcome::Failed { detail } => eprintln!(
+                "dispatch-tick: recurring job {}: occurrence {at} not enqueued: {detail}",
+                m.job_id
+            ),
+        }
+    }
+    Ok(report.materialised)
 }
 
 /// Sends JobRunnerReady to one runner and turns the answer into a contact record.
@@ -265,6 +319,22 @@ fn report(args: &Args, summary: &TickSummary) -> anyhow::Result<()> {
             "dispatch-tick: reaped {} expired lease(s), {} message(s) due",
             summary.reaped, summary.due
         );
+        for m in &summary.recurring {
+            if let OccurrenceOutcome::Enqueued { message_id } = m.outcome {
+                eprintln!(
+                    "dispatch-tick: recurring job {}: occurrence {} enqueued as message {message_id}",
+                    m.job_id,
+                    m.occurrence_at.to_rfc3339()
+                );
+            }
+        }
+        let r = &summary.retention;
+        if r.purged > 0 || r.held_for_review > 0 {
+            eprintln!(
+                "dispatch-tick: purged {} finished message(s), held {} for review",
+                r.purged, r.held_for_review
+            );
+        }
         if summary.due == 0 {
             eprintln!("dispatch-tick: nothing due, contacted nobody");
         }

@@ -340,6 +340,7 @@ fn outcome_str(o: Outcome) -> &'static str {
         Outcome::Deferred => "Deferred",
         Outcome::Failed => "Failed",
         Outcome::NotAttempted => "NotAttempted",
+        Outcome::Unknown => "Unknown",
     }
 }
 
@@ -1092,10 +1093,11 @@ fn outcome(el: &Element, path: &str) -> Result<Outcome, Fault> {
         "Deferred" => Ok(Outcome::Deferred),
         "Failed" => Ok(Outcome::Failed),
         "NotAttempted" => Ok(Outcome::NotAttempted),
+        "Unknown" => Ok(Outcome::Unknown),
         _ => Err(invalid(
             el,
             path,
-            "is not one of Sent, Deferred, Failed, NotAttempted",
+            "is not one of Sent, Deferred, Failed, NotAttempted, Unknown",
         )),
     }
 }

@@ -46,6 +46,10 @@ pub enum Outcome {
     Failed,
     /// Not started: the local lease deadline passed or the runner stopped first.
     NotAttempted,
+    /// DATA was sent but no final answer came (timeout after the final dot, connection
+    /// lost): it may or may not have been delivered. Message level only; the dispatcher
+    /// never retries it silently (docs/quotas.md).
+    Unknown,
 }
 
 #[derive(Debug, Clone, PartialEq)]

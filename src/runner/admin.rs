@@ -199,13 +199,13 @@ fn init(state: &StateDir, args: InitArgs) -> Result<u8> {
         )
         .into());
     }
-    let settings = if existing {
-        RunnerConfig::load(state)
-            .map(|c| c.settings)
-            .unwrap_or_default()
-    } else {
-        Settings::default()
-    };
+    // --force keeps what the dispatcher pushed and the operator's CA file.
+    let previous = existing.then(|| RunnerConfig::load(state).ok()).flatten();
+    let settings = previous
+        .as_ref()
+        .map(|c| c.settings.clone())
+        .unwrap_or_else(Settings::default);
+    let smtp_ca_file = previous.and_then(|c| c.smtp_ca_file);
     let config = RunnerConfig {
         runner_id: args.runner_id,
         dispatcher_url: args.dispatcher_url,
@@ -214,6 +214,7 @@ fn init(state: &StateDir, args: InitArgs) -> Result<u8> {
         previous_key_id: None,
         previous_key: None,
         allow_plain_http: args.allow_plain_http,
+        smtp_ca_file,
         enabled: true,
         settings,
     };

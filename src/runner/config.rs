@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -33,6 +34,9 @@ pub struct RunnerConfig {
     /// Allow plain http:// to a non-loopback dispatcher (off: only https or loopback).
     #[serde(default)]
     pub allow_plain_http: bool,
+    /// Extra trusted root certificates (PEM file) for SMTP servers with a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_ca_file: Option<PathBuf>,
     /// A disabled runner answers JobRunnerReady with "disabled" and does not poll.
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -53,6 +57,7 @@ impl std::fmt::Debug for RunnerConfig {
             .field("key", &"<redacted>")
             .field("previous_key_id", &self.previous_key_id)
             .field("allow_plain_http", &self.allow_plain_http)
+            .field("smtp_ca_file", &self.smtp_ca_file)
             .field("enabled", &self.enabled)
             .field("settings", &self.settings)
             .finish()
@@ -99,12 +104,13 @@ impl Default for Settings {
 }
 
 impl Settings {
-    pub fn smtp_options(&self) -> SmtpOptions {
+    fn smtp_options(&self) -> SmtpOptions {
         SmtpOptions {
             connect_timeout: Duration::from_secs(self.smtp_connect_timeout_seconds.into()),
             command_timeout: Duration::from_secs(self.smtp_command_timeout_seconds.into()),
             data_timeout: Duration::from_secs(self.smtp_data_timeout_seconds.into()),
             hello_name: None,
+            extra_roots_pem: None,
         }
     }
 
@@ -234,6 +240,28 @@ impl RunnerConfig {
         self.settings = next;
         self.dispatcher_url = url;
         Ok(())
+    }
+
+    /// SMTP timeouts from the pushed settings and the extra CA file, if any.
+    pub fn smtp_options(&self) -> Result<SmtpOptions> {
+        let mut options = self.settings.smtp_options();
+        if let Some(path) = &self.smtp_ca_file {
+            let pem = fs::read(path).map_err(|e| {
+                CliError::new(
+                    EXIT_CONFIG,
+                    format!("cannot read smtp_ca_file {}: {e}", path.display()),
+                )
+            })?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(CliError::new(
+                    EXIT_CONFIG,
+                    format!("smtp_ca_file {} holds no PEM certificate", path.display()),
+                )
+                .into());
+            }
+            options.extra_roots_pem = Some(pem);
+        }
+        Ok(options)
     }
 
     /// The signing key used for outbound requests.
@@ -371,6 +399,7 @@ mod tests {
             previous_key_id: None,
             previous_key: None,
             allow_plain_http: false,
+            smtp_ca_file: None,
             enabled: true,
             settings: Settings::default(),
         }

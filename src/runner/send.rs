@@ -82,6 +82,8 @@ pub struct SendReport {
     pub deferred: usize,
     pub failed: usize,
     pub not_attempted: usize,
+    /// DATA sent, no answer (docs/quotas.md).
+    pub unknown: usize,
 }
 
 impl SendReport {
@@ -91,6 +93,7 @@ impl SendReport {
             Outcome::Deferred => self.deferred += 1,
             Outcome::Failed => self.failed += 1,
             Outcome::NotAttempted => self.not_attempted += 1,
+            Outcome::Unknown => self.unknown += 1,
         }
     }
 }
@@ -99,7 +102,7 @@ impl SendReport {
 pub fn send_all(state: &StateDir, config: &RunnerConfig, verbose: bool) -> Result<SendReport> {
     spool::remove_orphans(state)?;
     let mut report = SendReport::default();
-    let mut sender = Sender::new(config.settings.smtp_options());
+    let mut sender = Sender::new(config.smtp_options()?);
     let result = (|| {
         // An unreadable batch does not hold up the others; it is reported at the end.
         let mut rejected: Option<anyhow::Error> = None;

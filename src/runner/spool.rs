@@ -180,6 +180,7 @@ fn outcome_str(o: Outcome) -> &'static str {
         Outcome::Deferred => "deferred",
         Outcome::Failed => "failed",
         Outcome::NotAttempted => "not_attempted",
+        Outcome::Unknown => "unknown",
     }
 }
 
@@ -189,6 +190,7 @@ fn parse_outcome(s: &str) -> Result<Outcome> {
         "deferred" => Outcome::Deferred,
         "failed" => Outcome::Failed,
         "not_attempted" => Outcome::NotAttempted,
+        "unknown" => Outcome::Unknown,
         other => bail!("unknown outcome {other:?}"),
     })
 }

@@ -26,6 +26,103 @@ pub struct SmtpServerOptions {
     pub auth: bool,
     /// Offer STARTTLS with a fresh self-signed certificate (which clients must refuse).
     pub starttls_self_signed: bool,
+    /// Offer TLS with this certificate (see [`TestPki`]): STARTTLS, or implicit TLS.
+    pub tls: Option<TestPki>,
+    pub implicit_tls: bool,
+}
+
+/// A private CA and a server certificate for 127.0.0.1 signed by it.
+#[derive(Debug, Clone)]
+pub struct TestPki {
+    pub ca_pem: PathBuf,
+    pub cert_pem: PathBuf,
+    pub key_pem: PathBuf,
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("openssl not found ({e}): run scripts/test-setup.sh"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TestPki {
+    /// Creates the CA and the server certificate in `dir`.
+    pub fn create(dir: &Path) -> TestPki {
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=mailrun test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+            dir,
+        );
+        openssl(
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+            ],
+            dir,
+        );
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write server.ext");
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                "server.pem",
+                "-extfile",
+                "server.ext",
+            ],
+            dir,
+        );
+        TestPki {
+            ca_pem: dir.join("ca.pem"),
+            cert_pem: dir.join("server.pem"),
+            key_pem: dir.join("server.key"),
+        }
+    }
 }
 
 /// One message the server accepted.
@@ -136,6 +233,15 @@ impl SmtpServer {
                 .unwrap_or_else(|e| panic!("openssl not found ({e}): run scripts/test-setup.sh"));
             assert!(out.status.success(), "openssl req failed");
             cmd.arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key);
+        }
+        if let Some(pki) = &options.tls {
+            cmd.arg("--tls-cert")
+                .arg(&pki.cert_pem)
+                .arg("--tls-key")
+                .arg(&pki.key_pem);
+        }
+        if options.implicit_tls {
+            cmd.arg("--implicit-tls");
         }
         let mut child = cmd.spawn().expect("start smtp_server.py");
         wait_for_port(port, &mut child);

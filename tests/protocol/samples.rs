@@ -208,7 +208,7 @@ pub fn fault(reason: FaultReason) -> Fault {
         FaultReason::UnknownOperation => "unknown operation <JobCancel>",
         FaultReason::WrongNamespace => "<JobRunRequest> in soap:Body is in namespace \"urn:mailrun:soap:v0\", expected \"urn:mailrun:soap:v1\"",
         FaultReason::MissingField => "missing <runnerId> in JobRunRequest",
-        FaultReason::InvalidValue => "invalid value for <outcome> in JobRunRequest/results/result[2]: \"Bounced\" is not one of Sent, Deferred, Failed, NotAttempted",
+        FaultReason::InvalidValue => "invalid value for <outcome> in JobRunRequest/results/result[2]: \"Bounced\" is not one of Sent, Deferred, Failed, NotAttempted, Unknown",
         FaultReason::MissingSignature => "missing X-Mailrun-Signature header",
         FaultReason::BadSignature => "signature does not match",
         FaultReason::StaleTimestamp => "timestamp is 412 s away from the receiver's clock (window ±300 s)",

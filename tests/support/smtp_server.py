@@ -33,6 +33,7 @@ def main():
     p.add_argument("--auth", action="store_true", help="offer AUTH over plain text, accept any login")
     p.add_argument("--tls-cert", help="offer STARTTLS with this certificate (PEM)")
     p.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
+    p.add_argument("--implicit-tls", action="store_true", help="TLS from the first byte (SMTPS) instead of STARTTLS")
     args = p.parse_args()
 
     record = open(args.record, "a", encoding="utf-8")
@@ -42,17 +43,20 @@ def main():
         record.flush()
         os.fsync(record.fileno())
 
+    def secure(server):
+        return args.implicit_tls or server._tls_protocol is not None
+
     class Recording(SMTP):
         async def smtp_EHLO(self, arg):
-            write({"kind": "command", "verb": "EHLO", "secure": self._tls_protocol is not None})
+            write({"kind": "command", "verb": "EHLO", "secure": secure(self)})
             return await super().smtp_EHLO(arg)
 
         async def smtp_AUTH(self, arg):
-            write({"kind": "command", "verb": "AUTH", "secure": self._tls_protocol is not None})
+            write({"kind": "command", "verb": "AUTH", "secure": secure(self)})
             return await super().smtp_AUTH(arg)
 
         async def smtp_MAIL(self, arg):
-            write({"kind": "command", "verb": "MAIL", "secure": self._tls_protocol is not None})
+            write({"kind": "command", "verb": "MAIL", "secure": secure(self)})
             return await super().smtp_MAIL(arg)
 
         async def smtp_STARTTLS(self, arg):
@@ -105,12 +109,14 @@ def main():
         kwargs = {}
         if args.auth:
             kwargs = dict(authenticator=authenticator, auth_require_tls=False)
-        if tls_context is not None:
+        if tls_context is not None and not args.implicit_tls:
             kwargs["tls_context"] = tls_context
         return Recording(Handler(), hostname="test.invalid", **kwargs)
 
     loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(loop.create_server(factory, "127.0.0.1", args.port))
+    ssl_arg = tls_context if args.implicit_tls else None
+    server = loop.run_until_complete(
+        loop.create_server(factory, "127.0.0.1", args.port, ssl=ssl_arg))
     print("listening", args.port, file=sys.stderr, flush=True)
     try:
         loop.run_forever()

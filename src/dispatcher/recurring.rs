@@ -1,0 +1,425 @@
+//! Recurring jobs: a crontab spec, its time zone and a message template, materialised
+//! by `dispatch-tick` exactly once per occurrence.
+//!
+//! The rule for *which* occurrence is due is `schedule::cron::catch_up` (pure); this
+//! module is the database half of the exactly-once contract in docs/scheduling.md: per
+//! job, in one transaction, the occurrence row (primary key `(job_id, occurrence_at)`)
+//! is inserted `ON CONFLICT DO NOTHING` and only the transaction whose insert won
+//! enqueues the message. Overlapping ticks therefore enqueue one message, never two.
+
+use chrono::{DateTime, Duration, Utc};
+use postgres::GenericClient;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::cli::{CliError, EXIT_DATA};
+use crate::dispatcher::queue::{self, EnqueueError};
+use crate::schedule::cron::{catch_up, CatchUp, CronSpec};
+use crate::schedule::when::parse_time_zone;
+
+/// Template fields a recurring job may not set: every occurrence gets its own send
+/// time (the occurrence) and its own Message-ID.
+const PER_OCCURRENCE_FIELDS: &[&str] = &["send_at", "message_id"];
+
+/// Bounds of `max_lateness` (the database checks the same).
+pub const MIN_LATENESS: Duration = Duration::minutes(1);
+pub const MAX_LATENESS: Duration = Duration::days(366);
+
+/// A stored recurring job.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecurringJob {
+    pub id: i64,
+    pub name: Option<String>,
+    pub cron: String,
+    pub time_zone: String,
+    pub template: Value,
+    pub paused: bool,
+    pub created_at: DateTime<Utc>,
+    pub last_occurrence_at: Option<DateTime<Utc>>,
+    pub max_lateness_seconds: i32,
+}
+
+impl RecurringJob {
+    /// The parsed spec in the job's time zone.
+    pub fn spec(&self) -> anyhow::Result<CronSpec> {
+        let tz = parse_time_zone(&self.time_zone)?;
+        Ok(CronSpec::parse_in(&self.cron, tz)?)
+    }
+
+    /// The next occurrence a tick will materialise: the first one after the last handled
+    /// (or after creation). It may be in the past when a tick is still to come. `None`
+    /// when paused or when the spec no longer parses.
+    pub fn next_run(&self) -> Option<DateTime<Utc>> {
+        if self.paused {
+            return None;
+        }
+        let after = self
+            .last_occurrence_at
+            .map_or(self.created_at, |l| l.max(self.created_at));
+        self.spec().ok()?.next_after(after)
+    }
+}
+
+const JOB_COLUMNS: &str = "id, name, cron, time_zone, template, paused, created_at, \
+                           last_occurrence_at, max_lateness_seconds";
+
+fn job_from_row(r: &postgres::Row) -> RecurringJob {
+    RecurringJob {
+        id: r.get(0),
+        name: r.get(1),
+        cron: r.get(2),
+        time_zone: r.get(3),
+        template: r.get(4),
+        paused: r.get(5),
+        created_at: r.get(6),
+        last_occurrence_at: r.get(7),
+        max_lateness_seconds: r.get(8),
+    }
+}
+
+/// What `add` stores.
+pub struct NewJob<'a> {
+    pub name: Option<&'a str>,
+    pub spec: &'a CronSpec,
+    /// A message object in the shape of an enqueue JSON line, defaults already applied.
+    pub template: &'a Value,
+    pub max_lateness: Duration,
+}
+
+/// Checks a template without storing it: the fields a job may not set, then a trial
+/// enqueue (rolled back) so it is refused now, with the procedure's own message,
+/// rather than at 3 a.m. by the tick.
+pub fn check_template(c: &mut impl GenericClient, template: &Value) -> anyhow::Result<()> {
+    let obj = template
+        .as_object()
+        .ok_or_else(|| CliError::new(EXIT_DATA, "the template must be a JSON object"))?;
+    if let Some(f) = PER_OCCURRENCE_FIELDS.iter().find(|f| obj.contains_key(**f)) {
+        return Err(CliError::new(
+            EXIT_DATA,
+            format!(
+                "template: \"{f}\" is set per occurrence (the cron spec gives the time, each \
+                 message gets its own Message-ID); remove it"
+            ),
+        )
+        .into());
+    }
+    let mut tx = c.transaction()?;
+    match queue::enqueue(&mut tx, template) {
+        Ok(_) => {
+            tx.rollback()?;
+            Ok(())
+        }
+        Err(EnqueueError::Invalid { message, .. }) => {
+            Err(CliError::new(EXIT_DATA, format!("template: {message}")).into())
+        }
+        Err(EnqueueError::Database(e)) => Err(e.into()),
+    }
+}
+
+/// Stores a new job after checking its template; its id. The job fires for the first
+/// occurrence after now (database clock), never for one before it was added.
+pub fn add(c: &mut impl GenericClient, job: &NewJob) -> anyhow::Result<i64> {
+    if job.max_lateness < MIN_LATENESS || job.max_lateness > MAX_LATENESS {
+        return Err(CliError::new(
+            EXIT_DATA,
+            "the lateness limit must be between 1 minute and 366 days",
+        )
+        .into());
+    }
+    if let Some(name) = job.name {
+        let well_formed = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !well_formed {
+            return Err(CliError::new(
+                EXIT_DATA,
+                format!("invalid job name {name:?}: use 1-64 letters, digits, '.', '_' or '-'"),
+            )
+            .into());
+        }
+        if name.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(CliError::new(
+                EXIT_DATA,
+                format!("job name {name:?} is a number; it would be mistaken for a job id"),
+            )
+            .into());
+        }
+    }
+    let mut tx = c.transaction()?;
+    check_template(&mut tx, job.template)?;
+    let seconds = i32::try_from(job.max_lateness.num_seconds()).unwrap_or(i32::MAX);
+    let row = tx.query_opt(
+        "INSERT INTO mailrun.recurring_jobs (name, cron, time_zone, template, max_lateness_seconds)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (name) DO NOTHING RETURNING id",
+        &[
+            &job.name,
+            &job.spec.as_str(),
+            &job.spec.time_zone().name(),
+            job.template,
+            &seconds,
+        ],
+    )?;
+    let Some(row) = row else {
+        return Err(CliError::new(
+            EXIT_DATA,
+            format!(
+                "a recurring job named {:?} exists already",
+                job.name.unwrap_or("")
+            ),
+        )
+        .into());
+    };
+    tx.commit()?;
+    Ok(row.get(0))
+}
+
+/// Every job, by id.
+pub fn list(c: &mut impl GenericClient) -> anyhow::Result<Vec<RecurringJob>> {
+    Ok(c.query(
+        &format!("SELECT {JOB_COLUMNS} FROM mailrun.recurring_jobs ORDER BY id"),
+        &[],
+    )?
+    .iter()
+    .map(job_from_row)
+    .collect())
+}
+
+/// A job by its id or its name.
+pub fn find(c: &mut impl GenericClient, id_or_name: &str) -> anyhow::Result<RecurringJob> {
+    let row = match id_or_name.parse::<i64>() {
+        Ok(id) => c.query_opt(
+            &format!("SELECT {JOB_COLUMNS} FROM mailrun.recurring_jobs WHERE id = $1"),
+            &[&id],
+        )?,
+        Err(_) => c.query_opt(
+            &format!("SELECT {JOB_COLUMNS} FROM mailrun.recurring_jobs WHERE name = $1"),
+            &[&id_or_name],
+        )?,
+    };
+    row.map(|r| job_from_row(&r))
+        .ok_or_else(|| CliError::new(EXIT_DATA, format!("no recurring job {id_or_name:?}")).into())
+}
+
+/// Pauses a job; false when it was paused already.
+pub fn pause(c: &mut impl GenericClient, id: i64) -> anyhow::Result<bool> {
+    let n = c.execute(
+        "UPDATE mailrun.recurring_jobs SET paused = true, updated_at = now()
+         WHERE id = $1 AND NOT paused",
+        &[&id],
+    )?;
+    Ok(n == 1)
+}
+
+/// Resumes a job; false when it was not paused. Occurrences that fell in the pause are
+/// not caught up: the job continues with the first occurrence after now.
+pub fn resume(c: &mut impl GenericClient, id: i64) -> anyhow::Result<bool> {
+    let n = c.execute(
+        "UPDATE mailrun.recurring_jobs SET paused = false, updated_at = now(),
+             last_occurrence_at = greatest(last_occurrence_at, now())
+         WHERE id = $1 AND paused",
+        &[&id],
+    )?;
+    Ok(n == 1)
+}
+
+/// Removes a job and its occurrence history; its messages stay (without the link).
+pub fn remove(c: &mut impl GenericClient, id: i64) -> anyhow::Result<bool> {
+    Ok(c.execute("DELETE FROM mailrun.recurring_jobs WHERE id = $1", &[&id])? == 1)
+}
+
+/// What a tick did for one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Materialised {
+    pub job_id: i64,
+    pub occurrence_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub outcome: OccurrenceOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum OccurrenceOutcome {
+    /// The message was queued.
+    Enqueued { message_id: i64 },
+    /// Later than the job's lateness limit when seen; not sent.
+    Skipped,
+    /// The template was refused at this time (say, its account was removed).
+    Failed { detail: String },
+}
+
+/// A job the tick could not evaluate (its spec or time zone no longer parses).
+#[derive(Debug, Clone, Serialize)]
+pub struct BadJob {
+    pub job_id: i64,
+    pub error: String,
+}
+
+/// Everything one `materialise_due` call did.
+#[derive(Debug, Default, Serialize)]
+pub struct TickReport {
+    pub materialised: Vec<Materialised>,
+    pub bad_jobs: Vec<BadJob>,
+}
+
+/// Materialises the due occurrence of every unpaused job, per the catch-up rule, as of
+/// `now` (pass the database's `now()`). Each job is handled in its own transaction;
+/// a job another tick is handling at the same moment is skipped (that tick does it).
+pub fn materialise_due(
+    c: &mut impl GenericClient,
+    now: DateTime<Utc>,
+) -> anyhow::Result<TickReport> {
+    let ids: Vec<i64> = c
+        .query(
+            "SELECT id FROM mailrun.recurring_jobs WHERE NOT paused ORDER BY id",
+            &[],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut report = TickReport::default();
+    for id in ids {
+        let mut tx = c.transaction()?;
+        let Some(row) = tx.query_opt(
+            &format!(
+                "SELECT {JOB_COLUMNS} FROM mailrun.recurring_jobs
+                 WHERE id = $1 AND NOT paused FOR UPDATE SKIP LOCKED"
+            ),
+            &[&id],
+        )?
+        else {
+            continue;
+        };
+        let job = job_from_row(&row);
+        let spec = match job.spec() {
+            Ok(spec) => spec,
+            Err(e) => {
+                report.bad_jobs.push(BadJob {
+                    job_id: id,
+                    error: format!("{e:#}"),
+                });
+                continue;
+            }
+        };
+        let lateness = Duration::seconds(i64::from(job.max_lateness_seconds));
+        let outcome = match catch_up(&spec, job.last_occurrence_at, job.created_at, now, lateness) {
+            CatchUp::NothingDue => None,
+            CatchUp::Stale(t) => record(&mut tx, &job, t, None)?,
+            CatchUp::Due(t) => record(&mut tx, &job, t, Some(&job.template))?,
+        };
+        tx.commit()?;
+        report.materialised.extend(outcome);
+    }
+    Ok(report)
+}
+
+/// Claims occurrence `t` of `job` and, for a due one (`template` given), enqueues its
+/// message; `None` when another tick claimed it first.
+fn record(
+    tx: &mut postgres::Transaction,
+    job: &RecurringJob,
+    t: DateTime<Utc>,
+    template: Option<&Value>,
+) -> anyhow::Result<Option<Materialised>> {
+    let status = if template.is_some() {
+        "enqueued"
+    } else {
+        "skipped"
+    };
+    let won = tx.execute(
+        "INSERT INTO mailrun.recurring_occurrences (job_id, occurrence_at, status)
+         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        &[&job.id, &t, &status],
+    )? == 1;
+    if !won {
+        return Ok(None);
+    }
+    tx.execute(
+        "UPDATE mailrun.recurring_jobs
+         SET last_occurrence_at = greatest(last_occurrence_at, $2), updated_at = now()
+         WHERE id = $1",
+        &[&job.id, &t],
+    )?;
+    let Some(template) = template else {
+        return Ok(Some(Materialised {
+            job_id: job.id,
+            occurrence_at: t,
+            outcome: OccurrenceOutcome::Skipped,
+        }));
+    };
+    let mut message = template.clone();
+    if let Some(obj) = message.as_object_mut() {
+        obj.insert("send_at".into(), json!(t.to_rfc3339()));
+    }
+    // A savepoint: a refused template must not undo the occurrence row, or every
+    // later tick would try (and fail) again.
+    let mut sp = tx.transaction()?;
+    let outcome = match queue::enqueue(&mut sp, &message) {
+        Ok(message_id) => {
+            sp.execute(
+                "UPDATE mailrun.messages SET recurring_job_id = $2 WHERE id = $1",
+                &[&message_id, &job.id],
+            )?;
+            sp.execute(
+                "UPDATE mailrun.recurring_occurrences SET message_id = $3
+                 WHERE job_id = $1 AND occurrence_at = $2",
+                &[&job.id, &t, &message_id],
+            )?;
+            sp.commit()?;
+            OccurrenceOutcome::Enqueued { message_id }
+        }
+        Err(EnqueueError::Invalid { message, .. }) => {
+            sp.rollback()?;
+            tx.execute(
+                "UPDATE mailrun.recurring_occurrences SET status = 'failed', detail = $3
+                 WHERE job_id = $1 AND occurrence_at = $2",
+                &[&job.id, &t, &message],
+            )?;
+            OccurrenceOutcome::Failed { detail: message }
+        }
+        Err(EnqueueError::Database(e)) => return Err(e.into()),
+    };
+    Ok(Some(Materialised {
+        job_id: job.id,
+        occurrence_at: t,
+        outcome,
+    }))
+}
+
+/// One handled occurrence, for `schedule list --json` and the status page.
+#[derive(Debug, Clone, Serialize)]
+pub struct Occurrence {
+    pub job_id: i64,
+    pub occurrence_at: DateTime<Utc>,
+    pub status: String,
+    pub message_id: Option<i64>,
+    pub detail: Option<String>,
+}
+
+/// The latest `limit` occurrences of a job, newest first.
+pub fn occurrences(
+    c: &mut impl GenericClient,
+    job_id: i64,
+    limit: i64,
+) -> anyhow::Result<Vec<Occurrence>> {
+    Ok(c.query(
+        "SELECT job_id, occurrence_at, status, message_id, detail
+             FROM mailrun.recurring_occurrences WHERE job_id = $1
+             ORDER BY occurrence_at DESC LIMIT $2",
+        &[&job_id, &limit],
+    )?
+    .iter()
+    .map(|r| Occurrence {
+        job_id: r.get(0),
+        occurrence_at: r.get(1),
+        status: r.get(2),
+        message_id: r.get(3),
+        detail: r.get(4),
+    })
+    .collect())
+}

@@ -1,0 +1,1531 @@
+//! Quotas, throttle feedback, failover, the reply policy, suppression and the unknown
+//! outcome, against the private PostgreSQL cluster and real SMTP servers (aiosmtpd,
+//! tests/support/quota_smtp.py).
+//!
+//! The runner is not part of this test: a small stand-in here claims batches with
+//! `queue::claim_batch`, delivers them over SMTP with lettre, and reports with
+//! `queue::apply_results`, exactly the calls dispatch-cgi makes for a runner.
+mod common;
+#[path = "common/web.rs"]
+mod web;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use chrono::{Timelike, Utc};
+use common::{assert_status, stdout};
+use mailrun::dispatcher::quota::{self, Caps, Scope};
+use mailrun::dispatcher::reply_policy::{self, Action, NewRule, ThrottleTarget};
+use mailrun::dispatcher::{queue, runners, schema, suppression};
+use mailrun::protocol::sign::SigningKey;
+use mailrun::protocol::{JobRun, MessageResult, Outcome};
+use postgres::{Client, NoTls};
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------
+
+/// tests/support/quota_smtp.py on a loopback port; killed when dropped.
+struct SmtpServer {
+    port: u16,
+    log: PathBuf,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl SmtpServer {
+    fn start(mode: &str) -> SmtpServer {
+        let probe = Command::new("python3")
+            .args(["-c", "import aiosmtpd"])
+            .output()
+            .expect("python3 not found: run scripts/test-setup.sh");
+        assert!(
+            probe.status.success(),
+            "python3 module aiosmtpd missing: run scripts/test-setup.sh"
+        );
+        let dir = common::temp_dir();
+        let log = dir.path().join("delivered.jsonl");
+        let port = common::free_port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/quota_smtp.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(["--port", &port.to_string(), "--mode", mode, "--log"])
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start quota_smtp.py");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read from quota_smtp.py");
+        assert_eq!(line.trim(), "ready", "quota_smtp.py did not start");
+        SmtpServer {
+            port,
+            log,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// Every message the server accepted (one JSON object each).
+    fn delivered(&self) -> Vec<Value> {
+        match std::fs::read_to_string(&self.log) {
+            Ok(s) => s
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("log line is JSON"))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn connect(url: &str) -> Client {
+    Client::connect(url, NoTls).expect("connect")
+}
+
+/// A migrated database with runners r1..r4.
+fn setup(name: &str) -> (String, Client) {
+    let url = common::cluster().fresh_db(name);
+    let mut c = connect(&url);
+    schema::migrate(&mut c).expect("migrate");
+    for r in ["r1", "r2", "r3", "r4"] {
+        runners::add(&mut c, r, "http://127.0.0.1:9/runner", 100).unwrap();
+    }
+    (url, c)
+}
+
+fn add_account(c: &mut Client, name: &str, port: u16) {
+    c.execute(
+        "INSERT INTO mailrun.smtp_accounts (name, host, port, security)
+         VALUES ($1, '127.0.0.1', $2, 'none')",
+        &[&name, &i32::from(port)],
+    )
+    .unwrap();
+}
+
+fn enqueue(c: &mut Client, m: Value) -> i64 {
+    queue::enqueue(c, &m).expect("enqueue")
+}
+
+fn msg(account: &str, to: &str) -> Value {
+    json!({"from": "Sender <sender@example.com>", "to": [to], "subject": "Hi",
+           "text": "Body", "account": account})
+}
+
+fn claim(c: &mut Client, runner: &str, n: u32) -> JobRun {
+    queue::claim_batch(c, runner, n, 300).expect("claim")
+}
+
+fn one(c: &mut Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).unwrap().get(0)
+}
+
+fn text(c: &mut Client, sql: &str, id: i64) -> Option<String> {
+    c.query_one(sql, &[&id]).unwrap().get(0)
+}
+
+fn make_all_due(c: &mut Client) {
+    c.execute(
+        "UPDATE mailrun.messages SET next_attempt_at = now()
+         WHERE state IN ('queued', 'deferred')",
+        &[],
+    )
+    .unwrap();
+}
+
+/// Delivers a JobRun over SMTP with lettre, as a runner would; one result per message.
+fn deliver(run: &JobRun) -> Vec<MessageResult> {
+    use lettre::{Message, SmtpTransport, Transport};
+    run.messages
+        .iter()
+        .map(|m| {
+            let mut b = Message::builder()
+                .from(m.from.parse().unwrap())
+                .subject(m.subject.clone())
+                .message_id(Some(m.message_id_header.clone()));
+            for t in &m.to {
+                b = b.to(t.parse().unwrap());
+            }
+            let email = b.body(m.text_body.clone().unwrap_or_default()).unwrap();
+            let mailer = SmtpTransport::builder_dangerous(m.account.host.as_str())
+                .port(m.account.port)
+                .timeout(Some(Duration::from_secs(30)))
+                .build();
+            let (outcome, code, text) = match mailer.send(&email) {
+                Ok(resp) => (
+                    Outcome::Sent,
+                    resp.code().to_string().parse::<u16>().ok(),
+                    Some(resp.message().collect::<Vec<_>>().join(" ")),
+                ),
+                Err(e) => {
+                    let code = e.status().and_then(|c| c.to_string().parse::<u16>().ok());
+                    let outcome = if e.is_permanent() {
+                        Outcome::Failed
+                    } else {
+                        Outcome::Deferred
+                    };
+                    (outcome, code, Some(e.to_string()))
+                }
+            };
+            MessageResult {
+                job_run_id: run.job_run_id.clone(),
+                message_id: m.id,
+                lease_token: m.lease_token.clone(),
+                outcome,
+                smtp_code: code,
+                enhanced_status: None,
+                text,
+                attempted_at: Utc::now(),
+                recipients: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+fn result(
+    run: &JobRun,
+    i: usize,
+    outcome: Outcome,
+    code: Option<u16>,
+    text: &str,
+) -> MessageResult {
+    let m = &run.messages[i];
+    MessageResult {
+        job_run_id: run.job_run_id.clone(),
+        message_id: m.id,
+        lease_token: m.lease_token.clone(),
+        outcome,
+        smtp_code: code,
+        enhanced_status: None,
+        text: Some(text.into()),
+        attempted_at: Utc::now(),
+        recipients: Vec::new(),
+    }
+}
+
+fn admin(url: &str, args: &[&str]) -> Output {
+    common::run(
+        common::command(env!("CARGO_BIN_EXE_dispatch-admin"))
+            .arg("--database-url")
+            .arg(url)
+            .args(args),
+    )
+}
+
+fn admin_json(url: &str, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = admin(url, &all);
+    assert_status(&out, 0);
+    serde_json::from_str(&stdout(&out)).expect("JSON output")
+}
+
+/// Hour and day caps count in UTC calendar buckets: keep a test off the boundary so a
+/// new hour cannot start in the middle of it (a guard, not an assertion).
+fn away_from_the_hour() {
+    let now = Utc::now();
+    if now.minute() == 59 && now.second() >= 30 {
+        std::thread::sleep(Duration::from_secs(u64::from(61 - now.second())));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Quota ledger
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn caps_hold_across_concurrent_claimers_counted_by_the_smtp_server() {
+    away_from_the_hour();
+    let server = SmtpServer::start("accept");
+    let (url, mut c) = setup("caps_concurrent");
+    add_account(&mut c, "main", server.port);
+    // "This account: 300 per hour, 2 000 per day" (the binding cap is the hour's), a
+    // recipient domain at 7 per hour and one runner at 5 per hour.
+    let out = admin(
+        &url,
+        &[
+            "quota",
+            "set",
+            "account",
+            "main",
+            "--per-hour",
+            "300",
+            "--per-day",
+            "2000",
+        ],
+    );
+    assert_status(&out, 0);
+    quota::set(
+        &mut c,
+        Scope::Domain,
+        "B.example",
+        &Caps {
+            per_second: None,
+            per_hour: Some(7),
+            per_day: None,
+            window: None,
+        },
+    )
+    .unwrap();
+    quota::set(
+        &mut c,
+        Scope::Runner,
+        "r1",
+        &Caps {
+            per_second: None,
+            per_hour: Some(5),
+            per_day: None,
+            window: None,
+        },
+    )
+    .unwrap();
+    let mut batch = Vec::new();
+    for i in 0..400 {
+        let domain = if i % 4 == 0 { "b.example" } else { "a.example" };
+        batch.push(msg("main", &format!("user{i}@{domain}")));
+    }
+    queue::enqueue_many(&mut c, &batch).unwrap();
+
+    // Four runners claim, deliver and report at once, each on its own connection.
+    let threads: Vec<_> = ["r1", "r2", "r3", "r4"]
+        .into_iter()
+        .map(|runner| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut c = connect(&url);
+                let mut empties = 0;
+                let mut got = 0;
+                while empties < 3 {
+                    let run = claim(&mut c, runner, 25);
+                    assert!(run.messages.len() <= 25);
+                    if run.messages.is_empty() {
+                        empties += 1;
+                        std::thread::sleep(Duration::from_millis(30));
+                        continue;
+                    }
+                    got += run.messages.len();
+                    let results = deliver(&run);
+                    queue::apply_results(&mut c, runner, &results).unwrap();
+                }
+                (runner, got)
+            })
+        })
+        .collect();
+    let per_runner: HashMap<&str, usize> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    // Whatever a busy quota made a claimer skip is taken now, by one runner alone.
+    loop {
+        let run = claim(&mut c, "r2", 10);
+        if run.messages.is_empty() {
+            break;
+        }
+        queue::apply_results(&mut c, "r2", &deliver(&run)).unwrap();
+    }
+
+    let delivered = server.delivered();
+    let to_b = delivered
+        .iter()
+        .filter(|d| d["rcpt"][0].as_str().unwrap().ends_with("@b.example"))
+        .count();
+    assert_eq!(delivered.len(), 300, "the account's hourly cap, exactly");
+    assert_eq!(to_b, 7, "the domain's hourly cap, exactly");
+    assert!(per_runner["r1"] <= 5, "runner cap: {per_runner:?}");
+    let r1_attempts = one(
+        &mut c,
+        "SELECT count(*) FROM mailrun.delivery_attempts WHERE runner_id = 'r1'",
+    );
+    assert!(r1_attempts <= 5);
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM mailrun.messages WHERE state = 'sent'"
+        ),
+        300
+    );
+
+    // The other 100 wait, each saying for what.
+    let held_account = one(
+        &mut c,
+        "SELECT count(*) FROM mailrun.messages WHERE state = 'queued'
+         AND held_reason LIKE 'held: account main hourly cap 300/h until % UTC'",
+    );
+    let held_domain = one(
+        &mut c,
+        "SELECT count(*) FROM mailrun.messages WHERE state = 'queued'
+         AND held_reason LIKE 'held: domain b.example hourly cap 7/h until % UTC'",
+    );
+    assert_eq!(held_account + held_domain, 100);
+    assert!(held_account > 0);
+    assert_eq!(
+        one(&mut c, "SELECT mailrun.count_due()"),
+        0,
+        "held messages are not due"
+    );
+    let out = admin(&url, &["status"]);
+    assert_status(&out, 0);
+    let s = stdout(&out);
+    assert!(
+        s.contains("held: account main hourly cap 300/h until"),
+        "{s}"
+    );
+    assert!(s.contains("300/300"), "{s}");
+    assert!(s.contains("300/2000"), "{s}");
+    let status = admin_json(&url, &["status"]);
+    let quotas = status["quotas"].as_array().unwrap();
+    let main = quotas.iter().find(|q| q["key"] == "main").unwrap();
+    assert_eq!(main["used_hour"], 300);
+    assert_eq!(main["used_day"], 300);
+    assert!(!status["held"].as_array().unwrap().is_empty());
+}
+
+/// Eight claimers in tight loops over messages whose failover lists and recipient
+/// domains make them lock quotas in every order: no deadlock, no claim error, and the
+/// leased counts never exceed any cap.
+#[test]
+fn concurrent_claimers_in_mixed_lock_orders_never_exceed_a_cap() {
+    away_from_the_hour();
+    let (url, mut c) = setup("claim_storm");
+    for r in ["r5", "r6", "r7", "r8"] {
+        runners::add(&mut c, r, "http://127.0.0.1:9/runner", 100).unwrap();
+    }
+    add_account(&mut c, "a", 2525);
+    add_account(&mut c, "b", 2526);
+    let hour = |n| Caps {
+        per_second: None,
+        per_hour: Some(n),
+        per_day: None,
+        window: None,
+    };
+    quota::set(&mut c, Scope::Account, "a", &hour(23)).unwrap();
+    quota::set(&mut c, Scope::Account, "b", &hour(19)).unwrap();
+    quota::set(&mut c, Scope::Domain, "x.example", &hour(11)).unwrap();
+    quota::set(&mut c, Scope::Domain, "y.example", &hour(13)).unwrap();
+    quota::set(&mut c, Scope::Runner, "r3", &hour(4)).unwrap();
+    let mut batch = Vec::new();
+    for i in 0..400 {
+        let accounts = if i % 2 == 0 { ["a", "b"] } else { ["b", "a"] };
+        let to = match i % 4 {
+            0 => vec![format!("u{i}@x.example")],
+            1 => vec![format!("u{i}@y.example")],
+            2 => vec![format!("u{i}@x.example"), format!("v{i}@y.example")],
+            _ => vec![format!("u{i}@z.example")],
+        };
+        batch.push(json!({"from": "s@example.com", "to": to, "text": "x", "accounts": accounts}));
+    }
+    queue::enqueue_many(&mut c, &batch).unwrap();
+    let threads: Vec<_> = ["r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8"]
+        .into_iter()
+        .map(|runner| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut c = connect(&url);
+                let mut empties = 0;
+                while empties < 5 {
+                    let run = claim(&mut c, runner, 3);
+                    if run.messages.is_empty() {
+                        empties += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // What a busy quota made a claimer skip, taken by one claimer alone.
+    while !claim(&mut c, "r1", 10).messages.is_empty() {}
+    let leased = |c: &mut Client, cond: &str| {
+        one(
+            c,
+            &format!(
+                "SELECT count(*) FROM mailrun.messages m JOIN mailrun.smtp_accounts a
+                 ON a.id = m.account_id WHERE m.state = 'leased' AND {cond}"
+            ),
+        )
+    };
+    let on_a = leased(&mut c, "a.name = 'a'");
+    let on_b = leased(&mut c, "a.name = 'b'");
+    assert!(on_a <= 23 && on_b <= 19, "a {on_a}, b {on_b}");
+    assert_eq!(
+        on_a + on_b,
+        42,
+        "both accounts filled (z.example has no domain cap)"
+    );
+    let to_x = leased(
+        &mut c,
+        "EXISTS (SELECT 1 FROM unnest(m.to_addrs) t WHERE t LIKE '%@x.example')",
+    );
+    let to_y = leased(
+        &mut c,
+        "EXISTS (SELECT 1 FROM unnest(m.to_addrs) t WHERE t LIKE '%@y.example')",
+    );
+    assert!(to_x <= 11 && to_y <= 13, "x {to_x}, y {to_y}");
+    assert!(leased(&mut c, "m.lease_runner = 'r3'") <= 4);
+}
+
+#[test]
+fn per_second_and_window_caps_and_released_reservations() {
+    away_from_the_hour();
+    let (_url, mut c) = setup("rate_window");
+    add_account(&mut c, "main", 2525);
+    for i in 0..10 {
+        enqueue(&mut c, msg("main", &format!("u{i}@example.org")));
+    }
+    let caps = |s, w| Caps {
+        per_second: s,
+        per_hour: None,
+        per_day: None,
+        window: w,
+    };
+    quota::set(&mut c, Scope::Account, "main", &caps(Some(3), None)).unwrap();
+    // One claim is one transaction: one second's bucket.
+    let run = claim(&mut c, "r1", 10);
+    assert_eq!(run.messages.len(), 3);
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM mailrun.messages WHERE held_reason LIKE 'held: account main rate 3/s until %'"
+        ),
+        7
+    );
+
+    // A sliding window of 4 per hour instead (a cap counts from when it is set).
+    quota::set(&mut c, Scope::Account, "main", &caps(None, Some((4, 3600)))).unwrap();
+    make_all_due(&mut c);
+    let run = claim(&mut c, "r1", 10);
+    assert_eq!(run.messages.len(), 4);
+    make_all_due(&mut c);
+    assert!(claim(&mut c, "r1", 10).messages.is_empty());
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM mailrun.messages
+             WHERE held_reason LIKE 'held: account main window cap 4 per 3600 s until %'"
+        ),
+        3
+    );
+
+    // Held until the window's oldest bucket (1/60 of it) has left it.
+    let until_ok: bool = c
+        .query_one(
+            "SELECT bool_and(held_until BETWEEN now() + interval '3600 seconds'
+                                            AND now() + interval '3660 seconds')
+             FROM mailrun.messages WHERE held_reason LIKE '%window cap%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(until_ok);
+
+    // NotAttempted gives its reservation back: one more fits.
+    let r = result(&run, 0, Outcome::NotAttempted, None, "lease deadline");
+    queue::apply_results(&mut c, "r1", &[r]).unwrap();
+    make_all_due(&mut c);
+    assert_eq!(claim(&mut c, "r1", 10).messages.len(), 1);
+    // A sent one keeps it.
+    let r = result(&run, 1, Outcome::Sent, Some(250), "ok");
+    queue::apply_results(&mut c, "r1", &[r]).unwrap();
+    make_all_due(&mut c);
+    assert!(claim(&mut c, "r1", 10).messages.is_empty());
+    // A reaped lease gives its reservation back too.
+    c.execute(
+        "UPDATE mailrun.messages SET lease_expires_at = now() - interval '1 second'
+         WHERE id = $1",
+        &[&run.messages[2].id],
+    )
+    .unwrap();
+    assert_eq!(queue::reap_expired(&mut c).unwrap(), 1);
+    make_all_due(&mut c);
+    assert_eq!(claim(&mut c, "r1", 10).messages.len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Throttle feedback and failover
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn throttle_feedback_from_a_server_answering_421() {
+    away_from_the_hour();
+    let server = SmtpServer::start("421");
+    let (url, mut c) = setup("throttle_421");
+    add_account(&mut c, "slow", server.port);
+    quota::set(
+        &mut c,
+        Scope::Account,
+        "slow",
+        &Caps {
+            per_second: None,
+            per_hour: Some(10),
+            per_day: None,
+            window: None,
+        },
+    )
+    .unwrap();
+    let ids: Vec<i64> = (0..3)
+        .map(|i| enqueue(&mut c, msg("slow", &format!("u{i}@example.org"))))
+        .collect();
+    let run = claim(&mut c, "r1", 10);
+    assert_eq!(run.messages.len(), 3);
+    let results = deliver(&run);
+    assert!(results
+        .iter()
+        .all(|r| r.smtp_code == Some(421) && r.outcome == Outcome::Deferred));
+    queue::apply_results(&mut c, "r1", &results).unwrap();
+    assert!(server.delivered().is_empty());
+
+    // Halved once (signals from mail already on its way do not halve again), paused.
+    let t = quota::throttles(&mut c).unwrap();
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        (t[0].scope.as_str(), t[0].key.as_str()),
+        ("account", "slow")
+    );
+    assert_eq!(t[0].factor, 0.5);
+    assert_eq!(t[0].signals, 3);
+    assert_eq!(t[0].last_code, Some(421));
+    assert!(t[0].paused_until.unwrap() > Utc::now());
+    for id in &ids {
+        assert_eq!(
+            text(
+                &mut c,
+                "SELECT state FROM mailrun.messages WHERE id = $1",
+                *id
+            )
+            .as_deref(),
+            Some("deferred"),
+            "421 is never final"
+        );
+    }
+
+    // While paused nothing goes to that account, and status says why.
+    make_all_due(&mut c);
+    assert!(claim(&mut c, "r1", 10).messages.is_empty());
+    let reason = text(
+        &mut c,
+        "SELECT held_reason FROM mailrun.messages WHERE id = $1",
+        ids[0],
+    )
+    .unwrap();
+    assert!(
+        reason.starts_with("held: account slow throttled (421 "),
+        "{reason}"
+    );
+    let out = admin(&url, &["quota", "list"]);
+    assert_status(&out, 0);
+    let s = stdout(&out);
+    assert!(
+        s.contains("throttled: account slow at 50.0% of its caps"),
+        "{s}"
+    );
+    assert!(s.contains("3/5 (of 10)"), "{s}");
+
+    // After the pause the halved cap applies: 5 per hour, 3 used.
+    c.execute(
+        "UPDATE mailrun.throttles SET paused_until = now() - interval '1 second'",
+        &[],
+    )
+    .unwrap();
+    for i in 0..5 {
+        enqueue(&mut c, msg("slow", &format!("v{i}@example.org")));
+    }
+    make_all_due(&mut c);
+    assert_eq!(claim(&mut c, "r1", 10).messages.len(), 2);
+    // A quiet recover period doubles the factor back to 1: 10 per hour.
+    c.execute(
+        "UPDATE mailrun.throttles SET last_signal_at = now() - interval '601 seconds'",
+        &[],
+    )
+    .unwrap();
+    make_all_due(&mut c);
+    assert_eq!(claim(&mut c, "r1", 10).messages.len(), 5);
+    assert!(quota::throttles(&mut c).unwrap().is_empty());
+}
+
+#[test]
+fn failover_between_two_real_smtp_servers() {
+    away_from_the_hour();
+    let refusing = SmtpServer::start("421");
+    let accepting = SmtpServer::start("accept");
+    let (url, mut c) = setup("failover");
+    add_account(&mut c, "primary", refusing.port);
+    add_account(&mut c, "backup", accepting.port);
+    let failover = |to: &str| {
+        json!({"from": "s@example.com", "to": [to], "text": "x",
+               "accounts": ["primary", "backup"]})
+    };
+
+    // 421 from the primary: the message moves to the backup at once, no backoff.
+    let m1 = enqueue(&mut c, failover("one@example.org"));
+    let run = claim(&mut c, "r1", 10);
+    assert_eq!(run.messages[0].account.name, "primary");
+    queue::apply_results(&mut c, "r1", &deliver(&run)).unwrap();
+    assert_eq!(
+        text(
+            &mut c,
+            "SELECT state FROM mailrun.messages WHERE id = $1",
+            m1
+        )
+        .as_deref(),
+        Some("deferred")
+    );
+    let run = claim(&mut c, "r1", 10);
+    assert_eq!(run.messages.len(), 1, "due now on the next account");
+    assert_eq!(run.messages[0].account.name, "backup");
+    queue::apply_results(&mut c, "r1", &deliver(&run)).unwrap();
+    assert_eq!(
+        text(
+            &mut c,
+            "SELECT state FROM mailrun.messages WHERE id = $1",
+            m1
+        )
+        .as_deref(),
+        Some("sent")
+    );
+    let got = accepting.delivered();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["rcpt"][0], "one@example.org");
+
+    // The primary is throttled now: new mail goes straight to the backup.
+    enqueue(&mut c, failover("two@example.org"));
+    let run = claim(&mut c, "r1", 10);
+    assert_eq!(run.messages[0].account.name, "backup");
+    queue::apply_results(&mut c, "r1", &deliver(&run)).unwrap();
+
+    // Disabled: skipped as well.
+    assert_status(
+        &admin(&url, &["quota", "unthrottle", "account", "primary"]),
+        0,
+    );
+    assert_status(&admin(&url, &["account", "disable", "primary"]), 0);
+    enqueue(&mut c, failover("three@example.org"));
+    let run = claim(&mut c, "r1", 10);
+    assert_eq!(run.messages[0].account.name, "backup");
+    queue::apply_results(&mut c, "r1", &deliver(&run)).unwrap();
+    assert_eq!(accepting.delivered().len(), 3);
+
+    // Over quota: the first message takes the primary's last slot, the next fails over.
+    assert_status(&admin(&url, &["account", "enable", "primary"]), 0);
+    assert_status(
+        &admin(
+            &url,
+            &["quota", "set", "account", "primary", "--per-day", "1"],
+        ),
+        0,
+    );
+    enqueue(&mut c, failover("four@example.org"));
+    enqueue(&mut c, failover("five@example.org"));
+    let run = claim(&mut c, "r1", 10);
+    let names: Vec<&str> = run
+        .messages
+        .iter()
+        .map(|m| m.account.name.as_str())
+        .collect();
+    assert_eq!(names, vec!["primary", "backup"]);
+
+    // A message with only a disabled account waits and says so.
+    assert_status(&admin(&url, &["account", "disable", "primary"]), 0);
+    let lone = enqueue(&mut c, msg("primary", "six@example.org"));
+    assert!(claim(&mut c, "r1", 10).messages.is_empty());
+    assert_eq!(
+        text(
+            &mut c,
+            "SELECT held_reason FROM mailrun.messages WHERE id = $1",
+            lone
+        )
+        .as_deref(),
+        Some("held: account primary disabled")
+    );
+    let shown = admin_json(&url, &["show", &lone.to_string()]);
+    assert_eq!(shown["message"]["held"], "held: account primary disabled");
+    let out = admin(&url, &["show", &m1.to_string()]);
+    assert!(stdout(&out).contains("primary, backup"), "{}", stdout(&out));
+    // Enqueue refuses a bad failover list and changes nothing.
+    let before = one(&mut c, "SELECT count(*) FROM mailrun.messages");
+    for bad in [
+        json!({"from": "s@example.com", "to": ["x@example.org"], "text": "x", "accounts": []}),
+        json!({"from": "s@example.com", "to": ["x@example.org"], "text": "x", "accounts": ["nope"]}),
+        json!({"from": "s@example.com", "to": ["x@example.org"], "text": "x",
+               "accounts": ["backup", "backup"]}),
+        json!({"from": "s@example.com", "to": ["x@example.org"], "text": "x",
+               "accounts": ["backup"], "account": "primary"}),
+    ] {
+        assert!(queue::enqueue(&mut c, &bad).is_err(), "{bad}");
+    }
+    assert_eq!(one(&mut c, "SELECT count(*) FROM mailrun.messages"), before);
+}
+
+// ---------------------------------------------------------------------------------------
+// Reply policy
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn reply_policy_matching() {
+    let (url, mut c) = setup("reply_policy");
+    add_account(&mut c, "main", 2525);
+    let mut decide =
+        |code: Option<i32>, enh: Option<&str>, txt: Option<&str>, domain: Option<&str>| {
+            let d = reply_policy::decide(&mut c, code, enh, txt, domain, Some("main")).unwrap();
+            (d.action.unwrap_or_else(|| "-".into()), d.throttle)
+        };
+    let s = |a: &str, t: &str| (a.to_string(), t.to_string());
+    // Shipped defaults: the known misclassifications.
+    assert_eq!(
+        decide(
+            Some(550),
+            Some("5.7.1"),
+            Some("Rate limited, try later"),
+            None
+        ),
+        s("retry", "account")
+    );
+    assert_eq!(
+        decide(
+            Some(550),
+            Some("5.7.1"),
+            Some("connection frequency limited"),
+            None
+        ),
+        s("retry", "account")
+    );
+    assert_eq!(
+        decide(Some(421), None, Some("closing"), None),
+        s("another_account", "account")
+    );
+    assert_eq!(
+        decide(Some(421), Some("4.7.0"), Some("anything at all"), None),
+        s("another_account", "account")
+    );
+    assert_eq!(
+        decide(
+            Some(450),
+            Some("4.2.1"),
+            Some("The user is receiving mail at a rate that prevents additional messages"),
+            Some("gmail.com")
+        ),
+        s("retry", "domain")
+    );
+    assert_eq!(
+        decide(Some(550), Some("5.1.1"), Some("no such user"), None),
+        s("suppress", "none")
+    );
+    assert_eq!(
+        decide(Some(550), None, Some("User unknown"), None),
+        s("suppress", "none")
+    );
+    assert_eq!(
+        decide(Some(552), Some("5.2.2"), Some("mailbox full"), None),
+        s("retry", "none")
+    );
+    assert_eq!(
+        decide(Some(535), Some("5.7.8"), Some("auth failed"), None),
+        s("another_account", "none")
+    );
+    // No rule: 5xx fail, 4xx retry, nothing known without a code.
+    assert_eq!(
+        decide(Some(554), Some("5.7.1"), Some("spam"), None),
+        s("fail", "none")
+    );
+    assert_eq!(
+        decide(Some(451), None, Some("local error"), None),
+        s("retry", "none")
+    );
+    assert_eq!(decide(None, None, Some("timeout"), None), s("-", "none"));
+
+    // An operator rule per domain, first in line, beats the shipped ones.
+    let id = reply_policy::add(
+        &mut c,
+        &NewRule {
+            position: Some(1),
+            code: Some("5xx".into()),
+            pattern: Some("blocked".into()),
+            domain: Some("example.net".into()),
+            ..NewRule::default()
+        },
+        Action::Retry,
+        ThrottleTarget::Domain,
+    )
+    .unwrap();
+    let d = reply_policy::decide(
+        &mut c,
+        Some(554),
+        None,
+        Some("IP blocked"),
+        Some("mx.example.net"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        (d.action.as_deref(), d.throttle.as_str(), d.rule_id),
+        (Some("retry"), "domain", Some(id))
+    );
+    let d = reply_policy::decide(
+        &mut c,
+        Some(554),
+        None,
+        Some("IP blocked"),
+        Some("example.org"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(d.action.as_deref(), Some("fail"));
+    let rules = reply_policy::list(&mut c).unwrap();
+    assert_eq!(rules[0].id, id);
+    assert_eq!(rules[0].position, 1);
+    assert!(rules[1..].iter().all(|r| r.shipped));
+
+    // The CLI: test, add, bad input refused without change, remove.
+    let d = admin_json(
+        &url,
+        &[
+            "reply-rule",
+            "test",
+            "--code",
+            "550",
+            "--enhanced",
+            "5.7.1",
+            "--text",
+            "rate limited",
+        ],
+    );
+    assert_eq!(d["action"], "retry");
+    let count = reply_policy::list(&mut c).unwrap().len();
+    for bad in [
+        vec![
+            "reply-rule",
+            "add",
+            "--action",
+            "fail",
+            "--pattern",
+            "(unclosed",
+        ],
+        vec!["reply-rule", "add", "--action", "fail", "--code", "6xx"],
+        vec!["reply-rule", "add", "--action", "fail", "--enhanced", "5.x"],
+        vec!["reply-rule", "add", "--action", "fail"],
+        vec![
+            "reply-rule",
+            "add",
+            "--action",
+            "fail",
+            "--code",
+            "550",
+            "--account",
+            "nope",
+        ],
+    ] {
+        let out = admin(&url, &bad);
+        assert_status(&out, 65);
+    }
+    assert_eq!(reply_policy::list(&mut c).unwrap().len(), count);
+    let added = admin_json(
+        &url,
+        &[
+            "reply-rule",
+            "add",
+            "--action",
+            "suppress",
+            "--code",
+            "550",
+            "--pattern",
+            "gone away",
+        ],
+    );
+    let new_id = added["id"].as_i64().unwrap();
+    let d = admin_json(
+        &url,
+        &[
+            "reply-rule",
+            "test",
+            "--code",
+            "550",
+            "--text",
+            "mailbox gone away",
+        ],
+    );
+    assert_eq!(d["action"], "suppress");
+    assert_eq!(d["rule_id"], new_id);
+    assert_status(
+        &admin(&url, &["reply-rule", "remove", &new_id.to_string()]),
+        0,
+    );
+    assert_status(
+        &admin(&url, &["reply-rule", "remove", &new_id.to_string()]),
+        65,
+    );
+
+    // Applied when results arrive: a "rate limited" 550 defers and throttles; a 5.1.1
+    // fails the recipient and suppresses it; a message's own final_codes come first.
+    let a = enqueue(&mut c, msg("main", "a@example.org"));
+    let b = enqueue(&mut c, msg("main", "b@example.org"));
+    let f = enqueue(
+        &mut c,
+        json!({"from": "s@example.com", "to": ["f@example.org"], "text": "x", "account": "main",
+               "final_codes": [{"code": "550", "permanent": true}]}),
+    );
+    let run = claim(&mut c, "r1", 10);
+    let idx = |id: i64| run.messages.iter().position(|m| m.id == id).unwrap();
+    let mut rate = result(
+        &run,
+        idx(a),
+        Outcome::Failed,
+        Some(550),
+        "5.7.1 rate limited",
+    );
+    rate.enhanced_status = Some("5.7.1".into());
+    let mut gone = result(&run, idx(b), Outcome::Failed, Some(550), "no such user");
+    gone.enhanced_status = Some("5.1.1".into());
+    let own = result(&run, idx(f), Outcome::Failed, Some(550), "rate limited");
+    queue::apply_results(&mut c, "r1", &[rate, gone, own]).unwrap();
+    let st = |c: &mut Client, id| text(c, "SELECT state FROM mailrun.messages WHERE id = $1", id);
+    assert_eq!(st(&mut c, a).as_deref(), Some("deferred"));
+    assert_eq!(st(&mut c, b).as_deref(), Some("failed"));
+    assert_eq!(st(&mut c, f).as_deref(), Some("failed"));
+    let sup = suppression::get(&mut c, "b@example.org").unwrap().unwrap();
+    assert_eq!((sup.source.as_str(), sup.smtp_code), ("bounce", Some(550)));
+    assert!(quota::throttles(&mut c)
+        .unwrap()
+        .iter()
+        .any(|t| t.key == "main"));
+
+    // A message-level 5.1.1 for several recipients names none of them: they fail, but
+    // nobody is suppressed on a guess.
+    assert!(quota::unthrottle(&mut c, "account", "main").unwrap());
+    let two = enqueue(
+        &mut c,
+        json!({"from": "s@example.com", "to": ["p@example.org", "q@example.org"], "text": "x",
+               "account": "main"}),
+    );
+    let run = claim(&mut c, "r1", 10);
+    let mut r = result(&run, 0, Outcome::Failed, Some(550), "no such user");
+    r.enhanced_status = Some("5.1.1".into());
+    assert_eq!(run.messages[0].id, two);
+    queue::apply_results(&mut c, "r1", &[r]).unwrap();
+    assert_eq!(st(&mut c, two).as_deref(), Some("failed"));
+    assert!(suppression::get(&mut c, "p@example.org").unwrap().is_none());
+}
+
+// ---------------------------------------------------------------------------------------
+// Suppression
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn suppression_at_enqueue_and_at_claim() {
+    let (url, mut c) = setup("suppression");
+    add_account(&mut c, "main", 2525);
+    assert_status(
+        &admin(
+            &url,
+            &[
+                "suppress",
+                "add",
+                "X@Example.org",
+                "--reason",
+                "asked to stop",
+            ],
+        ),
+        0,
+    );
+    let out = admin(&url, &["suppress", "check", "x@example.org"]);
+    assert_status(&out, 0);
+    assert!(stdout(&out).contains("asked to stop"));
+    assert_status(&admin(&url, &["suppress", "check", "y@example.org"]), 3);
+    assert_status(&admin(&url, &["suppress", "add", "not an address"]), 65);
+
+    // At enqueue: a suppressed recipient is failed at once; with none left, the message.
+    let mixed = enqueue(
+        &mut c,
+        json!({"from": "s@example.com", "to": ["Xavier <x@example.org>", "y@example.org"],
+               "text": "x", "account": "main"}),
+    );
+    let only = enqueue(&mut c, msg("main", "x@example.org"));
+    let row = c
+        .query_one(
+            "SELECT state, recipients_failed FROM mailrun.messages WHERE id = $1",
+            &[&mixed],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "queued");
+    assert_eq!(row.get::<_, Vec<String>>(1), vec!["Xavier <x@example.org>"]);
+    assert_eq!(
+        text(
+            &mut c,
+            "SELECT state FROM mailrun.messages WHERE id = $1",
+            only
+        )
+        .as_deref(),
+        Some("failed")
+    );
+
+    // At claim: suppressed since enqueue.
+    let later = enqueue(&mut c, msg("main", "z@example.org"));
+    suppression::add(&mut c, "z@example.org", "complaint").unwrap();
+    let run = claim(&mut c, "r1", 10);
+    assert_eq!(run.messages.len(), 1);
+    assert_eq!(run.messages[0].id, mixed);
+    assert_eq!(run.messages[0].to, vec!["y@example.org"]);
+    assert_eq!(
+        text(
+            &mut c,
+            "SELECT state FROM mailrun.messages WHERE id = $1",
+            later
+        )
+        .as_deref(),
+        Some("failed")
+    );
+    assert_eq!(
+        text(
+            &mut c,
+            "SELECT last_text FROM mailrun.messages WHERE id = $1",
+            later
+        )
+        .as_deref(),
+        Some("suppressed: z@example.org")
+    );
+
+    let list = admin_json(&url, &["suppress", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_status(&admin(&url, &["suppress", "remove", "x@example.org"]), 0);
+    assert!(suppression::get(&mut c, "x@example.org").unwrap().is_none());
+}
+
+// ---------------------------------------------------------------------------------------
+// Unknown outcome
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn unknown_outcome_is_never_retried_silently() {
+    let (url, mut c) = setup("unknown");
+    add_account(&mut c, "main", 2525);
+    let id = enqueue(&mut c, msg("main", "a@example.org"));
+    let run = claim(&mut c, "r1", 10);
+    let r = result(
+        &run,
+        0,
+        Outcome::Unknown,
+        None,
+        "timeout after the final dot",
+    );
+    queue::apply_results(&mut c, "r1", &[r]).unwrap();
+    let st = |c: &mut Client| text(c, "SELECT state FROM mailrun.messages WHERE id = $1", id);
+    assert_eq!(st(&mut c).as_deref(), Some("unknown"));
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM mailrun.delivery_attempts WHERE outcome = 'unknown'"
+        ),
+        1
+    );
+    // Not due, not reaped back, shown in status.
+    make_all_due(&mut c);
+    assert!(claim(&mut c, "r1", 10).messages.is_empty());
+    queue::reap_expired(&mut c).unwrap();
+    assert_eq!(st(&mut c).as_deref(), Some("unknown"));
+    let status = admin_json(&url, &["status"]);
+    assert_eq!(status["counts"]["unknown"], 1);
+    assert_eq!(status["unknown_outcome"], 1);
+    let list = admin_json(&url, &["unknown", "list"]);
+    assert_eq!(list[0]["id"], id);
+
+    // With a configured wait, reaping retries it once the wait has passed.
+    assert_status(
+        &admin(&url, &["quota", "settings", "--unknown-retry-after", "600"]),
+        0,
+    );
+    queue::reap_expired(&mut c).unwrap();
+    assert_eq!(st(&mut c).as_deref(), Some("unknown"));
+    c.execute(
+        "UPDATE mailrun.messages SET last_attempt_at = now() - interval '601 seconds' WHERE id = $1",
+        &[&id],
+    )
+    .unwrap();
+    queue::reap_expired(&mut c).unwrap();
+    assert_eq!(st(&mut c).as_deref(), Some("deferred"));
+    let run = claim(&mut c, "r1", 10);
+    assert_eq!(run.messages.len(), 1);
+
+    // An operator decides: resolve refuses other states, and is all or nothing.
+    let r = result(
+        &run,
+        0,
+        Outcome::Unknown,
+        None,
+        "connection lost after DATA",
+    );
+    queue::apply_results(&mut c, "r1", &[r]).unwrap();
+    let other = enqueue(&mut c, msg("main", "b@example.org"));
+    let out = admin(
+        &url,
+        &[
+            "unknown",
+            "resolve",
+            &id.to_string(),
+            &other.to_string(),
+            "--as",
+            "sent",
+        ],
+    );
+    assert_status(&out, 65);
+    assert_eq!(st(&mut c).as_deref(), Some("unknown"));
+    assert_status(
+        &admin(
+            &url,
+            &["unknown", "resolve", &id.to_string(), "--as", "sent"],
+        ),
+        0,
+    );
+    assert_eq!(st(&mut c).as_deref(), Some("sent"));
+}
+
+// ---------------------------------------------------------------------------------------
+// dispatch-admin quota
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn quota_commands_validate_and_list() {
+    let (url, mut c) = setup("quota_cli");
+    add_account(&mut c, "main", 2525);
+    for bad in [
+        vec!["quota", "set", "account", "main"],
+        vec!["quota", "set", "account", "nope", "--per-day", "5"],
+        vec!["quota", "set", "runner", "nope", "--per-day", "5"],
+        vec!["quota", "set", "account", "main", "--per-day", "0"],
+        vec!["quota", "set", "domain", "bad domain", "--per-day", "5"],
+        vec!["quota", "set", "account", "main", "--window", "5/0"],
+        vec!["quota", "remove", "account", "main"],
+    ] {
+        assert_status(&admin(&url, &bad), 65);
+    }
+    assert_status(
+        &admin(&url, &["quota", "set", "account", "main", "--window", "x"]),
+        64,
+    );
+    assert_eq!(one(&mut c, "SELECT count(*) FROM mailrun.quotas"), 0);
+    assert_status(
+        &admin(
+            &url,
+            &[
+                "quota",
+                "set",
+                "account",
+                "main",
+                "--per-hour",
+                "300",
+                "--per-day",
+                "2000",
+            ],
+        ),
+        0,
+    );
+    assert_status(
+        &admin(
+            &url,
+            &["quota", "set", "domain", "Gmail.com", "--window", "100/600"],
+        ),
+        0,
+    );
+    let list = admin_json(&url, &["quota", "list"]);
+    let quotas = list["quotas"].as_array().unwrap();
+    assert_eq!(quotas.len(), 2);
+    assert_eq!(quotas[0]["key"], "main");
+    assert_eq!(quotas[0]["caps"]["per_hour"], 300);
+    assert_eq!(quotas[0]["caps"]["per_day"], 2000);
+    assert_eq!(quotas[1]["key"], "gmail.com");
+    assert_eq!(quotas[1]["caps"]["window"], json!([100, 600]));
+    let out = admin(&url, &["quota", "list"]);
+    assert!(stdout(&out).contains("0/300"), "{}", stdout(&out));
+    assert_status(&admin(&url, &["quota", "remove", "domain", "gmail.com"]), 0);
+    assert_eq!(one(&mut c, "SELECT count(*) FROM mailrun.quotas"), 1);
+    let s = admin_json(&url, &["quota", "settings"]);
+    assert_eq!(s["throttle_pause_seconds"], 60);
+    assert_eq!(s["unknown_retry_after_seconds"], Value::Null);
+    assert_status(
+        &admin(&url, &["quota", "settings", "--throttle-min-factor", "2"]),
+        65,
+    );
+}
+
+#[test]
+fn enqueue_takes_a_failover_list_from_flags_and_json_lines() {
+    let (url, mut c) = setup("enqueue_accounts");
+    add_account(&mut c, "a", 2525);
+    add_account(&mut c, "b", 2526);
+    let out = admin(
+        &url,
+        &[
+            "enqueue",
+            "--from",
+            "s@example.com",
+            "--to",
+            "x@example.org",
+            "--text",
+            "x",
+            "--accounts",
+            "b,a",
+        ],
+    );
+    assert_status(&out, 0);
+    let id: i64 = stdout(&out).trim().parse().unwrap();
+    let names: Vec<String> = c
+        .query_one(
+            "SELECT array(SELECT a.name FROM unnest(m.account_ids) WITH ORDINALITY u(id, i)
+                          JOIN mailrun.smtp_accounts a ON a.id = u.id ORDER BY u.i)
+             FROM mailrun.messages m WHERE m.id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(names, vec!["b", "a"]);
+    let dir = common::temp_dir();
+    let lines = dir.path().join("m.jsonl");
+    common::write(
+        &lines,
+        "{\"from\": \"s@example.com\", \"to\": \"y@example.org\", \"text\": \"x\", \"accounts\": [\"a\", \"b\"]}\n",
+    );
+    assert_status(
+        &admin(&url, &["enqueue", "--jsonl", lines.to_str().unwrap()]),
+        0,
+    );
+    common::write(
+        &lines,
+        "{\"from\": \"s@example.com\", \"to\": \"y@example.org\", \"text\": \"x\", \"accounts\": [\"a\", \"zz\"]}\n",
+    );
+    let out = admin(&url, &["enqueue", "--jsonl", lines.to_str().unwrap()]);
+    assert_status(&out, 65);
+    assert!(common::stderr(&out).contains("unknown SMTP account \"zz\""));
+    assert_eq!(one(&mut c, "SELECT count(*) FROM mailrun.messages"), 2);
+    assert_status(
+        &admin(
+            &url,
+            &[
+                "enqueue",
+                "--from",
+                "s@example.com",
+                "--to",
+                "x@example.org",
+                "--text",
+                "x",
+                "--accounts",
+                "a",
+                "--account",
+                "b",
+            ],
+        ),
+        64,
+    );
+}
+
+#[test]
+fn account_groups_name_a_failover_list() {
+    let (url, mut c) = setup("account_groups");
+    add_account(&mut c, "a", 2525);
+    add_account(&mut c, "b", 2526);
+    for bad in [
+        vec!["account-group", "set", "g", "a,nope"],
+        vec!["account-group", "set", "g", "a,a"],
+        vec!["account-group", "set", "bad name", "a"],
+        vec!["account-group", "remove", "g"],
+    ] {
+        assert_status(&admin(&url, &bad), 65);
+    }
+    assert_status(&admin(&url, &["account-group", "set", "g", "b,a"]), 0);
+    let groups = admin_json(&url, &["account-group", "list"]);
+    assert_eq!(groups, json!([{"name": "g", "accounts": ["b", "a"]}]));
+    let id = enqueue(
+        &mut c,
+        json!({"from": "s@example.com", "to": "x@example.org", "text": "x", "account_group": "g"}),
+    );
+    let out = admin(
+        &url,
+        &[
+            "enqueue",
+            "--from",
+            "s@example.com",
+            "--to",
+            "y@example.org",
+            "--text",
+            "x",
+            "--account-group",
+            "g",
+        ],
+    );
+    assert_status(&out, 0);
+    let id2: i64 = stdout(&out).trim().parse().unwrap();
+    for m in [id, id2] {
+        let shown = admin_json(&url, &["show", &m.to_string()]);
+        assert_eq!(shown["message"]["failover_accounts"], json!(["b", "a"]));
+        assert_eq!(shown["message"]["account"], "b");
+    }
+    let before = one(&mut c, "SELECT count(*) FROM mailrun.messages");
+    for bad in [
+        json!({"from": "s@example.com", "to": "x@example.org", "text": "x", "account_group": "nope"}),
+        json!({"from": "s@example.com", "to": "x@example.org", "text": "x", "account_group": "g",
+               "account": "a"}),
+    ] {
+        assert!(queue::enqueue(&mut c, &bad).is_err(), "{bad}");
+    }
+    assert_eq!(one(&mut c, "SELECT count(*) FROM mailrun.messages"), before);
+    // The list is taken at enqueue: changing the group later does not move queued mail.
+    assert_status(&admin(&url, &["account-group", "set", "g", "a"]), 0);
+    let run = claim(&mut c, "r1", 10);
+    assert!(run.messages.iter().all(|m| m.account.name == "b"));
+    assert_status(&admin(&url, &["account-group", "remove", "g"]), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// The real stack: two runners (runner-admin cycle) against dispatch-cgi behind lighttpd
+// ---------------------------------------------------------------------------------------
+
+fn runner_init(state: &Path, dispatcher_url: &str, runner_id: &str, key: &SigningKey) {
+    let mut child = common::command(env!("CARGO_BIN_EXE_runner-admin"))
+        .arg("--state-dir")
+        .arg(state)
+        .args([
+            "init",
+            "--dispatcher-url",
+            dispatcher_url,
+            "--runner-id",
+            runner_id,
+            "--key-id",
+            &key.key_id,
+            "--key-file",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runner-admin init");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{}\n", key.secret_hex()).as_bytes())
+        .expect("write key");
+    let out = child.wait_with_output().expect("runner-admin init");
+    assert_status(&out, 0);
+}
+
+#[test]
+fn two_real_runners_deliver_up_to_the_cap_and_a_421_throttles_its_account() {
+    away_from_the_hour();
+    let accepting = SmtpServer::start("accept");
+    let refusing = SmtpServer::start("421");
+    let url = common::cluster().fresh_db("real_runners");
+    let mut c = connect(&url);
+    schema::migrate(&mut c).expect("migrate");
+    add_account(&mut c, "main", accepting.port);
+    add_account(&mut c, "slow", refusing.port);
+    assert_status(
+        &admin(
+            &url,
+            &["quota", "set", "account", "main", "--per-hour", "7"],
+        ),
+        0,
+    );
+    let server = web::Lighttpd::start_cgi(
+        &[(
+            "dispatch-cgi",
+            Path::new(env!("CARGO_BIN_EXE_dispatch-cgi")),
+        )],
+        &[("MAILRUN_DATABASE_URL", url.as_str())],
+    );
+    let dispatcher_url = server.url("dispatch-cgi");
+    let states: Vec<tempfile::TempDir> = (0..2).map(|_| common::temp_dir()).collect();
+    for (i, state) in states.iter().enumerate() {
+        let id = format!("real{i}");
+        let key = SigningKey::generate(format!("key-real{i}"));
+        runner_init(state.path(), &dispatcher_url, &id, &key);
+        c.execute(
+            "INSERT INTO mailrun.runners (id, endpoint, batch_size, key_id, secret)
+             VALUES ($1, 'http://127.0.0.1:9/runner-cgi', 3, $2, $3)",
+            &[&id, &key.key_id, &key.secret.to_vec()],
+        )
+        .unwrap();
+    }
+    for i in 0..20 {
+        enqueue(&mut c, msg("main", &format!("u{i}@example.org")));
+    }
+    for i in 0..3 {
+        enqueue(&mut c, msg("slow", &format!("s{i}@example.org")));
+    }
+
+    // Both runners cycle at once: poll, send, poll with the results, until no work.
+    let cycles: Vec<Child> = states
+        .iter()
+        .map(|state| {
+            common::command(env!("CARGO_BIN_EXE_runner-admin"))
+                .arg("--state-dir")
+                .arg(state.path())
+                .args(["cycle", "--force", "--max-seconds", "120"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("runner-admin cycle")
+        })
+        .collect();
+    for child in cycles {
+        let out = child.wait_with_output().expect("cycle");
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(3)),
+            "cycle: {}\n{}\n{}",
+            stdout(&out),
+            common::stderr(&out),
+            server.error_log()
+        );
+    }
+
+    // Exactly the cap went out, counted by the SMTP server, and the rest waits.
+    assert_eq!(accepting.delivered().len(), 7);
+    assert!(refusing.delivered().is_empty());
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM mailrun.messages m JOIN mailrun.smtp_accounts a
+             ON a.id = m.account_id WHERE a.name = 'main' AND m.state = 'sent'"
+        ),
+        7
+    );
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM mailrun.messages
+             WHERE held_reason LIKE 'held: account main hourly cap 7/h until %'"
+        ),
+        13
+    );
+    // The runners reported the 421s; the dispatcher slowed that account down: what was
+    // tried is deferred (421 is never final), what was not yet is held while paused.
+    let t = quota::throttles(&mut c).unwrap();
+    let slow = t
+        .iter()
+        .find(|t| t.key == "slow")
+        .expect("slow is throttled");
+    assert_eq!(slow.factor, 0.5);
+    assert_eq!(slow.last_code, Some(421));
+    let slow_state = |c: &mut Client, cond: &str| {
+        one(
+            c,
+            &format!(
+                "SELECT count(*) FROM mailrun.messages m JOIN mailrun.smtp_accounts a
+                 ON a.id = m.account_id WHERE a.name = 'slow' AND {cond}"
+            ),
+        )
+    };
+    let deferred = slow_state(&mut c, "m.state = 'deferred'");
+    let held = slow_state(
+        &mut c,
+        "m.state = 'queued' AND m.held_reason LIKE 'held: account slow throttled (421 %'",
+    );
+    assert!(deferred >= 1);
+    assert_eq!(deferred + held, 3);
+}
