@@ -392,7 +392,7 @@ def jsonl(path, n, size):
     with open(path, "w") as f:
         for i in range(n):
             f.write(json.dumps({"from": FROM, "to": [TO], "subject": f"bench {i}",
-                                "text_body": body}) + "\n")
+                                "text": body}) + "\n")
 
 
 # ---------------------------------------------------------------- the measurements
@@ -405,13 +405,17 @@ def main():
     ap.add_argument("--out", help="also write the results as Markdown to this file")
     ap.add_argument("--only", default="ceiling,postfix,e2e,claim,latency,tick,rss",
                     help="comma-separated sections (ratios need their references)")
+    ap.add_argument("--sizes", default="2048,51200", help="message body sizes in bytes")
+    ap.add_argument("--transports", default="listen,cgi", help="end-to-end transports")
+    ap.add_argument("--runner-counts", default="1,2", help="end-to-end runner counts")
+    ap.add_argument("--batches", default="100,1000", help="end-to-end batch sizes")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     a = ap.parse_args()
     only = set(a.only.split(","))
     q = a.quick
     runs = a.runs or 3
     cfg = {
-        "n": {2048: 500 if q else 2000, 51200: 100 if q else 400},
+        "n": {2048: 500 if q else 2000, 51200: 100 if q else 400},  # other sizes: 2048's
         "claim_rows": 5000 if q else 20000,
         "latency_small": 10_000,
         "latency_big": 100_000 if q else 1_000_000,
@@ -445,15 +449,15 @@ def main():
         sink = Sink(workdir)
         pg = Postgres(workdir)
         mr = Mailrun(workdir, pg, sink)
-        sizes = [2048, 51200]
-        concs = [1, 2]
+        sizes = [int(x) for x in a.sizes.split(",")]
+        concs = [int(x) for x in a.runner_counts.split(",")]
         ceiling, pfx = {}, {}
 
         if "ceiling" in only:
             heading("1. ceiling: smtp-source -> smtp-sink (msgs/s)")
             for size in sizes:
                 for conc in concs:
-                    n, vals = cfg["n"][size], []
+                    n, vals = cfg["n"].get(size, cfg["n"][2048]), []
                     for _ in range(runs):
                         t = sink.expect(n)
                         t0 = time.monotonic()
@@ -468,7 +472,7 @@ def main():
             for conc in concs:
                 postfix.concurrency(conc)
                 for size in sizes:
-                    n, vals = cfg["n"][size], []
+                    n, vals = cfg["n"].get(size, cfg["n"][2048]), []
                     for _ in range(runs):
                         postfix.clear()
                         t = sink.expect(n)
@@ -488,13 +492,13 @@ def main():
                 mr.runner(name)
             mr.start_lighttpd(names)
             for size in sizes:
-                n = cfg["n"][size]
+                n = cfg["n"].get(size, cfg["n"][2048])
                 path = os.path.join(workdir, f"messages-{size}.jsonl")
                 jsonl(path, n, size)
-                for transport in ("listen", "cgi"):
-                    for nr in (1, 2):
+                for transport in a.transports.split(","):
+                    for nr in concs:
                         active = names[:nr]
-                        for batch in (100, 1000):
+                        for batch in [int(x) for x in a.batches.split(",")]:
                             for name in names:
                                 mr.configure(name, batch, transport)
                             # Only the active runners are enabled.
