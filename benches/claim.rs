@@ -24,7 +24,10 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     // cargo passes `--bench` to harness-less benches; it is not ours.
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let url = std::env::var("MAILRUN_BENCH_DATABASE_URL")
         .map_err(|_| anyhow::anyhow!("set MAILRUN_BENCH_DATABASE_URL"))?;
     let mut client = connection::connect(&url)?;
@@ -52,7 +55,9 @@ fn run() -> anyhow::Result<()> {
                 bytes += codec::encode(&Body::JobRun(run)).len();
             }
             let seconds = start.elapsed().as_secs_f64();
-            println!(r#"{{"rows": {rows}, "claims": {claims}, "bytes": {bytes}, "seconds": {seconds}}}"#);
+            println!(
+                r#"{{"rows": {rows}, "claims": {claims}, "bytes": {bytes}, "seconds": {seconds}}}"#
+            );
         }
         "latency" => {
             let k = number(3, "K")?;
