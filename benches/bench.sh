@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The load benchmark in one command: builds the release binaries and the claim bench, then
+# runs benches/load.py (every figure a median with min/max, ratios last). See BENCHMARKS.md.
+#
+#   benches/bench.sh                 full run (about 15 minutes on 2 cores)
+#   benches/bench.sh --quick         smaller volumes (100k rows instead of 1M, ...)
+#   benches/bench.sh --out FILE      also write the results as Markdown
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" -eq 0 ] || { echo "bench: run as root (private Postfix and PostgreSQL instances)" >&2; exit 1; }
+for t in smtp-source smtp-sink postfix postsuper lighttpd pgbench psql rustc; do
+  command -v "$t" >/dev/null 2>&1 || [ -x "/usr/sbin/$t" ] ||
+    { echo "bench: $t not found: run scripts/test-setup.sh" >&2; exit 1; }
+done
+cargo build --release --bins --quiet
+cargo bench --no-run --quiet --bench claim
+exec python3 benches/load.py "$@"
