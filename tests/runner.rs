@@ -809,6 +809,35 @@ fn poll_spools_batches_reports_results_and_respects_the_ready_marker() {
 }
 
 #[test]
+fn poll_reports_a_large_backlog_in_bounded_requests() {
+    // 1500 unacknowledged results: one request carries at most 1000, the next the rest.
+    let dispatcher = TestDispatcher::start(key());
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    init_runner(&state, &dispatcher.url);
+    let records: Vec<serde_json::Value> = (1..=1500)
+        .map(|id| {
+            serde_json::json!({
+                "job_run_id": "jr-old", "message_id": id, "lease_token": format!("t{id}"),
+                "outcome": "sent", "smtp_code": 250, "text": "ok",
+                "attempted_at": "2026-11-23T10:00:00Z",
+            })
+        })
+        .collect();
+    common::write(
+        &state.join("outbox/jr-old.results"),
+        serde_json::to_vec(&records).unwrap(),
+    );
+    assert_status(&run("runner-poll", &state, &["--force"]), 3);
+    assert_status(&run("runner-poll", &state, &["--force"]), 3);
+    let reqs = dispatcher.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[0].results.len(), 1000);
+    assert_eq!(reqs[1].results.len(), 500);
+    assert!(outbox(&state).is_empty(), "every result acknowledged");
+}
+
+#[test]
 fn poll_exit_codes_for_an_unreachable_or_lying_dispatcher() {
     let dir = common::temp_dir();
     let state = dir.path().join("state");

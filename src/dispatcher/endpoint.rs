@@ -21,8 +21,9 @@ use clap::Parser;
 /// The SOAPAction a JobRunRequest carries (WSDL: `soapAction`).
 pub const JOB_RUN_REQUEST_ACTION: &str = "urn:mailrun:soap:v1#JobRunRequest";
 
-/// Largest request body accepted; bigger ones are refused (TooLarge) before parsing.
-pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// Largest request body accepted; bigger ones are refused (TooLarge) before parsing. The
+/// codec's request limit: a JobRunRequest carrying a runner's 1000 results fits.
+pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
 
 /// Lease granted with each batch unless configured.
 pub const DEFAULT_LEASE_SECONDS: u32 = 600;

@@ -27,6 +27,9 @@ use crate::web::client::{Client, ClientOptions};
 /// Largest JobRun accepted from the dispatcher (the codec's own limits apply too).
 pub const MAX_RESPONSE_BYTES: u64 = Limits::RESPONSE.max_bytes as u64;
 
+/// Most results one JobRunRequest carries (about 1 MB of XML at worst-case answer texts).
+pub const MAX_RESULTS_PER_REQUEST: usize = 1000;
+
 /// Ask the dispatcher for work, reporting pending results.
 #[derive(Debug, Parser)]
 #[command(
@@ -160,7 +163,13 @@ pub fn poll_once(
         return Ok(PollOutcome::NotReady);
     }
     let outbox = spool::read_outbox(state)?;
-    let results: Vec<MessageResult> = outbox.iter().flat_map(|f| f.results.clone()).collect();
+    // Bounded so one request stays far below the dispatcher's body limit however large the
+    // backlog; the rest rides on the next poll (acknowledgement is per result).
+    let results: Vec<MessageResult> = outbox
+        .iter()
+        .flat_map(|f| f.results.iter().cloned())
+        .take(MAX_RESULTS_PER_REQUEST)
+        .collect();
     let request = Body::JobRunRequest(JobRunRequest {
         runner_id: config.runner_id.clone(),
         capacity: opts.capacity.unwrap_or(config.settings.batch_size),
