@@ -17,7 +17,6 @@
 //! The account password never appears in any error text, log line or Debug output.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use lettre::address::Envelope;
@@ -276,11 +275,7 @@ impl Sender {
 }
 
 fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    crate::web::is_loopback_host(host)
 }
 
 /// A message ready for the wire: envelope and formatted bytes.

@@ -136,12 +136,7 @@ pub fn authorize(request: &Request, config: &StatusPageConfig) -> Result<(), Den
 
 /// 127.0.0.0/8, ::1, and IPv4-mapped loopback (::ffff:127.0.0.1).
 pub fn is_loopback(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-    }
+    crate::web::is_loopback_ip(ip)
 }
 
 /// The raw value of `name` in a query string (tokens are URL-safe; no decoding).

@@ -201,7 +201,7 @@ pub fn remove_if_exists(path: &Path) -> Result<()> {
 
 /// Current unix time in seconds on this runner's clock.
 pub fn now_unix() -> i64 {
-    chrono::Utc::now().timestamp()
+    crate::protocol::sign::now_unix()
 }
 
 #[cfg(test)]
