@@ -8,6 +8,7 @@ pub mod config;
 pub mod dispatcher;
 pub mod manpages;
 pub mod protocol;
+pub mod reply_rules;
 pub mod runner;
 pub mod schedule;
 pub mod smtp;

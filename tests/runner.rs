@@ -1032,6 +1032,7 @@ fn settings(batch_size: u32) -> RunnerSettings {
         lease_safety_margin_seconds: 30,
         dispatcher_url: "http://127.0.0.1:9/dispatch".into(),
         software: None,
+        reply_policy: None,
     }
 }
 

@@ -256,6 +256,7 @@ fn runner_cgi_behind_lighttpd_answers_ready_and_config_updates() {
                 lease_safety_margin_seconds: 30,
                 dispatcher_url: "http://127.0.0.1:9/cgi-bin/dispatch-cgi".into(),
                 software: None,
+                reply_policy: None,
             },
         })
     };

@@ -18,8 +18,12 @@ use crate::cli::{
 };
 use crate::dispatcher::outbound::{self, CallError};
 use crate::dispatcher::runners::{self, Runner};
-use crate::dispatcher::{connection, schema};
-use crate::protocol::{Body, FaultReason, JobRunnerConfigUpdate, RunnerSettings, SoftwareUpdate};
+use crate::dispatcher::{connection, reply_policy, schema};
+use crate::protocol::{
+    Body, FaultReason, JobRunnerConfigUpdate, ReplyAction, ReplyRule, ReplyThrottle,
+    RunnerSettings, SoftwareUpdate,
+};
+use crate::reply_rules;
 use crate::web::client::{Client, ClientOptions};
 
 const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
@@ -42,6 +46,9 @@ const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
         software_version, software_url (http or https URL), software_sha256 (64 hex \
         digits); the three software_* keys go together, and `software_version=` (empty) \
         clears them.\n\n\
+        Every update also carries the reply policy (`dispatch-admin reply-rule`, \
+        docs/quotas.md) as it is when pushed; adding or removing a reply rule creates a \
+        new config version, so the next `push-config --all` sends it to every runner.\n\n\
         Runners already at the version (as recorded) are skipped unless --force. \
         An unreachable runner is reported and does not stop the others.\n\n\
         Exits 0 when every targeted runner applied the version, 69 when any was \
@@ -292,6 +299,7 @@ impl StoredSettings {
             lease_safety_margin_seconds: self.lease_safety_margin_seconds,
             dispatcher_url: self.dispatcher_url.clone(),
             software,
+            reply_policy: None,
         }
     }
 }
@@ -413,6 +421,39 @@ pub fn create_version(
     Ok((version, settings))
 }
 
+/// The reply policy as pushed: `mailrun.reply_rules` by position, checked against the
+/// protocol's limits (a policy the runners would refuse is not sent).
+pub fn current_reply_policy(c: &mut impl GenericClient) -> anyhow::Result<Vec<ReplyRule>> {
+    let refuse = |msg: String| {
+        CliError::new(
+            EXIT_DATA,
+            format!(
+                "the reply policy cannot be pushed: {msg} (fix it with `dispatch-admin reply-rule`)"
+            ),
+        )
+    };
+    let mut rules = Vec::new();
+    for r in reply_policy::list(c)? {
+        let rule = ReplyRule {
+            position: u32::try_from(r.position)
+                .map_err(|_| refuse(format!("rule {} has position {}", r.id, r.position)))?,
+            code: r.code,
+            enhanced: r.enhanced,
+            pattern: r.pattern,
+            domain: r.domain,
+            account: r.account,
+            action: ReplyAction::parse(&r.action)
+                .ok_or_else(|| refuse(format!("rule {} has action {:?}", r.id, r.action)))?,
+            throttle: ReplyThrottle::parse(&r.throttle)
+                .ok_or_else(|| refuse(format!("rule {} has throttle {:?}", r.id, r.throttle)))?,
+        };
+        reply_rules::check_rule(&rule).map_err(|e| refuse(format!("rule {}: {e}", r.id)))?;
+        rules.push(rule);
+    }
+    reply_rules::check_policy(&rules).map_err(refuse)?;
+    Ok(rules)
+}
+
 /// What happened with one runner, as printed by `--json`.
 #[derive(Debug, Serialize)]
 pub struct PushResult {
@@ -484,7 +525,9 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
         allow_plain_http: args.allow_plain_http,
         max_response_bytes: MAX_RESPONSE_BYTES,
     });
-    let protocol_settings = settings.to_protocol();
+    let mut protocol_settings = settings.to_protocol();
+    protocol_settings.reply_policy =
+        Some(current_reply_policy(&mut db).map_err(connection::exit_context)?);
     let work: Vec<(&Runner, Option<i64>)> = targets.iter().zip(applied).collect();
     let results = outbound::parallel_map(&work, 16, |(runner, recorded)| {
         if !args.force && recorded.is_some_and(|r| r >= version) {
@@ -650,13 +693,17 @@ fn show(args: &Args, db: &mut postgres::Client) -> anyhow::Result<u8> {
         )
         .into());
     };
+    let rules = reply_policy::list(db)
+        .map_err(connection::exit_context)?
+        .len();
     if args.json {
         println!(
             "{}",
-            serde_json::json!({ "version": version, "settings": settings })
+            serde_json::json!({ "version": version, "settings": settings, "reply_rules": rules })
         );
     } else {
         println!("version={version}");
+        println!("reply_rules={rules}");
         let json = serde_json::to_value(&settings).context("encoding settings")?;
         if let serde_json::Value::Object(map) = json {
             for (key, value) in map {

@@ -138,6 +138,13 @@ fn validate(c: &mut impl GenericClient, r: &NewRule) -> anyhow::Result<()> {
         }
     }
     if let Some(p) = &r.pattern {
+        // Runners take at most this much (the pattern travels with JobRunnerConfigUpdate).
+        let max = crate::reply_rules::MAX_PATTERN_CHARS;
+        if p.is_empty() || p.chars().count() > max {
+            return Err(data_err(format!(
+                "the pattern must be 1 to {max} characters"
+            )));
+        }
         let valid: bool = c.query_one("SELECT mailrun.valid_regex($1)", &[p])?.get(0);
         if !valid || p.contains(['\r', '\n']) {
             return Err(data_err(format!(

@@ -23,6 +23,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "quotas",
         include_str!("../../migrations/0003_quotas.sql"),
     ),
+    (
+        4,
+        "policy_push",
+        include_str!("../../migrations/0004_policy_push.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming mailrun's migration lock among the database's advisory locks.

@@ -20,6 +20,7 @@ pub use super::limits::Limits;
 use super::types::*;
 use super::xml::{self, clip, is_xml_char, is_xml_space, Element, Ns};
 use super::{NAMESPACE, SOAP_ENV_NAMESPACE};
+use crate::reply_rules;
 
 /// SOAPAction of a fault envelope (used in the response signature).
 pub const FAULT_ACTION: &str = "urn:mailrun:soap:v1#Fault";
@@ -222,6 +223,20 @@ fn encode_config_update(w: &mut Writer, r: &JobRunnerConfigUpdate) {
         w.leaf("url", &sw.url);
         w.leaf("sha256", &sw.sha256);
         w.close("software");
+    }
+    if let Some(rules) = &s.reply_policy {
+        w.list("replyPolicy", rules, |w, r| {
+            w.open("rule");
+            w.leaf("position", &r.position.to_string());
+            w.opt("code", r.code.as_deref());
+            w.opt("enhanced", r.enhanced.as_deref());
+            w.opt("pattern", r.pattern.as_deref());
+            w.opt("domain", r.domain.as_deref());
+            w.opt("account", r.account.as_deref());
+            w.leaf("action", r.action.as_str());
+            w.leaf("throttle", r.throttle.as_str());
+            w.close("rule");
+        });
     }
     w.close("settings");
     w.close("JobRunnerConfigUpdate");
@@ -716,10 +731,10 @@ fn decode_config_update(el: &Element, path: &str) -> Result<JobRunnerConfigUpdat
         ["runnerId", "version", "settings"],
     )?;
     let spath = format!("{path}/settings");
-    let [batch, rate, connect, command, data, poll, margin, url, software] = fields(
+    let [batch, rate, connect, command, data, poll, margin, url, software, policy] = fields(
         one(settings),
         &spath,
-        [ONE, ONE, ONE, ONE, ONE, ONE, ONE, ONE, OPT],
+        [ONE, ONE, ONE, ONE, ONE, ONE, ONE, ONE, OPT, OPT],
         [
             "batchSize",
             "sendRatePerSecond",
@@ -730,8 +745,12 @@ fn decode_config_update(el: &Element, path: &str) -> Result<JobRunnerConfigUpdat
             "leaseSafetyMarginSeconds",
             "dispatcherUrl",
             "software",
+            "replyPolicy",
         ],
     )?;
+    let reply_policy = optional(policy, |p| {
+        decode_reply_policy(p, &format!("{spath}/replyPolicy"))
+    })?;
     let software = match software.first() {
         None => None,
         Some(sw) => {
@@ -767,8 +786,77 @@ fn decode_config_update(el: &Element, path: &str) -> Result<JobRunnerConfigUpdat
             lease_safety_margin_seconds: ranged(one(margin), &spath, 0, 86_400)?,
             dispatcher_url: http_url(one(url), &spath)?,
             software,
+            reply_policy,
         },
     })
+}
+
+/// The reply policy: at most [`reply_rules::MAX_RULES`] rules, counted before any is
+/// decoded, each field bounded, positions strictly increasing.
+fn decode_reply_policy(el: &Element, path: &str) -> Result<Vec<ReplyRule>, Fault> {
+    let [items] = fields(el, path, [MANY], ["rule"])?;
+    if items.len() > reply_rules::MAX_RULES {
+        return Err(Fault::new(
+            FaultReason::InvalidValue,
+            format!(
+                "{path} holds {} rules, at most {} are accepted",
+                items.len(),
+                reply_rules::MAX_RULES
+            ),
+        ));
+    }
+    let mut rules = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let rpath = format!("{path}/rule[{}]", i + 1);
+        let [position, code, enhanced, pattern, domain, account, action_el, throttle_el] = fields(
+            item,
+            &rpath,
+            [ONE, OPT, OPT, OPT, OPT, OPT, ONE, ONE],
+            [
+                "position", "code", "enhanced", "pattern", "domain", "account", "action",
+                "throttle",
+            ],
+        )?;
+        let action_el = one(action_el);
+        let throttle_el = one(throttle_el);
+        let rule = ReplyRule {
+            position: ranged(one(position), &rpath, 1, reply_rules::MAX_POSITION)?,
+            code: optional(code, |e| token(e, &rpath).map(str::to_owned))?,
+            enhanced: optional(enhanced, |e| token(e, &rpath).map(str::to_owned))?,
+            pattern: optional(pattern, |e| {
+                string(e, &rpath, reply_rules::MAX_PATTERN_CHARS)
+            })?,
+            domain: optional(domain, |e| string(e, &rpath, reply_rules::MAX_DOMAIN_CHARS))?,
+            account: optional(account, |e| {
+                string(e, &rpath, reply_rules::MAX_ACCOUNT_CHARS)
+            })?,
+            action: ReplyAction::parse(token(action_el, &rpath)?).ok_or_else(|| {
+                invalid(
+                    action_el,
+                    &rpath,
+                    "is not one of retry, another_account, suppress, fail",
+                )
+            })?,
+            throttle: ReplyThrottle::parse(token(throttle_el, &rpath)?).ok_or_else(|| {
+                invalid(throttle_el, &rpath, "is not one of none, account, domain")
+            })?,
+        };
+        reply_rules::check_rule(&rule)
+            .map_err(|e| Fault::new(FaultReason::InvalidValue, format!("{rpath}: {e}")))?;
+        if let Some(prev) = rules.last().map(|r: &ReplyRule| r.position) {
+            if rule.position <= prev {
+                return Err(Fault::new(
+                    FaultReason::InvalidValue,
+                    format!(
+                        "{rpath}: position {} does not increase the previous {prev}",
+                        rule.position
+                    ),
+                ));
+            }
+        }
+        rules.push(rule);
+    }
+    Ok(rules)
 }
 
 fn decode_fault(el: &Element) -> Result<Fault, Fault> {

@@ -205,6 +205,102 @@ pub struct RunnerSettings {
     pub lease_safety_margin_seconds: u32,
     pub dispatcher_url: String,
     pub software: Option<SoftwareUpdate>,
+    /// The dispatcher's reply policy (docs/quotas.md), rules in the order they are tried.
+    /// `None` (element absent, an older dispatcher): the runner keeps the policy it has;
+    /// `Some(empty)`: no rules.
+    pub reply_policy: Option<Vec<ReplyRule>>,
+}
+
+/// One rule of the reply policy; every condition given must match, the first matching
+/// rule (by position) decides. Mirrors a row of `mailrun.reply_rules`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyRule {
+    /// Order among the rules (strictly increasing in a policy).
+    pub position: u32,
+    /// Three characters, `x` = any digit: "421", "5xx".
+    pub code: Option<String>,
+    /// RFC 3463 prefix by components: "5.7" matches 5.7.1.
+    pub enhanced: Option<String>,
+    /// Case-insensitive regular expression on the reply text.
+    pub pattern: Option<String>,
+    /// Recipient domain or a parent of it, lowercase.
+    pub domain: Option<String>,
+    /// SMTP account name.
+    pub account: Option<String>,
+    pub action: ReplyAction,
+    pub throttle: ReplyThrottle,
+}
+
+/// What a matching reply rule does with the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReplyAction {
+    /// Temporary: retry with backoff.
+    Retry,
+    /// Temporary, and the account is at fault: use the next account of the failover list.
+    AnotherAccount,
+    /// Permanent, and the recipient goes on the suppression list.
+    Suppress,
+    /// Permanent.
+    Fail,
+}
+
+impl ReplyAction {
+    pub const ALL: [ReplyAction; 4] = [
+        ReplyAction::Retry,
+        ReplyAction::AnotherAccount,
+        ReplyAction::Suppress,
+        ReplyAction::Fail,
+    ];
+
+    /// The wire and database token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplyAction::Retry => "retry",
+            ReplyAction::AnotherAccount => "another_account",
+            ReplyAction::Suppress => "suppress",
+            ReplyAction::Fail => "fail",
+        }
+    }
+
+    pub fn parse(token: &str) -> Option<ReplyAction> {
+        ReplyAction::ALL.into_iter().find(|a| a.as_str() == token)
+    }
+
+    /// Retry and another_account are temporary; suppress and fail are permanent.
+    pub fn is_permanent(self) -> bool {
+        matches!(self, ReplyAction::Suppress | ReplyAction::Fail)
+    }
+}
+
+/// Whom a matching reply rule slows down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReplyThrottle {
+    None,
+    /// The SMTP account the message was sent with.
+    Account,
+    /// The recipient's domain.
+    Domain,
+}
+
+impl ReplyThrottle {
+    pub const ALL: [ReplyThrottle; 3] = [
+        ReplyThrottle::None,
+        ReplyThrottle::Account,
+        ReplyThrottle::Domain,
+    ];
+
+    /// The wire and database token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplyThrottle::None => "none",
+            ReplyThrottle::Account => "account",
+            ReplyThrottle::Domain => "domain",
+        }
+    }
+
+    pub fn parse(token: &str) -> Option<ReplyThrottle> {
+        ReplyThrottle::ALL.into_iter().find(|t| t.as_str() == token)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,8 +40,19 @@ pub struct Args {
 pub enum Command {
     /// Create the state folder and runner.toml (mode 0600).
     Init(InitArgs),
-    /// Show config version, spooled batches, journal progress, outbox, ready marker, lock.
+    /// Show config version, reply rules, spooled batches, journal progress, outbox, ready
+    /// marker, lock.
     Status(StatusArgs),
+    /// List the reply policy the dispatcher pushed, as runner-send applies it.
+    #[command(
+        long_about = "List the reply policy the dispatcher pushed with JobRunnerConfigUpdate, \
+in the order runner-send tries the rules (first match decides). A rule whose pattern this \
+runner cannot compile is marked `skipped here` (the dispatcher still applies it). See \
+docs/quotas.md.\n\n\
+Exit status: 0 rules listed, 3 no policy was pushed yet (or it is empty), 78 runner.toml \
+is missing or invalid."
+    )]
+    Policy(StatusArgs),
     /// Poll, send, poll again... until the dispatcher has no work, the time budget ends,
     /// or the dispatcher does not answer. This is what cron and runner-cgi start.
     #[command(
@@ -144,6 +155,7 @@ pub fn main(args: Args) -> Result<u8> {
     match args.command {
         Command::Init(a) => init(&state, a),
         Command::Status(a) => status(&state, a),
+        Command::Policy(a) => policy(&state, a),
         Command::Cycle(a) => cycle(&state, a),
         Command::RotateKey(a) => rotate_key(&state, a),
         Command::DropPreviousKey => drop_previous_key(&state),
@@ -251,6 +263,8 @@ struct Status {
     dispatcher_url: String,
     enabled: bool,
     config_version: i64,
+    /// Rules of the pushed reply policy; `None` when none was pushed yet.
+    reply_rules: Option<usize>,
     ready: bool,
     locked: bool,
     spooled_batches: Vec<BatchStatus>,
@@ -301,6 +315,7 @@ fn status(state: &StateDir, args: StatusArgs) -> Result<u8> {
         dispatcher_url: config.dispatcher_url.clone(),
         enabled: config.enabled,
         config_version: config.settings.version,
+        reply_rules: config.settings.reply_policy.as_ref().map(Vec::len),
         ready: state.ready_path().exists(),
         locked: state.is_locked()?,
         outbox_files: outbox.len(),
@@ -318,6 +333,10 @@ fn status(state: &StateDir, args: StatusArgs) -> Result<u8> {
         println!("dispatcher:      {}", status.dispatcher_url);
         println!("enabled:         {}", status.enabled);
         println!("config version:  {}", status.config_version);
+        match status.reply_rules {
+            Some(n) => println!("reply policy:    {n} rule(s)"),
+            None => println!("reply policy:    none pushed"),
+        }
         println!(
             "ready marker:    {}",
             if status.ready { "yes" } else { "no" }
@@ -337,6 +356,96 @@ fn status(state: &StateDir, args: StatusArgs) -> Result<u8> {
         );
     }
     Ok(EXIT_OK)
+}
+
+#[derive(Debug, Serialize)]
+struct PolicyRule {
+    position: u32,
+    code: Option<String>,
+    enhanced: Option<String>,
+    pattern: Option<String>,
+    domain: Option<String>,
+    account: Option<String>,
+    action: &'static str,
+    throttle: &'static str,
+    /// False when this runner cannot compile the pattern (the rule is skipped here).
+    applied: bool,
+}
+
+fn policy(state: &StateDir, args: StatusArgs) -> Result<u8> {
+    let config = RunnerConfig::load(state)?;
+    let rules = config
+        .settings
+        .reply_rules()
+        .map_err(|e| CliError::new(EXIT_CONFIG, e))?;
+    let listed: Vec<PolicyRule> = rules
+        .iter()
+        .map(|r| PolicyRule {
+            position: r.position,
+            code: r.code.clone(),
+            enhanced: r.enhanced.clone(),
+            pattern: r.pattern.clone(),
+            domain: r.domain.clone(),
+            account: r.account.clone(),
+            action: r.action.as_str(),
+            throttle: r.throttle.as_str(),
+            applied: crate::reply_rules::Policy::compile(std::slice::from_ref(r))
+                .1
+                .is_empty(),
+        })
+        .collect();
+    if args.json {
+        let json = serde_json::json!({
+            "config_version": config.settings.version,
+            "pushed": config.settings.reply_policy.is_some(),
+            "rules": listed,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json).context("cannot serialise the policy")?
+        );
+    } else {
+        if config.settings.reply_policy.is_none() {
+            println!(
+                "no reply policy pushed yet (config version {})",
+                config.settings.version
+            );
+        }
+        if !listed.is_empty() {
+            println!(
+                "{:>5} {:<5} {:<7} {:<16} {:<8} {:<24} PATTERN",
+                "POS", "CODE", "ENH", "ACTION", "THROTTLE", "DOMAIN/ACCOUNT"
+            );
+        }
+        for r in &listed {
+            let scope = match (&r.domain, &r.account) {
+                (Some(d), Some(a)) => format!("{d}/{a}"),
+                (Some(d), None) => d.clone(),
+                (None, Some(a)) => format!("account {a}"),
+                (None, None) => "-".into(),
+            };
+            println!(
+                "{:>5} {:<5} {:<7} {:<16} {:<8} {:<24} {}{}",
+                r.position,
+                r.code.as_deref().unwrap_or("-"),
+                r.enhanced.as_deref().unwrap_or("-"),
+                r.action,
+                r.throttle,
+                scope,
+                r.pattern.as_deref().unwrap_or("-"),
+                if r.applied {
+                    ""
+                } else {
+                    "  (skipped here: does not compile)"
+                }
+            );
+        }
+    }
+    Ok(if listed.is_empty() {
+        EXIT_NO_WORK
+    } else {
+        EXIT_OK
+    })
 }
 
 /// Poll → send → poll ... under one lock.

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::{CliError, EXIT_CONFIG};
 use crate::protocol::sign::SigningKey;
-use crate::protocol::{RunnerSettings, SoftwareUpdate};
+use crate::protocol::{ReplyAction, ReplyRule, ReplyThrottle, RunnerSettings, SoftwareUpdate};
+use crate::reply_rules;
 use crate::runner::state::{write_atomic, StateDir};
 use crate::smtp::SmtpOptions;
 
@@ -83,6 +84,68 @@ pub struct Settings {
     pub software_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub software_sha256: Option<String>,
+    /// The reply policy last pushed (`None`: never pushed, no rules). Last in the struct:
+    /// TOML writes arrays of tables after plain values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_policy: Option<Vec<StoredRule>>,
+}
+
+/// One reply rule as `runner.toml` stores it (`[[settings.reply_policy]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredRule {
+    pub position: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enhanced: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    pub action: String,
+    pub throttle: String,
+}
+
+impl StoredRule {
+    pub fn from_protocol(r: &ReplyRule) -> StoredRule {
+        StoredRule {
+            position: r.position,
+            code: r.code.clone(),
+            enhanced: r.enhanced.clone(),
+            pattern: r.pattern.clone(),
+            domain: r.domain.clone(),
+            account: r.account.clone(),
+            action: r.action.as_str().to_string(),
+            throttle: r.throttle.as_str().to_string(),
+        }
+    }
+
+    pub fn to_protocol(&self) -> Result<ReplyRule, String> {
+        Ok(ReplyRule {
+            position: self.position,
+            code: self.code.clone(),
+            enhanced: self.enhanced.clone(),
+            pattern: self.pattern.clone(),
+            domain: self.domain.clone(),
+            account: self.account.clone(),
+            action: ReplyAction::parse(&self.action).ok_or_else(|| {
+                format!(
+                    "reply rule at position {}: action {:?} is not one of retry, \
+                     another_account, suppress, fail",
+                    self.position, self.action
+                )
+            })?,
+            throttle: ReplyThrottle::parse(&self.throttle).ok_or_else(|| {
+                format!(
+                    "reply rule at position {}: throttle {:?} is not one of none, account, domain",
+                    self.position, self.throttle
+                )
+            })?,
+        })
+    }
 }
 
 impl Default for Settings {
@@ -100,11 +163,21 @@ impl Default for Settings {
             software_version: None,
             software_url: None,
             software_sha256: None,
+            reply_policy: None,
         }
     }
 }
 
 impl Settings {
+    /// The stored reply policy as protocol rules (empty when none was pushed).
+    pub fn reply_rules(&self) -> Result<Vec<ReplyRule>, String> {
+        self.reply_policy
+            .iter()
+            .flatten()
+            .map(StoredRule::to_protocol)
+            .collect()
+    }
+
     fn smtp_options(&self) -> SmtpOptions {
         SmtpOptions {
             connect_timeout: Duration::from_secs(self.smtp_connect_timeout_seconds.into()),
@@ -174,6 +247,7 @@ impl Settings {
         if let Some(url) = &self.software_url {
             validate_url("software url", url, false)?;
         }
+        reply_rules::check_policy(&self.reply_rules()?)?;
         Ok(())
     }
 }
@@ -231,6 +305,11 @@ impl RunnerConfig {
             software_version: software.map(|u| u.version.clone()),
             software_url: software.map(|u| u.url.clone()),
             software_sha256: software.map(|u| u.sha256.clone()),
+            // An update without a policy (an older dispatcher) keeps the one in force.
+            reply_policy: match &s.reply_policy {
+                Some(rules) => Some(rules.iter().map(StoredRule::from_protocol).collect()),
+                None => self.settings.reply_policy.clone(),
+            },
         };
         next.validate()?;
         let url = if s.dispatcher_url.is_empty() {

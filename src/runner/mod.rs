@@ -6,6 +6,7 @@ pub mod config;
 pub mod endpoint;
 pub mod nonces;
 pub mod poll;
+pub mod reply_policy;
 pub mod send;
 pub mod spool;
 pub mod state;

@@ -16,7 +16,9 @@ use clap::Parser;
 use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_DATA, EXIT_NO_WORK, EXIT_OK, EXIT_TEMPFAIL};
 use crate::protocol::codec::{self, Limits};
 use crate::protocol::{Body, JobRun, MessageResult, Outcome};
+use crate::reply_rules::Policy;
 use crate::runner::config::RunnerConfig;
+use crate::runner::reply_policy::BatchGuard;
 use crate::runner::spool::{self, BatchMeta, Journal, SpooledBatch};
 use crate::runner::state::StateDir;
 use crate::smtp::Sender;
@@ -103,11 +105,20 @@ pub fn send_all(state: &StateDir, config: &RunnerConfig, verbose: bool) -> Resul
     spool::remove_orphans(state)?;
     let mut report = SendReport::default();
     let mut sender = Sender::new(config.smtp_options()?);
+    let policy = reply_policy(config);
     let result = (|| {
         // An unreadable batch does not hold up the others; it is reported at the end.
         let mut rejected: Option<anyhow::Error> = None;
         for batch in spool::list_batches(state)? {
-            match send_batch(state, config, &batch, &mut sender, &mut report, verbose) {
+            match send_batch(
+                state,
+                config,
+                &policy,
+                &batch,
+                &mut sender,
+                &mut report,
+                verbose,
+            ) {
                 Ok(()) => report.batches += 1,
                 Err(e) if crate::cli::exit_code_of(&e) == EXIT_DATA => {
                     eprintln!("runner-send: {e:#}");
@@ -125,6 +136,24 @@ pub fn send_all(state: &StateDir, config: &RunnerConfig, verbose: bool) -> Resul
     result
 }
 
+/// The pushed reply policy, compiled; a rule this runner cannot compile is skipped with
+/// a warning (docs/quotas.md).
+fn reply_policy(config: &RunnerConfig) -> Policy {
+    let rules = match config.settings.reply_rules() {
+        Ok(rules) => rules,
+        // RunnerConfig::load validated it; never reached with a loaded config.
+        Err(e) => {
+            eprintln!("runner-send: reply policy ignored: {e}");
+            return Policy::default();
+        }
+    };
+    let (policy, warnings) = Policy::compile(&rules);
+    for w in warnings {
+        eprintln!("runner-send: warning: {w}");
+    }
+    policy
+}
+
 fn decode_batch(batch: &SpooledBatch) -> Result<JobRun> {
     let bytes = batch.read_xml()?;
     match codec::decode_with(&bytes, &Limits::RESPONSE) {
@@ -140,6 +169,7 @@ fn decode_batch(batch: &SpooledBatch) -> Result<JobRun> {
 fn send_batch(
     state: &StateDir,
     config: &RunnerConfig,
+    policy: &Policy,
     batch: &SpooledBatch,
     sender: &mut Sender,
     report: &mut SendReport,
@@ -182,14 +212,28 @@ fn send_batch(
     let rate = config.settings.send_rate_per_second;
     let interval = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
     let mut last_start: Option<Instant> = None;
+    // Accounts and domains the reply policy set aside, rebuilt from the journal when a
+    // batch resumes.
+    let mut guard = BatchGuard::new(policy);
+    for msg in &run.messages {
+        if let Some(r) = journal
+            .entries()
+            .iter()
+            .rev()
+            .find(|r| r.message_id == msg.id)
+        {
+            guard.review(msg, &mut r.clone());
+        }
+    }
 
     for msg in &run.messages {
         if done.contains(&msg.id) {
             continue; // journalled by an earlier run: never resend
         }
+        let skip = guard.skip_reason(msg).map(str::to_owned);
         // The rate limit may delay a start; a start delayed past the deadline is no start.
-        let wait = match (interval, last_start) {
-            (Some(interval), Some(last)) => interval.saturating_sub(last.elapsed()),
+        let wait = match (interval, last_start, &skip) {
+            (Some(interval), Some(last), None) => interval.saturating_sub(last.elapsed()),
             _ => Duration::ZERO,
         };
         let deadline_ms = deadline.saturating_mul(1000);
@@ -198,7 +242,19 @@ fn send_batch(
         if in_time && !wait.is_zero() {
             std::thread::sleep(wait);
         }
-        let result = if !in_time || Utc::now().timestamp_millis() >= deadline_ms {
+        let result = if let Some(reason) = skip {
+            MessageResult {
+                job_run_id: run.job_run_id.clone(),
+                message_id: msg.id,
+                lease_token: msg.lease_token.clone(),
+                outcome: Outcome::NotAttempted,
+                smtp_code: None,
+                enhanced_status: None,
+                text: Some(reason),
+                attempted_at: Utc::now(),
+                recipients: Vec::new(),
+            }
+        } else if !in_time || Utc::now().timestamp_millis() >= deadline_ms {
             MessageResult {
                 job_run_id: run.job_run_id.clone(),
                 message_id: msg.id,
@@ -214,7 +270,7 @@ fn send_batch(
             last_start = Some(Instant::now());
             let attempted_at = Utc::now();
             let d = sender.deliver(msg);
-            MessageResult {
+            let mut result = MessageResult {
                 job_run_id: run.job_run_id.clone(),
                 message_id: msg.id,
                 lease_token: msg.lease_token.clone(),
@@ -224,7 +280,9 @@ fn send_batch(
                 text: d.text,
                 attempted_at,
                 recipients: d.recipients,
-            }
+            };
+            guard.review(msg, &mut result);
+            result
         };
         if verbose {
             eprintln!(

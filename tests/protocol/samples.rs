@@ -195,7 +195,64 @@ pub fn settings(software: bool) -> RunnerSettings {
             url: "https://downloads.example.com/mailrun/mailrun-0.2.0-x86_64.tar.gz".into(),
             sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
         }),
+        reply_policy: software.then(reply_policy),
     }
+}
+
+/// A reply policy with every optional field present in some rule.
+pub fn reply_policy() -> Vec<ReplyRule> {
+    vec![
+        ReplyRule {
+            position: 10,
+            code: Some("421".into()),
+            enhanced: None,
+            pattern: None,
+            domain: None,
+            account: None,
+            action: ReplyAction::AnotherAccount,
+            throttle: ReplyThrottle::Account,
+        },
+        ReplyRule {
+            position: 40,
+            code: Some("5xx".into()),
+            enhanced: Some("5.7".into()),
+            pattern: Some("rate.?limit|connection frequency limited".into()),
+            domain: None,
+            account: None,
+            action: ReplyAction::Retry,
+            throttle: ReplyThrottle::Account,
+        },
+        ReplyRule {
+            position: 55,
+            code: Some("4xx".into()),
+            enhanced: None,
+            pattern: None,
+            domain: Some("gmail.com".into()),
+            account: Some("provider-eu".into()),
+            action: ReplyAction::Retry,
+            throttle: ReplyThrottle::Domain,
+        },
+        ReplyRule {
+            position: 80,
+            code: Some("5xx".into()),
+            enhanced: Some("5.1.1".into()),
+            pattern: None,
+            domain: None,
+            account: None,
+            action: ReplyAction::Suppress,
+            throttle: ReplyThrottle::None,
+        },
+        ReplyRule {
+            position: 120,
+            code: None,
+            enhanced: None,
+            pattern: Some("spam".into()),
+            domain: None,
+            account: None,
+            action: ReplyAction::Fail,
+            throttle: ReplyThrottle::None,
+        },
+    ]
 }
 
 pub fn fault(reason: FaultReason) -> Fault {
@@ -353,6 +410,34 @@ pub fn sample_bodies() -> Vec<(String, Body)> {
             }),
         ));
     }
+    let mut policy = settings(false);
+    policy.reply_policy = Some(Vec::new());
+    out.push((
+        "config-empty-policy".into(),
+        Body::JobRunnerConfigUpdate(JobRunnerConfigUpdate {
+            runner_id: "r".into(),
+            version: 1,
+            settings: policy.clone(),
+        }),
+    ));
+    let mut rules = reply_policy();
+    rules[4].pattern = Some(NASTY.chars().filter(|c| *c != '\r' && *c != '\n').collect());
+    rules[2].account = Some(
+        NASTY
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(100)
+            .collect(),
+    );
+    policy.reply_policy = Some(rules);
+    out.push((
+        "config-nasty-policy".into(),
+        Body::JobRunnerConfigUpdate(JobRunnerConfigUpdate {
+            runner_id: "r".into(),
+            version: 2,
+            settings: policy,
+        }),
+    ));
     let mut nasty_fault = fault(FaultReason::InvalidValue);
     nasty_fault.message = NASTY.into();
     out.push(("fault-nasty".into(), Body::Fault(nasty_fault)));

@@ -1,0 +1,372 @@
+//! The pushed reply policy applied while a batch is sent (docs/quotas.md, "Where it
+//! applies").
+//!
+//! Each SMTP answer is classified with the same first-match rules as the dispatcher
+//! ([`crate::reply_rules`]). Effects within one batch:
+//! - a rule with `throttle = account`, or action `another_account`: no further message
+//!   of the batch goes through that SMTP account;
+//! - a rule with `throttle = domain`: no further message of the batch goes to that
+//!   recipient domain;
+//! - the outcome reported follows the rule (retry / another_account: Deferred; fail /
+//!   suppress: Failed). The dispatcher re-decides on arrival anyway.
+//!
+//! Messages set aside are journalled NotAttempted with the reason, so the dispatcher
+//! gives their quota reservations back and holds or fails them over as it does for any
+//! throttled account.
+
+use std::collections::HashMap;
+
+use crate::protocol::{
+    MessageResult, OutboundMessage, Outcome, ReplyAction, ReplyRule, ReplyThrottle,
+};
+use crate::reply_rules::{address_domain, address_spec, Answer, Policy};
+
+/// Longest reply text quoted in a "not attempted" reason.
+const QUOTED_TEXT_CHARS: usize = 200;
+
+/// The policy's state for one batch: which accounts and domains are set aside, and why.
+pub struct BatchGuard<'a> {
+    policy: &'a Policy,
+    accounts: HashMap<String, String>,
+    domains: HashMap<String, String>,
+}
+
+impl<'a> BatchGuard<'a> {
+    pub fn new(policy: &'a Policy) -> BatchGuard<'a> {
+        BatchGuard {
+            policy,
+            accounts: HashMap::new(),
+            domains: HashMap::new(),
+        }
+    }
+
+    /// Why this message must not start in this batch, if it must not.
+    pub fn skip_reason(&self, msg: &OutboundMessage) -> Option<&str> {
+        if let Some(reason) = self.accounts.get(&msg.account.name) {
+            return Some(reason);
+        }
+        recipients(msg)
+            .filter_map(|a| address_domain(a))
+            .find_map(|d| self.domains.get(&d))
+            .map(String::as_str)
+    }
+
+    /// Classifies a delivery's answers: rewrites the outcomes the policy decides and
+    /// sets accounts and domains aside for the rest of the batch.
+    pub fn review(&mut self, msg: &OutboundMessage, result: &mut MessageResult) {
+        if self.policy.is_empty() {
+            return;
+        }
+        let account = msg.account.name.as_str();
+        for r in &mut result.recipients {
+            if !matches!(r.outcome, Outcome::Deferred | Outcome::Failed) {
+                continue;
+            }
+            let domain = address_domain(&r.address);
+            let answer = Answer {
+                code: r.smtp_code,
+                enhanced: r.enhanced_status.as_deref(),
+                text: r.text.as_deref(),
+                domain: domain.as_deref(),
+                account: Some(account),
+            };
+            if let Some(rule) = self.policy.decide(&answer) {
+                r.outcome = outcome_of(rule);
+                let rule = rule.clone();
+                self.set_aside(
+                    &rule,
+                    account,
+                    domain.as_deref(),
+                    &answer_quote(r.smtp_code, r.text.as_deref()),
+                );
+            }
+        }
+        if !matches!(result.outcome, Outcome::Deferred | Outcome::Failed) {
+            return;
+        }
+        if !result.recipients.is_empty()
+            && result
+                .recipients
+                .iter()
+                .all(|r| matches!(r.outcome, Outcome::Deferred | Outcome::Failed))
+        {
+            // Every recipient was refused on its own: the message follows them.
+            result.outcome = if result
+                .recipients
+                .iter()
+                .any(|r| r.outcome == Outcome::Deferred)
+            {
+                Outcome::Deferred
+            } else {
+                Outcome::Failed
+            };
+            return;
+        }
+        // A message-level answer concerns every recipient without an answer of its own;
+        // the dispatcher decides it per recipient domain, so does this.
+        let own: Vec<&str> = result
+            .recipients
+            .iter()
+            .map(|r| r.address.as_str())
+            .collect();
+        let mut domains: Vec<Option<String>> = recipients(msg)
+            .filter(|a| !own.iter().any(|o| o.eq_ignore_ascii_case(address_spec(a))))
+            .map(|a| address_domain(a))
+            .collect();
+        domains.sort();
+        domains.dedup();
+        if domains.is_empty() {
+            domains.push(None);
+        }
+        let quote = answer_quote(result.smtp_code, result.text.as_deref());
+        let mut any_deferred = false;
+        for domain in &domains {
+            let answer = Answer {
+                code: result.smtp_code,
+                enhanced: result.enhanced_status.as_deref(),
+                text: result.text.as_deref(),
+                domain: domain.as_deref(),
+                account: Some(account),
+            };
+            let outcome = match self.policy.decide(&answer) {
+                Some(rule) => {
+                    let rule = rule.clone();
+                    self.set_aside(&rule, account, domain.as_deref(), &quote);
+                    outcome_of(&rule)
+                }
+                None => result.outcome,
+            };
+            any_deferred |= outcome == Outcome::Deferred;
+        }
+        result.outcome = if any_deferred {
+            Outcome::Deferred
+        } else {
+            Outcome::Failed
+        };
+    }
+
+    fn set_aside(&mut self, rule: &ReplyRule, account: &str, domain: Option<&str>, quote: &str) {
+        if rule.throttle == ReplyThrottle::Account {
+            self.accounts
+                .entry(account.to_string())
+                .or_insert_with(|| format!("not attempted: account {account} throttled ({quote})"));
+        } else if rule.action == ReplyAction::AnotherAccount {
+            self.accounts.entry(account.to_string()).or_insert_with(|| {
+                format!("not attempted: account {account} refused in this batch ({quote})")
+            });
+        }
+        if rule.throttle == ReplyThrottle::Domain {
+            if let Some(d) = domain {
+                self.domains
+                    .entry(d.to_string())
+                    .or_insert_with(|| format!("not attempted: domain {d} throttled ({quote})"));
+            }
+        }
+    }
+}
+
+fn outcome_of(rule: &ReplyRule) -> Outcome {
+    if rule.action.is_permanent() {
+        Outcome::Failed
+    } else {
+        Outcome::Deferred
+    }
+}
+
+fn recipients(msg: &OutboundMessage) -> impl Iterator<Item = &str> {
+    msg.to
+        .iter()
+        .chain(&msg.cc)
+        .chain(&msg.bcc)
+        .map(String::as_str)
+}
+
+/// "421 4.7.0 Too many messages", the text clipped and on one line.
+fn answer_quote(code: Option<u16>, text: Option<&str>) -> String {
+    let text: String = text
+        .unwrap_or("")
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(QUOTED_TEXT_CHARS)
+        .collect();
+    match code {
+        Some(code) => format!("{code} {}", text.trim()),
+        None => text.trim().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{RecipientResult, Security, SmtpAccount};
+    use chrono::Utc;
+
+    fn policy() -> Policy {
+        let rule = |position, code: &str, pattern: Option<&str>, action, throttle| ReplyRule {
+            position,
+            code: Some(code.into()),
+            enhanced: None,
+            pattern: pattern.map(str::to_owned),
+            domain: None,
+            account: None,
+            action,
+            throttle,
+        };
+        Policy::compile(&[
+            rule(
+                10,
+                "421",
+                None,
+                ReplyAction::AnotherAccount,
+                ReplyThrottle::Account,
+            ),
+            rule(
+                20,
+                "4xx",
+                Some("receiving mail at a rate"),
+                ReplyAction::Retry,
+                ReplyThrottle::Domain,
+            ),
+            rule(
+                40,
+                "5xx",
+                Some("rate limited"),
+                ReplyAction::Retry,
+                ReplyThrottle::Account,
+            ),
+            rule(
+                80,
+                "550",
+                Some("no such user"),
+                ReplyAction::Suppress,
+                ReplyThrottle::None,
+            ),
+        ])
+        .0
+    }
+
+    fn msg(account: &str, to: &[&str]) -> OutboundMessage {
+        OutboundMessage {
+            id: 1,
+            lease_token: "t".into(),
+            message_id_header: "<x@y>".into(),
+            account: SmtpAccount {
+                name: account.into(),
+                host: "127.0.0.1".into(),
+                port: 25,
+                security: Security::None,
+                username: None,
+                password: None,
+            },
+            from: "a@example.com".into(),
+            reply_to: None,
+            to: to.iter().map(|s| s.to_string()).collect(),
+            cc: vec![],
+            bcc: vec![],
+            subject: "s".into(),
+            text_body: None,
+            html_body: None,
+            headers: vec![],
+            attachments: vec![],
+        }
+    }
+
+    fn result(outcome: Outcome, code: Option<u16>, text: &str) -> MessageResult {
+        MessageResult {
+            job_run_id: "j".into(),
+            message_id: 1,
+            lease_token: "t".into(),
+            outcome,
+            smtp_code: code,
+            enhanced_status: None,
+            text: Some(text.into()),
+            attempted_at: Utc::now(),
+            recipients: vec![],
+        }
+    }
+
+    #[test]
+    fn a_421_sets_the_account_aside_and_defers() {
+        let p = policy();
+        let mut g = BatchGuard::new(&p);
+        let m = msg("slow", &["u@example.org"]);
+        assert!(g.skip_reason(&m).is_none());
+        let mut r = result(
+            Outcome::Deferred,
+            Some(421),
+            "MAIL FROM refused: 4.7.0 Too many messages",
+        );
+        g.review(&m, &mut r);
+        assert_eq!(r.outcome, Outcome::Deferred);
+        let reason = g.skip_reason(&msg("slow", &["v@other.example"])).unwrap();
+        assert!(
+            reason.starts_with("not attempted: account slow throttled (421 MAIL FROM refused"),
+            "{reason}"
+        );
+        assert!(g.skip_reason(&msg("main", &["v@example.org"])).is_none());
+    }
+
+    #[test]
+    fn rate_limits_sent_as_5xx_are_deferred_and_throttle() {
+        let p = policy();
+        let mut g = BatchGuard::new(&p);
+        let m = msg("main", &["u@example.org"]);
+        let mut r = result(
+            Outcome::Failed,
+            Some(550),
+            "message refused: 5.7.1 Rate limited",
+        );
+        g.review(&m, &mut r);
+        assert_eq!(r.outcome, Outcome::Deferred);
+        assert!(g.skip_reason(&m).is_some());
+    }
+
+    #[test]
+    fn domain_throttles_set_only_that_domain_aside() {
+        let p = policy();
+        let mut g = BatchGuard::new(&p);
+        let m = msg("main", &["u@Gmail.com"]);
+        let mut r = result(
+            Outcome::Deferred,
+            Some(450),
+            "4.2.1 receiving mail at a rate that prevents",
+        );
+        g.review(&m, &mut r);
+        let reason = g
+            .skip_reason(&msg("main", &["Someone <x@gmail.com>"]))
+            .unwrap();
+        assert!(
+            reason.starts_with("not attempted: domain gmail.com throttled (450 "),
+            "{reason}"
+        );
+        assert!(g.skip_reason(&msg("main", &["x@example.org"])).is_none());
+    }
+
+    #[test]
+    fn recipient_answers_follow_the_policy() {
+        let p = policy();
+        let mut g = BatchGuard::new(&p);
+        let m = msg("main", &["a@example.org", "b@example.org"]);
+        let mut r = result(Outcome::Sent, Some(250), "ok");
+        r.recipients = vec![RecipientResult {
+            address: "b@example.org".into(),
+            outcome: Outcome::Deferred,
+            smtp_code: Some(550),
+            enhanced_status: None,
+            text: Some("no such user".into()),
+        }];
+        g.review(&m, &mut r);
+        assert_eq!(r.outcome, Outcome::Sent);
+        assert_eq!(r.recipients[0].outcome, Outcome::Failed);
+        assert!(g.skip_reason(&m).is_none());
+        // Nothing matches: the runner's own reading stands.
+        let mut r = result(Outcome::Failed, Some(554), "spam");
+        g.review(&m, &mut r);
+        assert_eq!(r.outcome, Outcome::Failed);
+        let empty = Policy::default();
+        let mut g = BatchGuard::new(&empty);
+        let mut r = result(Outcome::Deferred, Some(421), "bye");
+        g.review(&m, &mut r);
+        assert!(g.skip_reason(&m).is_none());
+    }
+}
