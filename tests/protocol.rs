@@ -841,3 +841,97 @@ fn foreign_faults_fall_back_by_fault_code() {
         (FaultCode::Server, FaultReason::Unavailable, "Bad gateway")
     );
 }
+
+#[test]
+fn hostile_reply_policies_are_refused_with_a_precise_fault() {
+    let with_rules = |rules: Vec<ReplyRule>| {
+        let mut s = settings(false);
+        s.reply_policy = Some(rules);
+        encode(&Body::JobRunnerConfigUpdate(JobRunnerConfigUpdate {
+            runner_id: "r".into(),
+            version: 2,
+            settings: s,
+        }))
+    };
+    let refused = |xml: Vec<u8>, expect: &str| {
+        let fault = decode_with(&xml, &Limits::for_request()).expect_err(expect);
+        assert_eq!(fault.reason, FaultReason::InvalidValue, "{fault}");
+        assert!(fault.message.contains(expect), "{fault}");
+    };
+    let base = reply_policy();
+
+    // Too many rules: counted before any rule is decoded.
+    let many: Vec<ReplyRule> = (1..=1001)
+        .map(|i| ReplyRule {
+            position: i,
+            ..base[0].clone()
+        })
+        .collect();
+    refused(with_rules(many.clone()), "holds 1001 rules, at most 1000");
+    assert!(decode_with(&with_rules(many[..1000].to_vec()), &Limits::for_request()).is_ok());
+
+    let mut long = base.clone();
+    long[4].pattern = Some("a".repeat(1001));
+    refused(with_rules(long), "longer than 1000 characters");
+
+    let mut order = base.clone();
+    order[1].position = 10;
+    refused(with_rules(order), "rule[2]: position 10 does not increase");
+
+    let mut code = base.clone();
+    code[0].code = Some("42".into());
+    refused(with_rules(code), "rule[1]: code \"42\"");
+
+    let mut bare = base.clone();
+    bare[4].pattern = None;
+    refused(
+        with_rules(bare),
+        "needs a code, an enhanced status or a pattern",
+    );
+
+    let mut domain = base.clone();
+    domain[2].domain = Some("Gmail.COM".into());
+    refused(with_rules(domain), "lowercase domain");
+
+    let mut newline = base.clone();
+    newline[4].pattern = Some("a\nb".into());
+    refused(with_rules(newline), "line break");
+
+    let xml = String::from_utf8(with_rules(base.clone())).unwrap();
+    refused(
+        xml.replacen("another_account", "bounce", 1).into_bytes(),
+        "is not one of retry, another_account, suppress, fail",
+    );
+    refused(
+        xml.replacen(">account<", ">everyone<", 1).into_bytes(),
+        "is not one of none, account, domain",
+    );
+    let fault = decode_with(
+        xml.replacen(
+            "<m:code>421</m:code>",
+            "<m:code>421</m:code><m:note>x</m:note>",
+            1,
+        )
+        .as_bytes(),
+        &Limits::for_request(),
+    )
+    .unwrap_err();
+    assert_eq!(fault.reason, FaultReason::MalformedXml, "{fault}");
+
+    // Absent and empty are different: keep the policy vs. no rules.
+    let mut none = settings(false);
+    none.reply_policy = None;
+    let mut empty = settings(false);
+    empty.reply_policy = Some(Vec::new());
+    for s in [none, empty] {
+        let body = Body::JobRunnerConfigUpdate(JobRunnerConfigUpdate {
+            runner_id: "r".into(),
+            version: 2,
+            settings: s,
+        });
+        assert_eq!(
+            decode_with(&encode(&body), &Limits::for_request()).unwrap(),
+            body
+        );
+    }
+}

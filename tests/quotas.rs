@@ -33,6 +33,7 @@ use serde_json::{json, Value};
 struct SmtpServer {
     port: u16,
     log: PathBuf,
+    attempts: PathBuf,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -49,12 +50,15 @@ impl SmtpServer {
         );
         let dir = common::temp_dir();
         let log = dir.path().join("delivered.jsonl");
+        let attempts = dir.path().join("attempts.jsonl");
         let port = common::free_port();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/quota_smtp.py");
         let mut child = Command::new("python3")
             .arg(script)
             .args(["--port", &port.to_string(), "--mode", mode, "--log"])
             .arg(&log)
+            .arg("--attempts")
+            .arg(&attempts)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -67,6 +71,7 @@ impl SmtpServer {
         SmtpServer {
             port,
             log,
+            attempts,
             child,
             _dir: dir,
         }
@@ -74,7 +79,16 @@ impl SmtpServer {
 
     /// Every message the server accepted (one JSON object each).
     fn delivered(&self) -> Vec<Value> {
-        match std::fs::read_to_string(&self.log) {
+        Self::lines(&self.log)
+    }
+
+    /// Every MAIL FROM the server received, accepted or not.
+    fn attempts(&self) -> Vec<Value> {
+        Self::lines(&self.attempts)
+    }
+
+    fn lines(path: &Path) -> Vec<Value> {
+        match std::fs::read_to_string(path) {
             Ok(s) => s
                 .lines()
                 .map(|l| serde_json::from_str(l).expect("log line is JSON"))

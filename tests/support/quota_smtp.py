@@ -6,6 +6,8 @@
                tests count deliveries from.
 --mode 421:    answers MAIL FROM with "421 4.7.0 Too many messages, slow down" and
                accepts nothing (a provider rate-limiting the account).
+--attempts:    optional; appends one JSON line per MAIL FROM received ({"from"}), in
+               either mode: how many transactions reached the server.
 Prints "ready" on stdout once listening; runs until terminated.
 """
 import argparse
@@ -18,12 +20,18 @@ from aiosmtpd.controller import Controller
 
 
 class Handler:
-    def __init__(self, mode, log):
+    def __init__(self, mode, log, attempts):
         self.mode = mode
         self.log = log
+        self.attempts = attempts
         self.lock = threading.Lock()
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.attempts:
+            with self.lock:
+                with open(self.attempts, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"from": address}) + "\n")
+                    f.flush()
         if self.mode == "421":
             return "421 4.7.0 Too many messages, slow down"
         envelope.mail_from = address
@@ -50,8 +58,10 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--mode", choices=["accept", "421"], required=True)
     p.add_argument("--log", required=True)
+    p.add_argument("--attempts")
     a = p.parse_args()
-    controller = Controller(Handler(a.mode, a.log), hostname="127.0.0.1", port=a.port)
+    controller = Controller(Handler(a.mode, a.log, a.attempts), hostname="127.0.0.1",
+                            port=a.port)
     controller.start()
     print("ready", flush=True)
     stop = threading.Event()

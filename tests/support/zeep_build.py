@@ -113,6 +113,20 @@ def main():
             "url": "https://downloads.example.com/mailrun/mailrun-0.2.0-x86_64.tar.gz",
             "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
         },
+        "replyPolicy": {
+            "rule": [
+                {"position": 10, "code": "421", "action": "another_account",
+                 "throttle": "account"},
+                {"position": 40, "code": "5xx", "enhanced": "5.7",
+                 "pattern": "rate.?limit|connection frequency limited", "action": "retry",
+                 "throttle": "account"},
+                {"position": 55, "code": "4xx", "domain": "gmail.com",
+                 "account": "provider-eu", "action": "retry", "throttle": "domain"},
+                {"position": 80, "code": "5xx", "enhanced": "5.1.1", "action": "suppress",
+                 "throttle": "none"},
+                {"position": 120, "pattern": "spam", "action": "fail", "throttle": "none"},
+            ]
+        },
     }
     build(
         runner,
@@ -124,6 +138,7 @@ def main():
     )
     without_software = dict(settings_value)
     del without_software["software"]
+    del without_software["replyPolicy"]
     build(
         runner,
         "JobRunnerConfigUpdate",
