@@ -1543,3 +1543,744 @@ fn two_real_runners_deliver_up_to_the_cap_and_a_421_throttles_its_account() {
     assert!(deferred >= 1);
     assert_eq!(deferred + held, 3);
 }
+
+// ---------------------------------------------------------------------------------------
+// Given-back reservations release held messages early
+// ---------------------------------------------------------------------------------------
+
+fn held(c: &mut Client, id: i64) -> (Option<String>, bool) {
+    let r = c
+        .query_one(
+            "SELECT held_reason, next_attempt_at <= now() FROM mailrun.messages WHERE id = $1",
+            &[&id],
+        )
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+#[test]
+fn given_back_reservations_make_held_messages_due_at_once() {
+    away_from_the_hour();
+    let (url, mut c) = setup("release_held");
+    add_account(&mut c, "main", 2525);
+    add_account(&mut c, "other", 2526);
+    quota::set(
+        &mut c,
+        Scope::Account,
+        "main",
+        &Caps {
+            per_second: None,
+            per_hour: Some(2),
+            per_day: None,
+            window: None,
+        },
+    )
+    .unwrap();
+    let ids: Vec<i64> = (0..5)
+        .map(|i| enqueue(&mut c, msg("main", &format!("u{i}@example.org"))))
+        .collect();
+    // Not held by the quota: must never be woken by it.
+    let unrelated = enqueue(&mut c, msg("other", "w@example.org"));
+    c.execute(
+        "UPDATE mailrun.messages SET next_attempt_at = now() + interval '1 hour' WHERE id = $1",
+        &[&unrelated],
+    )
+    .unwrap();
+    let run = claim(&mut c, "r1", 10);
+    assert_eq!(run.messages.len(), 2);
+    let held_ids: Vec<i64> = ids
+        .iter()
+        .copied()
+        .filter(|id| run.messages.iter().all(|m| m.id != *id))
+        .collect();
+    for id in &held_ids {
+        let (reason, due) = held(&mut c, *id);
+        assert!(
+            reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("held: account main hourly cap 2/h until ")),
+            "{reason:?}"
+        );
+        assert!(!due);
+    }
+
+    // A Sent report keeps its reservation: nothing is released.
+    let sent = result(&run, 1, Outcome::Sent, Some(250), "ok");
+    queue::apply_results(&mut c, "r1", &[sent]).unwrap();
+    assert!(held_ids.iter().all(|id| !held(&mut c, *id).1));
+
+    // NotAttempted gives one reservation back: exactly one held message is due now, with
+    // its hold cleared; the others keep waiting for the cap's hour.
+    let back = result(&run, 0, Outcome::NotAttempted, None, "not attempted");
+    queue::apply_results(&mut c, "r1", &[back]).unwrap();
+    let woken: Vec<i64> = held_ids
+        .iter()
+        .copied()
+        .filter(|id| held(&mut c, *id) == (None, true))
+        .collect();
+    assert_eq!(woken.len(), 1, "one slot came back, one message woke");
+    assert!(!held(&mut c, unrelated).1);
+    // The next claim takes the given-back message and the woken one fit the cap (2/h:
+    // one sent + one); everything else is held again.
+    let run2 = claim(&mut c, "r1", 10);
+    let mut got: Vec<i64> = run2.messages.iter().map(|m| m.id).collect();
+    got.sort();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0] == woken[0] || got[0] == run.messages[0].id,
+        "{got:?}"
+    );
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM mailrun.messages WHERE state = 'leased'"
+        ),
+        1
+    );
+
+    // A reaped lease gives its reservation back too and wakes one more.
+    c.execute(
+        "UPDATE mailrun.messages SET lease_expires_at = now() - interval '1 second'
+         WHERE id = $1",
+        &[&run2.messages[0].id],
+    )
+    .unwrap();
+    let still_held = |c: &mut Client| {
+        one(
+            c,
+            "SELECT count(*) FROM mailrun.messages
+             WHERE held_until > now() AND state IN ('queued', 'deferred')
+               AND held_reason LIKE 'held: account main %'",
+        )
+    };
+    let before = still_held(&mut c);
+    assert!(before >= 1);
+    assert_eq!(queue::reap_expired(&mut c).unwrap(), 1);
+    assert_eq!(still_held(&mut c), before - 1);
+    assert_eq!(claim(&mut c, "r1", 10).messages.len(), 1);
+    assert_status(&admin(&url, &["status"]), 0);
+}
+
+#[test]
+fn releasing_never_waits_for_claimers_and_leaves_throttle_holds_alone() {
+    away_from_the_hour();
+    let (url, mut c) = setup("release_no_wait");
+    add_account(&mut c, "main", 2525);
+    add_account(&mut c, "paused", 2526);
+    quota::set(
+        &mut c,
+        Scope::Account,
+        "main",
+        &Caps {
+            per_second: None,
+            per_hour: Some(1),
+            per_day: None,
+            window: None,
+        },
+    )
+    .unwrap();
+    let ids: Vec<i64> = (0..3)
+        .map(|i| enqueue(&mut c, msg("main", &format!("u{i}@example.org"))))
+        .collect();
+    let run = claim(&mut c, "r1", 10);
+    assert_eq!(run.messages.len(), 1);
+    let held_ids: Vec<i64> = ids
+        .iter()
+        .copied()
+        .filter(|id| *id != run.messages[0].id)
+        .collect();
+
+    // A message held by a throttle pause (not by a quota) is not woken by releases.
+    let paused_id = enqueue(&mut c, msg("paused", "p@example.org"));
+    c.execute(
+        "INSERT INTO mailrun.throttles (scope, key, factor, paused_until, last_code, last_text)
+         VALUES ('account', 'paused', 0.5, now() + interval '1 hour', 421, 'slow down')",
+        &[],
+    )
+    .unwrap();
+    assert!(claim(&mut c, "r2", 10).messages.is_empty());
+    assert!(held(&mut c, paused_id)
+        .0
+        .is_some_and(|r| r.starts_with("held: account paused throttled (421 ")));
+
+    // A claimer holds the quota's lock and one held message's row lock, as a claim in
+    // progress would. The report must not wait for either (lock_timeout turns a wait
+    // into an error instead of a hang).
+    let mut claimer = connect(&url);
+    let mut tx = claimer.transaction().unwrap();
+    tx.execute(
+        "SELECT 1 FROM mailrun.quotas WHERE scope = 'account' AND key = 'main' FOR NO KEY UPDATE",
+        &[],
+    )
+    .unwrap();
+    tx.execute(
+        "SELECT 1 FROM mailrun.messages WHERE id = $1 FOR UPDATE",
+        &[&held_ids[0]],
+    )
+    .unwrap();
+    c.batch_execute("SET lock_timeout = '20s'").unwrap();
+    let back = result(&run, 0, Outcome::NotAttempted, None, "not attempted");
+    queue::apply_results(&mut c, "r1", &[back]).expect("a report never waits for a claimer");
+    // The locked message was skipped; the other one woke.
+    assert!(!held(&mut c, held_ids[0]).1);
+    assert_eq!(held(&mut c, held_ids[1]), (None, true));
+    assert!(!held(&mut c, paused_id).1);
+    tx.rollback().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// The reply policy on runners: pushed with JobRunnerConfigUpdate, applied per batch
+// ---------------------------------------------------------------------------------------
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `runner-cgi --listen` on a free loopback port; its endpoint URL.
+fn runner_cgi(state: &Path) -> (Killed, String) {
+    let port = common::free_port();
+    let child = common::command(env!("CARGO_BIN_EXE_runner-cgi"))
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--no-start"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("runner-cgi --listen");
+    let mut child = Killed(child);
+    for _ in 0..400 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return (child, format!("http://127.0.0.1:{port}/cgi-bin/runner-cgi"));
+        }
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("runner-cgi --listen exited with {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("runner-cgi did not listen");
+}
+
+fn push(url: &str, args: &[&str]) -> Output {
+    common::run(
+        common::command(env!("CARGO_BIN_EXE_push-config"))
+            .arg("--database-url")
+            .arg(url)
+            .args(args),
+    )
+}
+
+fn runner_admin(state: &Path, args: &[&str]) -> Output {
+    common::run(
+        common::command(env!("CARGO_BIN_EXE_runner-admin"))
+            .arg("--state-dir")
+            .arg(state)
+            .args(args),
+    )
+}
+
+/// The policy as the runner stored it (`runner-admin policy --json`).
+fn runner_policy(state: &Path) -> Value {
+    let out = runner_admin(state, &["policy", "--json"]);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "{}",
+        common::stderr(&out)
+    );
+    serde_json::from_str(&stdout(&out)).expect("policy JSON")
+}
+
+fn config_mode(state: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(state.join("runner.toml"))
+        .expect("runner.toml")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[test]
+fn push_config_delivers_the_reply_policy_to_a_real_runner() {
+    let (url, mut c) = setup("policy_push");
+    add_account(&mut c, "main", 2525);
+    let key = SigningKey::generate("key-policy");
+    let state = common::temp_dir();
+    let dispatcher_url = "http://127.0.0.1:9/cgi-bin/dispatch-cgi";
+    runner_init(state.path(), dispatcher_url, "pol", &key);
+    let (_cgi, endpoint) = runner_cgi(state.path());
+    c.execute(
+        "INSERT INTO mailrun.runners (id, endpoint, batch_size, key_id, secret)
+         VALUES ('pol', $1, 10, $2, $3)",
+        &[&endpoint, &key.key_id, &key.secret.to_vec()],
+    )
+    .unwrap();
+    // The other runners of setup() have no live endpoint: push to this one.
+    c.execute(
+        "UPDATE mailrun.runners SET enabled = false WHERE id <> 'pol'",
+        &[],
+    )
+    .unwrap();
+    let before = runner_policy(state.path());
+    assert_eq!(before["pushed"], false);
+    let status = |state: &Path| -> Value {
+        let out = runner_admin(state, &["status", "--json"]);
+        assert_status(&out, 0);
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+    assert_eq!(status(state.path())["reply_rules"], Value::Null);
+
+    // The first version carries the shipped defaults, by position.
+    let out = push(&url, &["set", &format!("dispatcher_url={dispatcher_url}")]);
+    assert_status(&out, 0);
+    let shipped = reply_policy::list(&mut c).unwrap();
+    let pushed = runner_policy(state.path());
+    assert_eq!(pushed["config_version"], 1);
+    let rules = pushed["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), shipped.len());
+    for (got, want) in rules.iter().zip(&shipped) {
+        assert_eq!(got["position"], want.position);
+        assert_eq!(got["code"].as_str(), want.code.as_deref());
+        assert_eq!(got["enhanced"].as_str(), want.enhanced.as_deref());
+        assert_eq!(got["pattern"].as_str(), want.pattern.as_deref());
+        assert_eq!(got["action"].as_str(), Some(want.action.as_str()));
+        assert_eq!(got["throttle"].as_str(), Some(want.throttle.as_str()));
+        assert_eq!(got["applied"], true);
+    }
+    assert_eq!(config_mode(state.path()), 0o600);
+    assert_eq!(status(state.path())["reply_rules"], shipped.len());
+    let toml = std::fs::read_to_string(state.path().join("runner.toml")).unwrap();
+    assert!(toml.contains("[[settings.reply_policy]]"), "{toml}");
+
+    // A rule change makes a new config version, so push-config --all sends it.
+    let out = admin(
+        &url,
+        &[
+            "reply-rule",
+            "add",
+            "--code",
+            "554",
+            "--pattern",
+            "(spam|blocked) (.+) \\2",
+            "--domain",
+            "example.org",
+            "--account",
+            "main",
+            "--action",
+            "fail",
+            "--position",
+            "5",
+        ],
+    );
+    assert_status(&out, 0);
+    let out = push(&url, &["show", "--json"]);
+    assert_status(&out, 0);
+    let shown: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        shown["version"], 2,
+        "one rule change, one version (positions shifted)"
+    );
+    assert_eq!(shown["reply_rules"], shipped.len() + 1);
+    let out = push(&url, &["--all", "--json"]);
+    assert_status(&out, 0);
+    let pushed = runner_policy(state.path());
+    assert_eq!(pushed["config_version"], 2);
+    let first = &pushed["rules"][0];
+    assert_eq!(first["position"], 5);
+    assert_eq!(first["domain"], "example.org");
+    assert_eq!(first["account"], "main");
+    // PostgreSQL takes the back-reference, the regex crate does not: skipped here only.
+    assert_eq!(first["applied"], false);
+    let out = runner_admin(state.path(), &["policy"]);
+    assert_status(&out, 0);
+    assert!(
+        stdout(&out).contains("(skipped here: does not compile)"),
+        "{}",
+        stdout(&out)
+    );
+    let recorded: Option<i64> = c
+        .query_one(
+            "SELECT config_version_applied FROM mailrun.runners WHERE id = 'pol'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, Some(2));
+
+    // Removing every rule (one version each) pushes an empty policy: the runner then
+    // has no rules.
+    let removed = reply_policy::list(&mut c).unwrap().len();
+    for r in reply_policy::list(&mut c).unwrap() {
+        assert!(reply_policy::remove(&mut c, r.id).unwrap());
+    }
+    // Removing nothing changes nothing.
+    assert!(!reply_policy::remove(&mut c, 999_999).unwrap());
+    let out = push(&url, &["show", "--json"]);
+    let shown: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(shown["version"], 2 + removed);
+    assert_eq!(shown["reply_rules"], 0);
+    let out = push(&url, &["--all"]);
+    assert_status(&out, 0);
+    let pushed = runner_policy(state.path());
+    assert_eq!(pushed["pushed"], true);
+    assert_eq!(pushed["rules"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        runner_admin(state.path(), &["policy"]).status.code(),
+        Some(3)
+    );
+    assert_eq!(config_mode(state.path()), 0o600);
+
+    // A hostile policy, signed with the runner's key: refused with a clear fault, and
+    // runner.toml stays as it was.
+    use mailrun::protocol::codec;
+    use mailrun::protocol::{
+        Body, FaultReason, JobRunnerConfigUpdate, ReplyAction, ReplyRule, ReplyThrottle,
+        RunnerSettings,
+    };
+    use mailrun::web::client::{Client as WebClient, ClientOptions};
+    let before = std::fs::read(state.path().join("runner.toml")).unwrap();
+    let version_before = runner_policy(state.path())["config_version"].clone();
+    let client = WebClient::new(ClientOptions {
+        connect_timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(30),
+        allow_plain_http: false,
+        max_response_bytes: 1024 * 1024,
+    });
+    let rule = |position: u32, pattern: &str| ReplyRule {
+        position,
+        code: Some("5xx".into()),
+        enhanced: None,
+        pattern: Some(pattern.into()),
+        domain: None,
+        account: None,
+        action: ReplyAction::Fail,
+        throttle: ReplyThrottle::None,
+    };
+    let send = |rules: Vec<ReplyRule>| {
+        let body = Body::JobRunnerConfigUpdate(JobRunnerConfigUpdate {
+            runner_id: "pol".into(),
+            version: 99,
+            settings: RunnerSettings {
+                batch_size: 10,
+                send_rate_per_second: 0.0,
+                smtp_connect_timeout_seconds: 30,
+                smtp_command_timeout_seconds: 300,
+                smtp_data_timeout_seconds: 600,
+                poll_interval_seconds: 60,
+                lease_safety_margin_seconds: 30,
+                dispatcher_url: dispatcher_url.into(),
+                software: None,
+                reply_policy: Some(rules),
+            },
+        });
+        let bytes = codec::encode(&body);
+        let resp = client
+            .post_signed(&endpoint, &key, codec::soap_action(&body), &bytes)
+            .expect("runner-cgi answers");
+        (resp.status, codec::decode(&resp.body).expect("an envelope"))
+    };
+    let cases: Vec<(Vec<ReplyRule>, &str)> = vec![
+        (
+            (1..=1001).map(|i| rule(i, "x")).collect(),
+            "holds 1001 rules, at most 1000",
+        ),
+        (
+            vec![rule(1, &"y".repeat(5000))],
+            "longer than 1000 characters",
+        ),
+        (vec![rule(7, "a"), rule(7, "b")], "does not increase"),
+    ];
+    for (rules, expect) in cases {
+        let (status, answer) = send(rules);
+        assert_eq!(status, 500);
+        let Body::Fault(fault) = answer else {
+            panic!("expected a fault, got {answer:?}")
+        };
+        assert_eq!(fault.reason, FaultReason::InvalidValue, "{fault}");
+        assert!(fault.message.contains(expect), "{fault}");
+        assert_eq!(
+            std::fs::read(state.path().join("runner.toml")).unwrap(),
+            before
+        );
+    }
+    assert_eq!(
+        runner_policy(state.path())["config_version"],
+        version_before
+    );
+}
+
+#[test]
+fn a_421_sets_the_account_aside_for_the_rest_of_the_batch() {
+    away_from_the_hour();
+    let accepting = SmtpServer::start("accept");
+    let refusing = SmtpServer::start("421");
+    let url = common::cluster().fresh_db("policy_421");
+    let mut c = connect(&url);
+    schema::migrate(&mut c).expect("migrate");
+    add_account(&mut c, "main", accepting.port);
+    add_account(&mut c, "slow", refusing.port);
+    let server = web::Lighttpd::start_cgi(
+        &[(
+            "dispatch-cgi",
+            Path::new(env!("CARGO_BIN_EXE_dispatch-cgi")),
+        )],
+        &[("MAILRUN_DATABASE_URL", url.as_str())],
+    );
+    let dispatcher_url = server.url("dispatch-cgi");
+    let state = common::temp_dir();
+    let key = SigningKey::generate("key-421");
+    runner_init(state.path(), &dispatcher_url, "aside", &key);
+    let (_cgi, endpoint) = runner_cgi(state.path());
+    c.execute(
+        "INSERT INTO mailrun.runners (id, endpoint, batch_size, key_id, secret)
+         VALUES ('aside', $1, 10, $2, $3)",
+        &[&endpoint, &key.key_id, &key.secret.to_vec()],
+    )
+    .unwrap();
+    // The shipped policy (421: another account, throttle the account) reaches the runner.
+    assert_status(
+        &push(&url, &["set", &format!("dispatcher_url={dispatcher_url}")]),
+        0,
+    );
+    assert!(
+        runner_policy(state.path())["rules"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 10
+    );
+
+    // One batch: four messages through "slow" first, then two through "main".
+    let slow: Vec<i64> = (0..4)
+        .map(|i| enqueue(&mut c, msg("slow", &format!("s{i}@example.org"))))
+        .collect();
+    let main: Vec<i64> = (0..2)
+        .map(|i| enqueue(&mut c, msg("main", &format!("m{i}@example.org"))))
+        .collect();
+    c.execute(
+        "UPDATE mailrun.messages SET next_attempt_at = now() - make_interval(secs => 100 - id)",
+        &[],
+    )
+    .unwrap();
+
+    let out = common::run(
+        common::command(env!("CARGO_BIN_EXE_runner-admin"))
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(["cycle", "--force", "--max-seconds", "120", "--verbose"]),
+    );
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "cycle: {}\n{}\n{}",
+        stdout(&out),
+        common::stderr(&out),
+        server.error_log()
+    );
+
+    // Counted by the servers: one transaction reached the 421 server, then none; the
+    // other account's mail went out.
+    assert_eq!(refusing.attempts().len(), 1, "{:?}", refusing.attempts());
+    assert!(refusing.delivered().is_empty());
+    assert_eq!(accepting.delivered().len(), 2);
+    let state_of = |c: &mut Client, id: i64| {
+        text(c, "SELECT state FROM mailrun.messages WHERE id = $1", id).unwrap()
+    };
+    for id in &main {
+        assert_eq!(state_of(&mut c, *id), "sent");
+    }
+
+    // The first slow message was tried (421 is never final); the rest came back
+    // NotAttempted with the reason, gave their reservations back and are held by the
+    // dispatcher while the account is paused.
+    assert_eq!(state_of(&mut c, slow[0]), "deferred");
+    let not_attempted = one(
+        &mut c,
+        "SELECT count(*) FROM mailrun.delivery_attempts
+         WHERE outcome = 'not_attempted'
+           AND text LIKE 'not attempted: account slow throttled (421 %Too many messages%'",
+    );
+    assert_eq!(not_attempted, 3);
+    for id in &slow[1..] {
+        assert_eq!(state_of(&mut c, *id), "queued");
+        let reason = text(
+            &mut c,
+            "SELECT held_reason FROM mailrun.messages WHERE id = $1",
+            *id,
+        )
+        .unwrap_or_default();
+        assert!(
+            reason.starts_with("held: account slow throttled (421 "),
+            "{reason}"
+        );
+    }
+    let t = quota::throttles(&mut c).unwrap();
+    assert!(t
+        .iter()
+        .any(|t| t.key == "slow" && t.last_code == Some(421)));
+}
+
+/// The runner's matcher and PostgreSQL's `mailrun.reply_decision` agree on the shipped
+/// defaults and on operator rules (domain, account, enhanced prefixes).
+#[test]
+fn runner_and_dispatcher_classify_answers_alike() {
+    use mailrun::reply_rules::{Answer, Policy};
+    let (_url, mut c) = setup("policy_agree");
+    add_account(&mut c, "main", 2525);
+    add_account(&mut c, "eu", 2526);
+    for (code, enhanced, pattern, domain, account, action, throttle, position) in [
+        (
+            Some("4xx"),
+            None,
+            None,
+            Some("gmail.com"),
+            None,
+            Action::Fail,
+            ThrottleTarget::Domain,
+            1,
+        ),
+        (
+            Some("5xx"),
+            Some("5.7"),
+            Some("policy"),
+            None,
+            Some("eu"),
+            Action::Suppress,
+            ThrottleTarget::None,
+            2,
+        ),
+        (
+            None,
+            Some("4.4"),
+            None,
+            None,
+            None,
+            Action::Retry,
+            ThrottleTarget::Account,
+            3,
+        ),
+    ] {
+        reply_policy::add(
+            &mut c,
+            &NewRule {
+                position: Some(position),
+                code: code.map(Into::into),
+                enhanced: enhanced.map(Into::into),
+                pattern: pattern.map(Into::into),
+                domain: domain.map(Into::into),
+                account: account.map(Into::into),
+                note: None,
+            },
+            action,
+            throttle,
+        )
+        .unwrap();
+    }
+    let rules = mailrun::dispatcher::push::current_reply_policy(&mut c).unwrap();
+    let (policy, warnings) = Policy::compile(&rules);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let answers: &[(u16, Option<&str>, &str, &str, &str)] = &[
+        (
+            421,
+            Some("4.7.0"),
+            "Too many messages, slow down",
+            "example.org",
+            "main",
+        ),
+        (450, None, "mailbox busy", "mx.gmail.com", "main"),
+        (450, None, "mailbox busy", "notgmail.com", "main"),
+        (
+            451,
+            Some("4.4.1"),
+            "no answer from host",
+            "example.org",
+            "main",
+        ),
+        (451, Some("4.41.1"), "odd", "example.org", "main"),
+        (
+            550,
+            Some("5.7.1"),
+            "Rate limited, try later",
+            "example.org",
+            "main",
+        ),
+        (550, Some("5.7.1"), "Policy violation", "example.org", "eu"),
+        (
+            550,
+            Some("5.7.1"),
+            "POLICY violation",
+            "example.org",
+            "main",
+        ),
+        (
+            550,
+            Some("5.7.1"),
+            "Connection frequency limited",
+            "example.org",
+            "main",
+        ),
+        (550, Some("5.1.1"), "No such user", "example.org", "main"),
+        (550, Some("5.1.10"), "null MX", "example.org", "main"),
+        (
+            550,
+            None,
+            "Recipient address rejected: User unknown",
+            "example.org",
+            "main",
+        ),
+        (552, Some("5.2.2"), "Mailbox full", "example.org", "main"),
+        (
+            535,
+            Some("5.7.8"),
+            "Authentication failed",
+            "example.org",
+            "main",
+        ),
+        (554, None, "Relay access denied", "example.org", "main"),
+        (
+            554,
+            Some("5.7.1"),
+            "Message rejected as spam",
+            "example.org",
+            "main",
+        ),
+        (
+            450,
+            None,
+            "4.2.1 receiving mail at a rate that prevents delivery",
+            "yahoo.com",
+            "main",
+        ),
+        (451, None, "Temporary local problem", "example.org", "main"),
+    ];
+    for &(code, enhanced, text, domain, account) in answers {
+        let pg = reply_policy::decide(
+            &mut c,
+            Some(i32::from(code)),
+            enhanced,
+            Some(text),
+            Some(domain),
+            Some(account),
+        )
+        .unwrap();
+        let ours = policy.decide(&Answer {
+            code: Some(code),
+            enhanced,
+            text: Some(text),
+            domain: Some(domain),
+            account: Some(account),
+        });
+        let what = format!("{code} {enhanced:?} {text:?} {domain} {account}");
+        match (pg.rule_id, ours) {
+            (None, None) => {}
+            (Some(_), Some(rule)) => {
+                assert_eq!(pg.action.as_deref(), Some(rule.action.as_str()), "{what}");
+                assert_eq!(pg.throttle, rule.throttle.as_str(), "{what}");
+            }
+            (pg_rule, ours) => panic!("{what}: dispatcher rule {pg_rule:?}, runner {ours:?}"),
+        }
+    }
+}
