@@ -454,6 +454,31 @@ pub fn current_reply_policy(c: &mut impl GenericClient) -> anyhow::Result<Vec<Re
     Ok(rules)
 }
 
+/// Refuses an update runners would refuse for its size (runner-cgi reads at most
+/// [`MAX_REQUEST_BYTES`](crate::runner::endpoint::MAX_REQUEST_BYTES)) before contacting
+/// any of them. Only a very large reply policy gets near it.
+fn check_update_size(version: i64, settings: &RunnerSettings) -> anyhow::Result<()> {
+    let limit = crate::runner::endpoint::MAX_REQUEST_BYTES;
+    let body = Body::JobRunnerConfigUpdate(JobRunnerConfigUpdate {
+        // The longest runner id the protocol allows.
+        runner_id: "x".repeat(128),
+        version,
+        settings: settings.clone(),
+    });
+    let size = crate::protocol::codec::encode(&body).len();
+    if size > limit {
+        return Err(CliError::new(
+            EXIT_DATA,
+            format!(
+                "the config update would be {size} bytes, more than the {limit} a runner \
+                 accepts: shorten or remove reply rules (`dispatch-admin reply-rule`)"
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// What happened with one runner, as printed by `--json`.
 #[derive(Debug, Serialize)]
 pub struct PushResult {
@@ -528,6 +553,7 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
     let mut protocol_settings = settings.to_protocol();
     protocol_settings.reply_policy =
         Some(current_reply_policy(&mut db).map_err(connection::exit_context)?);
+    check_update_size(version, &protocol_settings)?;
     let work: Vec<(&Runner, Option<i64>)> = targets.iter().zip(applied).collect();
     let results = outbound::parallel_map(&work, 16, |(runner, recorded)| {
         if !args.force && recorded.is_some_and(|r| r >= version) {
