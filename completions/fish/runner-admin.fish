@@ -28,7 +28,8 @@ complete -c runner-admin -n "__fish_runner_admin_needs_command" -l state-dir -d 
 complete -c runner-admin -n "__fish_runner_admin_needs_command" -s h -l help -d 'Print help'
 complete -c runner-admin -n "__fish_runner_admin_needs_command" -s V -l version -d 'Print version'
 complete -c runner-admin -n "__fish_runner_admin_needs_command" -f -a "init" -d 'Create the state folder and runner.toml (mode 0600)'
-complete -c runner-admin -n "__fish_runner_admin_needs_command" -f -a "status" -d 'Show config version, spooled batches, journal progress, outbox, ready marker, lock'
+complete -c runner-admin -n "__fish_runner_admin_needs_command" -f -a "status" -d 'Show config version, reply rules, spooled batches, journal progress, outbox, ready marker, lock'
+complete -c runner-admin -n "__fish_runner_admin_needs_command" -f -a "policy" -d 'List the reply policy the dispatcher pushed, as runner-send applies it'
 complete -c runner-admin -n "__fish_runner_admin_needs_command" -f -a "cycle" -d 'Poll, send, poll again... until the dispatcher has no work, the time budget ends, or the dispatcher does not answer. This is what cron and runner-cgi start'
 complete -c runner-admin -n "__fish_runner_admin_needs_command" -f -a "rotate-key" -d 'Switch to a new signing key; the old one stays accepted on inbound requests until `drop-previous-key` (rotate at the dispatcher too)'
 complete -c runner-admin -n "__fish_runner_admin_needs_command" -f -a "drop-previous-key" -d 'Stop accepting the previous key'
@@ -45,6 +46,9 @@ complete -c runner-admin -n "__fish_runner_admin_using_subcommand init" -s h -l 
 complete -c runner-admin -n "__fish_runner_admin_using_subcommand status" -l state-dir -d 'Runner state folder [default: $MAILRUN_RUNNER_DIR, else ~/.local/share/mailrun/runner]' -r -F
 complete -c runner-admin -n "__fish_runner_admin_using_subcommand status" -l json -d 'Print JSON instead of text'
 complete -c runner-admin -n "__fish_runner_admin_using_subcommand status" -s h -l help -d 'Print help'
+complete -c runner-admin -n "__fish_runner_admin_using_subcommand policy" -l state-dir -d 'Runner state folder [default: $MAILRUN_RUNNER_DIR, else ~/.local/share/mailrun/runner]' -r -F
+complete -c runner-admin -n "__fish_runner_admin_using_subcommand policy" -l json -d 'Print JSON instead of text'
+complete -c runner-admin -n "__fish_runner_admin_using_subcommand policy" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c runner-admin -n "__fish_runner_admin_using_subcommand cycle" -l max-seconds -d 'Stop starting new polls after this many seconds [default: the poll interval]' -r
 complete -c runner-admin -n "__fish_runner_admin_using_subcommand cycle" -l timeout -d 'Seconds to wait for each dispatcher answer' -r
 complete -c runner-admin -n "__fish_runner_admin_using_subcommand cycle" -l state-dir -d 'Runner state folder [default: $MAILRUN_RUNNER_DIR, else ~/.local/share/mailrun/runner]' -r -F

@@ -39,8 +39,10 @@ pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 default) or as a small HTTP server with --listen ADDR for development and tests.\n\n\
 JobRunnerReady writes the `ready` marker and, when no cycle is running, starts \
 `runner-admin cycle` detached so delivery begins at once (cron stays the fallback). \
-JobRunnerConfigUpdate validates the pushed settings and writes runner.toml atomically; a \
-version that does not increase, or any invalid setting, leaves the old config in force.\n\n\
+JobRunnerConfigUpdate validates the pushed settings and reply policy (at most 1000 rules) \
+and writes runner.toml atomically; a version that does not increase, or any invalid \
+setting or rule, leaves the old config in force. An update without a reply policy keeps \
+the one in force.\n\n\
 The state folder must be outside the web root: set MAILRUN_RUNNER_DIR in the web \
 server's environment for the CGI (see docs/runner.md).",
     after_help = EXIT_CODES_HELP

@@ -34,6 +34,11 @@ before the next message starts. A restart resumes from the journal and never res
 journalled message; no message starts after the batch's local lease deadline (request time + \
 lease - lease_safety_margin_seconds); those are reported as not attempted. Finished \
 batches move to outbox/ for the next runner-poll.\n\n\
+Every SMTP answer is classified with the reply policy the dispatcher pushed (see \
+`runner-admin policy`): a rule that throttles the account, or moves the message to another \
+account, sets that SMTP account aside for the rest of the batch; one that throttles the \
+domain sets the recipient domain aside. Their messages are reported not attempted with the \
+reason, and the reported outcome follows the rule.\n\n\
 Exit status: 0 batches were delivered, 3 no spooled batch (or another run holds the \
 lock), 65 a spooled batch is unreadable (moved aside as .xml.rejected; the others are \
 still sent), 75 the journal or outbox could not be written (disk full?): sending stopped, \
