@@ -46,7 +46,7 @@ impl<'a> BatchGuard<'a> {
             return Some(reason);
         }
         recipients(msg)
-            .filter_map(|a| address_domain(a))
+            .filter_map(address_domain)
             .find_map(|d| self.domains.get(&d))
             .map(String::as_str)
     }
@@ -111,7 +111,7 @@ impl<'a> BatchGuard<'a> {
             .collect();
         let mut domains: Vec<Option<String>> = recipients(msg)
             .filter(|a| !own.iter().any(|o| o.eq_ignore_ascii_case(address_spec(a))))
-            .map(|a| address_domain(a))
+            .map(address_domain)
             .collect();
         domains.sort();
         domains.dedup();
