@@ -9,6 +9,9 @@
 -- 3. Every insert into mailrun.quota_releases (NotAttempted reports, reaped leases)
 --    makes as many messages held by that quota due again as reservations came back; the
 --    next claim re-checks the cap and holds again what still does not fit.
+-- 4. apply_result wraps version 3 (renamed apply_result_v3): a message a runner set
+--    aside after an "another account" answer in its batch fails over like the message
+--    that got the answer.
 
 ------------------------------------------------------------------------------------------
 -- 1. Reply rules bump the config version
@@ -417,3 +420,114 @@ $$;
 CREATE TRIGGER quota_releases_wake AFTER INSERT ON mailrun.quota_releases
     REFERENCING NEW TABLE AS released
     FOR EACH STATEMENT EXECUTE FUNCTION mailrun.quota_releases_wake();
+
+------------------------------------------------------------------------------------------
+-- 4. Messages a runner set aside after an "another account" answer fail over too
+------------------------------------------------------------------------------------------
+
+-- Did this attempt get an answer (message-level or for one recipient) that the reply
+-- policy answers with another_account? Decided as apply_result decided it.
+CREATE FUNCTION mailrun.attempt_wants_another_account(x mailrun.delivery_attempts,
+    p_account text) RETURNS boolean
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    m mailrun.messages%ROWTYPE;
+    e jsonb;
+BEGIN
+    SELECT * INTO m FROM mailrun.messages WHERE id = x.message_id;
+    IF x.outcome IN ('deferred', 'failed') AND (x.smtp_code IS NOT NULL OR x.text IS NOT NULL)
+       AND (SELECT d.action FROM mailrun.reply_decision(x.smtp_code, x.enhanced_status, x.text,
+                mailrun.addr_domain((m.to_addrs || m.cc_addrs || m.bcc_addrs)[1]),
+                p_account, m.final_codes) d) = 'another_account' THEN
+        RETURN true;
+    END IF;
+    FOR e IN SELECT value FROM jsonb_array_elements(x.recipients) LOOP
+        IF e->>'outcome' IN ('deferred', 'failed')
+           AND (SELECT d.action FROM mailrun.reply_decision(
+                    CASE WHEN jsonb_typeof(e->'smtp_code') = 'number' THEN (e->>'smtp_code')::integer END,
+                    e->>'enhanced_status', e->>'text', mailrun.addr_domain(e->>'address'),
+                    p_account, m.final_codes) d) = 'another_account' THEN
+            RETURN true;
+        END IF;
+    END LOOP;
+    RETURN false;
+END
+$$;
+
+ALTER FUNCTION mailrun.apply_result(text, jsonb) RENAME TO apply_result_v3;
+
+-- As version 3, and: a runner applying the reply policy stops using an account for the
+-- rest of a batch once an answer says "another account" (535, relay denied), and reports
+-- the messages it did not start NotAttempted. Version 3 would only re-queue those, and
+-- the next batch would try the broken account again, one message per batch. Here such a
+-- message fails over as if it had got that answer itself: to the next account of its
+-- failover list, due now; with no account left it is held for the retry backoff (no
+-- attempt counted; its reservation was given back by version 3).
+CREATE FUNCTION mailrun.apply_result(p_runner text, r jsonb) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_result text;
+    m mailrun.messages%ROWTYPE;
+    v_lease mailrun.leases%ROWTYPE;
+    v_account text;
+    x mailrun.delivery_attempts%ROWTYPE;
+    v_accounts bigint[];
+    v_next bigint;
+    v_until timestamptz;
+BEGIN
+    v_result := mailrun.apply_result_v3(p_runner, r);
+    -- The runner says why it did not start the message ("not attempted: account X
+    -- refused in this batch (...)"): only then is the batch searched for the answer,
+    -- which is what decides (the text alone never moves a message).
+    IF v_result <> 'applied' OR r->>'outcome' IS DISTINCT FROM 'not_attempted'
+       OR coalesce(r->>'text', '') NOT LIKE 'not attempted: account %' THEN
+        RETURN v_result;
+    END IF;
+    -- Version 3 validated and locked the message; NotAttempted left it 'queued'.
+    SELECT * INTO m FROM mailrun.messages WHERE id = (r->>'message_id')::bigint;
+    SELECT * INTO v_lease FROM mailrun.leases l
+        WHERE l.lease_token = (r->>'lease_token')::uuid AND l.message_id = m.id;
+    IF m.state <> 'queued' OR v_lease.account_id IS NULL THEN
+        RETURN v_result;
+    END IF;
+    SELECT a.name INTO v_account FROM mailrun.smtp_accounts a WHERE a.id = v_lease.account_id;
+    -- A paused account (421, rate limits) is handled by the claim: held with the
+    -- throttle reason, or the next account of the list.
+    IF EXISTS (SELECT 1 FROM mailrun.throttles t
+               WHERE t.scope = 'account' AND t.key = v_account AND t.paused_until > now()) THEN
+        RETURN v_result;
+    END IF;
+    -- The evidence: another message of the same batch, through the same account, whose
+    -- answer the policy sends elsewhere (the runner reports in batch order, so it is
+    -- already recorded). At most a few attempts are looked at.
+    SELECT x2.* INTO x FROM mailrun.delivery_attempts x2
+        JOIN mailrun.leases l ON l.lease_token = x2.lease_token
+        WHERE x2.job_run_id = v_lease.job_run_id AND x2.message_id <> m.id
+          AND x2.outcome IN ('deferred', 'failed') AND l.account_id = v_lease.account_id
+          AND mailrun.attempt_wants_another_account(x2, v_account)
+        ORDER BY x2.id LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN v_result;
+    END IF;
+    v_accounts := CASE WHEN cardinality(m.account_ids) > 0 THEN m.account_ids
+                       ELSE ARRAY[m.account_id] END;
+    SELECT u.acc INTO v_next FROM unnest(v_accounts) WITH ORDINALITY AS u(acc, i)
+        WHERE u.acc <> v_lease.account_id AND NOT u.acc = ANY (m.skip_account_ids)
+        ORDER BY u.i LIMIT 1;
+    IF v_next IS NOT NULL THEN
+        UPDATE mailrun.messages SET skip_account_ids = skip_account_ids || v_lease.account_id,
+            next_attempt_at = now()
+        WHERE id = m.id;
+    ELSE
+        v_until := now() + make_interval(secs => mailrun.backoff_seconds(m.attempts + 1));
+        UPDATE mailrun.messages SET skip_account_ids = '{}', next_attempt_at = v_until,
+            held_until = v_until, held_quota_ids = NULL,
+            held_reason = format('held: account %s refused another message of its batch (%s) until %s',
+                v_account,
+                regexp_replace(left(concat_ws(' ', x.smtp_code, x.text), 200), '[\r\n]+', ' ', 'g'),
+                to_char(v_until AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC')
+        WHERE id = m.id;
+    END IF;
+    RETURN v_result;
+END
+$$;

@@ -2284,3 +2284,170 @@ fn runner_and_dispatcher_classify_answers_alike() {
         }
     }
 }
+
+#[test]
+fn messages_set_aside_after_an_another_account_answer_fail_over_too() {
+    away_from_the_hour();
+    let (_url, mut c) = setup("set_aside_failover");
+    add_account(&mut c, "a", 2525);
+    add_account(&mut c, "b", 2526);
+    let listed: Vec<i64> = (0..3)
+        .map(|i| {
+            enqueue(
+                &mut c,
+                json!({"from": "s@example.com", "to": [format!("l{i}@example.org")],
+                       "subject": "Hi", "text": "Body", "accounts": ["a", "b"]}),
+            )
+        })
+        .collect();
+    let single = enqueue(&mut c, msg("a", "single@example.org"));
+    let run = claim(&mut c, "r1", 10);
+    assert_eq!(run.messages.len(), 4);
+    assert!(run.messages.iter().all(|m| m.account.name == "a"));
+    let aside = "not attempted: account a refused in this batch (535 authentication failed)";
+    let mut results = vec![result(
+        &run,
+        0,
+        Outcome::Deferred,
+        Some(535),
+        "authentication failed: 5.7.8 Authentication credentials invalid",
+    )];
+    for i in 1..4 {
+        results.push(result(&run, i, Outcome::NotAttempted, None, aside));
+    }
+    queue::apply_results(&mut c, "r1", &results).unwrap();
+    let row = |c: &mut Client, id: i64| {
+        let r = c
+            .query_one(
+                "SELECT m.state, m.next_attempt_at <= now(), m.held_reason, m.attempts,
+                        array(SELECT a.name FROM mailrun.smtp_accounts a
+                              WHERE a.id = ANY (m.skip_account_ids))
+                 FROM mailrun.messages m WHERE m.id = $1",
+                &[&id],
+            )
+            .unwrap();
+        (
+            r.get::<_, String>(0),
+            r.get::<_, bool>(1),
+            r.get::<_, Option<String>>(2),
+            r.get::<_, i32>(3),
+            r.get::<_, Vec<String>>(4),
+        )
+    };
+    // The answered message and the ones set aside all move to account b, due now; only
+    // the answered one counts an attempt.
+    for id in &listed {
+        let (state, due, reason, attempts, skip) = row(&mut c, *id);
+        assert_eq!(skip, vec!["a".to_string()], "message {id}");
+        assert!(due && reason.is_none(), "message {id}");
+        let tried = *id == run.messages[0].id;
+        assert_eq!(state, if tried { "deferred" } else { "queued" });
+        assert_eq!(attempts, i32::from(tried));
+    }
+    // One account only: held for the retry backoff, the reason says why.
+    let (state, due, reason, attempts, _) = row(&mut c, single);
+    assert_eq!((state.as_str(), due, attempts), ("queued", false, 0));
+    let reason = reason.unwrap();
+    assert!(
+        reason.starts_with("held: account a refused another message of its batch (535 "),
+        "{reason}"
+    );
+    let again = claim(&mut c, "r1", 10);
+    let mut ids: Vec<i64> = again.messages.iter().map(|m| m.id).collect();
+    ids.sort();
+    assert_eq!(ids, listed);
+    assert!(again.messages.iter().all(|m| m.account.name == "b"));
+
+    // Without such an answer in the batch, NotAttempted only re-queues, whatever its text.
+    let other = enqueue(&mut c, msg("a", "other@example.org"));
+    let run = claim(&mut c, "r1", 10);
+    let i = run.messages.iter().position(|m| m.id == other).unwrap();
+    let r = result(&run, i, Outcome::NotAttempted, None, aside);
+    queue::apply_results(&mut c, "r1", &[r]).unwrap();
+    let (state, due, reason, _, skip) = row(&mut c, other);
+    assert_eq!(
+        (state.as_str(), due, reason, skip.len()),
+        ("queued", true, None, 0)
+    );
+}
+
+#[test]
+fn a_server_refusing_to_relay_sends_the_batch_to_the_next_account() {
+    away_from_the_hour();
+    let accepting = SmtpServer::start("accept");
+    let relay = SmtpServer::start("relay");
+    let url = common::cluster().fresh_db("policy_relay");
+    let mut c = connect(&url);
+    schema::migrate(&mut c).expect("migrate");
+    add_account(&mut c, "main", accepting.port);
+    add_account(&mut c, "closed", relay.port);
+    let server = web::Lighttpd::start_cgi(
+        &[(
+            "dispatch-cgi",
+            Path::new(env!("CARGO_BIN_EXE_dispatch-cgi")),
+        )],
+        &[("MAILRUN_DATABASE_URL", url.as_str())],
+    );
+    let dispatcher_url = server.url("dispatch-cgi");
+    let state = common::temp_dir();
+    let key = SigningKey::generate("key-relay");
+    runner_init(state.path(), &dispatcher_url, "relayer", &key);
+    let (_cgi, endpoint) = runner_cgi(state.path());
+    c.execute(
+        "INSERT INTO mailrun.runners (id, endpoint, batch_size, key_id, secret)
+         VALUES ('relayer', $1, 10, $2, $3)",
+        &[&endpoint, &key.key_id, &key.secret.to_vec()],
+    )
+    .unwrap();
+    assert_status(
+        &push(&url, &["set", &format!("dispatcher_url={dispatcher_url}")]),
+        0,
+    );
+    let ids: Vec<i64> = (0..4)
+        .map(|i| {
+            enqueue(
+                &mut c,
+                json!({"from": "s@example.com", "to": [format!("r{i}@example.org")],
+                       "subject": "Hi", "text": "Body", "accounts": ["closed", "main"]}),
+            )
+        })
+        .collect();
+
+    let out = common::run(
+        common::command(env!("CARGO_BIN_EXE_runner-admin"))
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(["cycle", "--force", "--max-seconds", "120"]),
+    );
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "cycle: {}\n{}\n{}",
+        stdout(&out),
+        common::stderr(&out),
+        server.error_log()
+    );
+    // One transaction reached the closed relay (RCPT refused: 554 5.7.1 relay access
+    // denied, shipped rule 60: another account); every message went out through main.
+    assert_eq!(relay.attempts().len(), 1, "{:?}", relay.attempts());
+    assert_eq!(accepting.delivered().len(), 4);
+    for id in ids {
+        assert_eq!(
+            text(
+                &mut c,
+                "SELECT state FROM mailrun.messages WHERE id = $1",
+                id
+            )
+            .as_deref(),
+            Some("sent")
+        );
+    }
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM mailrun.delivery_attempts
+             WHERE outcome = 'not_attempted'
+               AND text LIKE 'not attempted: account closed refused in this batch (554 %'"
+        ),
+        3
+    );
+}

@@ -102,13 +102,15 @@ pub enum ReplyRuleCommand {
     /// The rules in the order they are tried (first match decides).
     List,
     /// Add a rule. Every condition given must match.
-    #[command(long_about = "Add a rule. Every condition given must match; the first \
+    #[command(
+        long_about = "Add a rule. Every condition given must match; the first \
 matching rule by position decides.\n\n\
 Runners apply the policy too, while they send a batch (docs/quotas.md): adding or \
 removing a rule creates a new runner config version, and the next `push-config --all` \
 sends the policy to every runner. Patterns are case-insensitive POSIX regular \
 expressions (1 to 1000 characters); a runner skips one its regex engine cannot compile \
-(back-references, look-around), the dispatcher still applies it.")]
+(back-references, look-around), the dispatcher still applies it."
+    )]
     Add {
         /// What a match does.
         #[arg(long, value_enum)]

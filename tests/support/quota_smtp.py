@@ -6,6 +6,8 @@
                tests count deliveries from.
 --mode 421:    answers MAIL FROM with "421 4.7.0 Too many messages, slow down" and
                accepts nothing (a provider rate-limiting the account).
+--mode relay:  refuses every RCPT with "554 5.7.1 Relay access denied" (an account
+               that may not relay).
 --attempts:    optional; appends one JSON line per MAIL FROM received ({"from"}), in
                either mode: how many transactions reached the server.
 Prints "ready" on stdout once listening; runs until terminated.
@@ -38,6 +40,13 @@ class Handler:
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
 
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.mode == "relay":
+            return "554 5.7.1 <%s>: Relay access denied" % address
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
     async def handle_DATA(self, server, session, envelope):
         message_id = None
         for line in envelope.content.decode("utf-8", "replace").splitlines():
@@ -56,7 +65,7 @@ class Handler:
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--mode", choices=["accept", "421"], required=True)
+    p.add_argument("--mode", choices=["accept", "421", "relay"], required=True)
     p.add_argument("--log", required=True)
     p.add_argument("--attempts")
     a = p.parse_args()
