@@ -182,10 +182,22 @@ impl Policy {
         let mut warnings = Vec::new();
         let mut compiled = Vec::with_capacity(rules.len());
         for rule in rules {
+            if let Some(p) = rule.pattern.as_deref().filter(|p| differs_in_meaning(p)) {
+                warnings.push(format!(
+                    "reply rule at position {} skipped on this runner: its pattern {:?} uses \\b \
+                     or \\B, which PostgreSQL reads as backspace and backslash but the \
+                     runner as word boundaries; the dispatcher still applies it",
+                    rule.position,
+                    clip(p)
+                ));
+                continue;
+            }
             let regex = match &rule.pattern {
                 None => None,
                 Some(p) => match RegexBuilder::new(p)
                     .case_insensitive(true)
+                    // As in an ARE without the `n` flag: `.` matches a newline too.
+                    .dot_matches_new_line(true)
                     .size_limit(REGEX_SIZE_LIMIT)
                     .dfa_size_limit(REGEX_SIZE_LIMIT)
                     .build()
@@ -228,6 +240,24 @@ impl Policy {
             .find(|c| matches(c, answer))
             .map(|c| &c.rule)
     }
+}
+
+/// Escapes both engines accept with different meanings: in a POSIX ARE `\b` is a
+/// backspace and `\B` a backslash, in the `regex` crate word-boundary assertions. (ARE's
+/// own word boundaries, `\m` `\M` `\y` `\Y`, do not compile here and are skipped anyway.)
+fn differs_in_meaning(pattern: &str) -> bool {
+    let mut escaped = false;
+    for c in pattern.chars() {
+        if escaped {
+            if matches!(c, 'b' | 'B') {
+                return true;
+            }
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        }
+    }
+    false
 }
 
 fn matches(c: &Compiled, a: &Answer<'_>) -> bool {
@@ -534,6 +564,30 @@ mod tests {
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("position 1"), "{warnings:?}");
         assert_eq!(decide(&p, 550, None, "aa").map(|d| d.2), Some(2));
+        // Compiles here, means something else there: skipped too.
+        for pattern in [r"\brate\b", r"x\By", r"[a]\b"] {
+            let (p, warnings) = Policy::compile(&[rule(
+                1,
+                None,
+                None,
+                Some(pattern),
+                ReplyAction::Fail,
+                ReplyThrottle::None,
+            )]);
+            assert!(p.is_empty(), "{pattern}");
+            assert!(warnings[0].contains("word boundaries"), "{warnings:?}");
+        }
+        for pattern in [r"\\b", r"a\.b", r"\d+ b"] {
+            let (p, _) = Policy::compile(&[rule(
+                1,
+                None,
+                None,
+                Some(pattern),
+                ReplyAction::Fail,
+                ReplyThrottle::None,
+            )]);
+            assert_eq!(p.len(), 1, "{pattern}");
+        }
     }
 
     #[test]
