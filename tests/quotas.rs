@@ -2041,7 +2041,24 @@ fn a_421_sets_the_account_aside_for_the_rest_of_the_batch() {
         &[&endpoint, &key.key_id, &key.secret.to_vec()],
     )
     .unwrap();
-    // The shipped policy (421: another account, throttle the account) reaches the runner.
+    // The shipped policy (421: another account, throttle the account) reaches the
+    // runner, with one last rule its regex engine cannot compile.
+    assert_status(
+        &admin(
+            &url,
+            &[
+                "reply-rule",
+                "add",
+                "--code",
+                "5xx",
+                "--pattern",
+                "(loop)\\1",
+                "--action",
+                "fail",
+            ],
+        ),
+        0,
+    );
     assert_status(
         &push(&url, &["set", &format!("dispatcher_url={dispatcher_url}")]),
         0,
@@ -2079,6 +2096,16 @@ fn a_421_sets_the_account_aside_for_the_rest_of_the_batch() {
         stdout(&out),
         common::stderr(&out),
         server.error_log()
+    );
+
+    // One warning for the skipped rule, however many batches the cycle sent.
+    assert_eq!(
+        common::stderr(&out)
+            .matches("skipped on this runner: its pattern \"(loop)\\\\1\"")
+            .count(),
+        1,
+        "{}",
+        common::stderr(&out)
     );
 
     // Counted by the servers: one transaction reached the 421 server, then none; the

@@ -516,14 +516,18 @@ pub(crate) fn reply_rule_cmd(
                 note,
             };
             let id = reply_policy::add(db, &rule, action, throttle)?;
-            out.result(json!({"id": id}), || format!("reply rule {id} added"));
+            out.result(json!({"id": id}), || {
+                format!("reply rule {id} added; `push-config --all` sends it to the runners")
+            });
         }
         ReplyRuleCommand::Remove { id } => {
             if !reply_policy::remove(db, id)? {
                 return Err(CliError::new(EXIT_DATA, format!("no reply rule {id}")).into());
             }
             out.result(json!({"id": id, "removed": true}), || {
-                format!("reply rule {id} removed")
+                format!(
+                    "reply rule {id} removed; `push-config --all` sends the change to the runners"
+                )
             });
         }
         ReplyRuleCommand::Test {

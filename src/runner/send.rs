@@ -153,9 +153,13 @@ fn reply_policy(config: &RunnerConfig) -> Policy {
         }
     };
     let (policy, warnings) = Policy::compile(&rules);
-    for w in warnings {
-        eprintln!("runner-send: warning: {w}");
-    }
+    // Once per process: a cycle compiles the policy for every batch it fetches.
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        for w in warnings {
+            eprintln!("runner-send: warning: {w}");
+        }
+    });
     policy
 }
 
