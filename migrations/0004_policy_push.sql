@@ -497,16 +497,17 @@ BEGIN
                WHERE t.scope = 'account' AND t.key = v_account AND t.paused_until > now()) THEN
         RETURN v_result;
     END IF;
-    -- The evidence: another message of the same batch, through the same account, whose
-    -- answer the policy sends elsewhere (the runner reports in batch order, so it is
-    -- already recorded). At most a few attempts are looked at.
+    -- The evidence: the last answered attempt of the same batch through the same
+    -- account (the runner stops using the account right after the answer and reports in
+    -- batch order, so that answer is already recorded and is the last one), if the
+    -- policy sends it to another account. One decision per result, not one per attempt.
     SELECT x2.* INTO x FROM mailrun.delivery_attempts x2
         JOIN mailrun.leases l ON l.lease_token = x2.lease_token
         WHERE x2.job_run_id = v_lease.job_run_id AND x2.message_id <> m.id
-          AND x2.outcome IN ('deferred', 'failed') AND l.account_id = v_lease.account_id
-          AND mailrun.attempt_wants_another_account(x2, v_account)
-        ORDER BY x2.id LIMIT 1;
-    IF NOT FOUND THEN
+          AND l.account_id = v_lease.account_id
+          AND (x2.outcome IN ('deferred', 'failed') OR jsonb_array_length(x2.recipients) > 0)
+        ORDER BY x2.id DESC LIMIT 1;
+    IF NOT FOUND OR NOT mailrun.attempt_wants_another_account(x, v_account) THEN
         RETURN v_result;
     END IF;
     v_accounts := CASE WHEN cardinality(m.account_ids) > 0 THEN m.account_ids
