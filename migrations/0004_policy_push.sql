@@ -399,6 +399,10 @@ BEGIN
         SELECT x.quota_id, count(*) AS n
         FROM released x JOIN mailrun.quotas q ON q.id = x.quota_id
         WHERE mailrun.release_frees_now(q, x.at)
+          -- A paused account or domain cannot use the room now (its held mail would
+          -- only be held again): the pause ends on its own.
+          AND NOT EXISTS (SELECT 1 FROM mailrun.throttles t
+                          WHERE t.scope = q.scope AND t.key = q.key AND t.paused_until > now())
         GROUP BY x.quota_id ORDER BY x.quota_id
     LOOP
         UPDATE mailrun.messages m SET next_attempt_at = now(),

@@ -1657,8 +1657,25 @@ fn given_back_reservations_make_held_messages_due_at_once() {
     assert!(before >= 1);
     assert_eq!(queue::reap_expired(&mut c).unwrap(), 1);
     assert_eq!(still_held(&mut c), before - 1);
-    assert_eq!(claim(&mut c, "r1", 10).messages.len(), 1);
+    let run3 = claim(&mut c, "r1", 10);
+    assert_eq!(run3.messages.len(), 1);
     assert_status(&admin(&url, &["status"]), 0);
+
+    // While the account is paused by throttle feedback, a given-back reservation wakes
+    // nothing: the held mail could not use the room.
+    enqueue(&mut c, msg("main", "late@example.org"));
+    assert!(claim(&mut c, "r1", 10).messages.is_empty());
+    let before = still_held(&mut c);
+    assert!(before >= 1);
+    c.execute(
+        "INSERT INTO mailrun.throttles (scope, key, factor, paused_until, last_code)
+         VALUES ('account', 'main', 0.5, now() + interval '1 hour', 421)",
+        &[],
+    )
+    .unwrap();
+    let back = result(&run3, 0, Outcome::NotAttempted, None, "not attempted");
+    queue::apply_results(&mut c, "r1", &[back]).unwrap();
+    assert_eq!(still_held(&mut c), before);
 }
 
 #[test]
