@@ -390,8 +390,11 @@ $$;
 -- Runs in the reporting transaction: it reads quotas without locking them and takes
 -- held messages with SKIP LOCKED, so a report never waits for a claimer (nor for another
 -- report); a message skipped that way keeps its hold time.
+-- The planner settings keep the search on messages_held_quotas: with LIMIT and stale
+-- statistics it may otherwise prefer a sequential (or messages_due) scan expecting an
+-- early hit, which reads the whole table when the quota holds nothing.
 CREATE FUNCTION mailrun.quota_releases_wake() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_indexscan = off AS $$
 DECLARE
     r record;
 BEGIN
@@ -414,7 +417,6 @@ BEGIN
               -- Still waiting for that hold (not for a retry backoff beyond it).
               AND d.held_until > now() AND d.next_attempt_at > now()
               AND d.next_attempt_at <= d.held_until
-            ORDER BY d.id
             LIMIT r.n
             FOR UPDATE SKIP LOCKED);
     END LOOP;
