@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "quotas",
         include_str!("../../migrations/0003_quotas.sql"),
     ),
+    (4, "speed", include_str!("../../migrations/0004_speed.sql")),
 ];
 
 /// Arbitrary constant naming mailrun's migration lock among the database's advisory locks.
