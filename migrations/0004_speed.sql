@@ -36,6 +36,106 @@ BEGIN
 END
 $$;
 
+-- As version 1 (same answers); plpgsql keeps its plans per session, where the SQL
+-- version, never inlined, started a query per call (several per enqueued message).
+CREATE OR REPLACE FUNCTION mailrun.addr_spec(mailbox text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    a text;
+BEGIN
+    IF mailbox ~ '^[^<>]*<[^<>]+>\s*$' THEN
+        a := substring(mailbox FROM '<([^<>]+)>\s*$');
+    ELSE
+        a := btrim(mailbox);
+    END IF;
+    IF a ~ '^[A-Za-z0-9!#$%&''*+/=?^_`{|}~.-]+@([A-Za-z0-9\u0080-\uffff]([A-Za-z0-9\u0080-\uffff-]*[A-Za-z0-9\u0080-\uffff])?\.)*[A-Za-z0-9\u0080-\uffff]([A-Za-z0-9\u0080-\uffff-]*[A-Za-z0-9\u0080-\uffff])?$'
+       AND a !~ '^\.|\.\.|\.@' THEN
+        RETURN a;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- As version 3; the suppression check is skipped while the list is empty.
+CREATE OR REPLACE FUNCTION mailrun.enqueue_at(pos integer, m jsonb) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids bigint[] := '{}';
+    v_id bigint;
+    v_acc bigint;
+    e jsonb;
+    v_all text[];
+    v_supp text[];
+    v_group text[];
+BEGIN
+    IF m IS NOT NULL AND jsonb_typeof(m) = 'object' AND m ? 'account_group' THEN
+        IF jsonb_typeof(m->'account_group') = 'null' THEN
+            m := m - 'account_group';
+        ELSE
+            IF (m ? 'account' AND jsonb_typeof(m->'account') <> 'null')
+               OR (m ? 'accounts' AND jsonb_typeof(m->'accounts') <> 'null') THEN
+                PERFORM mailrun.refuse(pos, 'give one of "account", "accounts" or "account_group"');
+            END IF;
+            IF jsonb_typeof(m->'account_group') <> 'string' THEN
+                PERFORM mailrun.refuse(pos, '"account_group" must be a string');
+            END IF;
+            SELECT g.accounts INTO v_group FROM mailrun.account_groups g
+                WHERE g.name = m->>'account_group';
+            IF v_group IS NULL THEN
+                PERFORM mailrun.refuse(pos, format('unknown account group %s', m->'account_group'));
+            END IF;
+            m := (m - 'account_group' - 'account') || jsonb_build_object('accounts', to_jsonb(v_group));
+        END IF;
+    END IF;
+    IF m IS NOT NULL AND jsonb_typeof(m) = 'object' AND m ? 'accounts'
+       AND jsonb_typeof(m->'accounts') <> 'null' THEN
+        IF m ? 'account' AND jsonb_typeof(m->'account') <> 'null' THEN
+            PERFORM mailrun.refuse(pos, 'give "account" or "accounts", not both');
+        END IF;
+        IF jsonb_typeof(m->'accounts') <> 'array' OR jsonb_array_length(m->'accounts') = 0 THEN
+            PERFORM mailrun.refuse(pos, '"accounts" must be a non-empty array of account names');
+        END IF;
+        FOR e IN SELECT value FROM jsonb_array_elements(m->'accounts') LOOP
+            IF jsonb_typeof(e) <> 'string' THEN
+                PERFORM mailrun.refuse(pos, '"accounts" must contain strings');
+            END IF;
+            SELECT id INTO v_acc FROM mailrun.smtp_accounts WHERE name = e #>> '{}';
+            IF v_acc IS NULL THEN
+                PERFORM mailrun.refuse(pos, format('unknown SMTP account %s', e));
+            END IF;
+            IF v_acc = ANY (v_ids) THEN
+                PERFORM mailrun.refuse(pos, format('"accounts" names %s twice', e));
+            END IF;
+            v_ids := v_ids || v_acc;
+        END LOOP;
+        m := (m - 'accounts') || jsonb_build_object('account', m->'accounts'->0);
+    ELSIF m IS NOT NULL AND jsonb_typeof(m) = 'object' AND m ? 'accounts' THEN
+        m := m - 'accounts';
+    END IF;
+    v_id := mailrun.enqueue_at_v1(pos, m);
+    IF cardinality(v_ids) > 1 THEN
+        UPDATE mailrun.messages SET account_ids = v_ids WHERE id = v_id;
+    END IF;
+
+    IF NOT EXISTS (SELECT 1 FROM mailrun.suppressions) THEN
+        RETURN v_id;
+    END IF;
+    SELECT to_addrs || cc_addrs || bcc_addrs INTO v_all FROM mailrun.messages WHERE id = v_id;
+    v_supp := ARRAY(SELECT a FROM unnest(v_all) a
+                    WHERE EXISTS (SELECT 1 FROM mailrun.suppressions s
+                                  WHERE s.address = lower(mailrun.addr_spec(a))));
+    IF cardinality(v_supp) > 0 THEN
+        UPDATE mailrun.messages SET recipients_failed = v_supp,
+            last_text = 'suppressed: ' || array_to_string(v_supp, ', ')
+        WHERE id = v_id;
+        IF cardinality(mailrun.pending(v_all, '{}', v_supp)) = 0 THEN
+            UPDATE mailrun.messages SET state = 'failed', finished_at = now() WHERE id = v_id;
+        END IF;
+    END IF;
+    RETURN v_id;
+END
+$$;
+
 -- As version 3, with a set-based fast path for rounds where no quota, pause,
 -- suppression or failover list applies, and without computing recipient domains when
 -- no domain quota or pause exists.
