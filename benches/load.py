@@ -178,7 +178,10 @@ class Postgres:
         subprocess.run(self.as_pg + [f"{self.bin}/pg_ctl", "-D", f"{self.dir}/data", "-l",
                                      f"{self.dir}/log", "-o",
                                      f"-p {self.port} -h 127.0.0.1 -k {self.dir}/data "
-                                     "-c max_connections=200", "-w", "start"],
+                                     "-c max_connections=200 "
+                                     # Profiling aid, e.g. "-c track_functions=all".
+                                     + os.environ.get("MAILRUN_BENCH_PG_OPTIONS", ""),
+                                     "-w", "start"],
                        check=True, stdout=subprocess.DEVNULL)
         self.url = f"postgres://postgres@127.0.0.1:{self.port}/mailrun"
         self.psql("CREATE DATABASE mailrun", db="postgres")

@@ -2356,8 +2356,11 @@ fn messages_set_aside_after_an_another_account_answer_fail_over_too() {
         Some(535),
         "authentication failed: 5.7.8 Authentication credentials invalid",
     )];
+    // The runner reports the answer that made it set the account aside with them.
     for i in 1..4 {
-        results.push(result(&run, i, Outcome::NotAttempted, None, aside));
+        let mut r = result(&run, i, Outcome::NotAttempted, Some(535), aside);
+        r.enhanced_status = Some("5.7.8".into());
+        results.push(r);
     }
     queue::apply_results(&mut c, "r1", &results).unwrap();
     let row = |c: &mut Client, id: i64| {
@@ -2402,17 +2405,26 @@ fn messages_set_aside_after_an_another_account_answer_fail_over_too() {
     assert_eq!(ids, listed);
     assert!(again.messages.iter().all(|m| m.account.name == "b"));
 
-    // Without such an answer in the batch, NotAttempted only re-queues, whatever its text.
-    let other = enqueue(&mut c, msg("a", "other@example.org"));
-    let run = claim(&mut c, "r1", 10);
-    let i = run.messages.iter().position(|m| m.id == other).unwrap();
-    let r = result(&run, i, Outcome::NotAttempted, None, aside);
-    queue::apply_results(&mut c, "r1", &[r]).unwrap();
-    let (state, due, reason, _, skip) = row(&mut c, other);
-    assert_eq!(
-        (state.as_str(), due, reason, skip.len()),
-        ("queued", true, None, 0)
-    );
+    // Without an answer the policy sends to another account, NotAttempted only
+    // re-queues, whatever its text.
+    for code in [None, Some(450)] {
+        let other = enqueue(&mut c, msg("a", "other@example.org"));
+        let run = claim(&mut c, "r1", 10);
+        let i = run.messages.iter().position(|m| m.id == other).unwrap();
+        let r = result(&run, i, Outcome::NotAttempted, code, aside);
+        queue::apply_results(&mut c, "r1", &[r]).unwrap();
+        let (state, due, reason, _, skip) = row(&mut c, other);
+        assert_eq!(
+            (state.as_str(), due, reason, skip.len()),
+            ("queued", true, None, 0),
+            "{code:?}"
+        );
+        c.execute(
+            "UPDATE mailrun.messages SET state = 'cancelled', finished_at = now() WHERE id = $1",
+            &[&other],
+        )
+        .unwrap();
+    }
 }
 
 #[test]

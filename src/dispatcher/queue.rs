@@ -266,6 +266,10 @@ pub fn result_json(r: &MessageResult) -> Value {
     })
 }
 
+/// Results applied per statement: bounds the JSON parameter (a result is at most a few
+/// KB) while keeping round trips few.
+const APPLY_CHUNK: usize = 500;
+
 /// Records each result (idempotent: a repeated report changes nothing) and returns what
 /// happened to each, in order.
 pub fn apply_results_detailed(
@@ -278,14 +282,31 @@ pub fn apply_results_detailed(
     let mut order: Vec<usize> = (0..results.len()).collect();
     order.sort_by_key(|&i| results[i].message_id);
     let mut statuses = vec![ApplyStatus::Unknown; results.len()];
-    for i in order {
-        let status: String = c
-            .query_one(
-                "SELECT mailrun.apply_result($1, $2)",
-                &[&runner_id, &result_json(&results[i])],
-            )?
-            .get(0);
-        statuses[i] = ApplyStatus::parse(&status)?;
+    // One round trip per chunk instead of one per result; the function scan yields the
+    // array's elements in order, so each is applied in message-id order.
+    for chunk in order.chunks(APPLY_CHUNK) {
+        let batch = Value::Array(chunk.iter().map(|&i| result_json(&results[i])).collect());
+        let rows = c.query(
+            "SELECT t.n, mailrun.apply_result($1, t.r)
+             FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(r, n)",
+            &[&runner_id, &batch],
+        )?;
+        if rows.len() != chunk.len() {
+            anyhow::bail!(
+                "mailrun.apply_result answered {} of {} results",
+                rows.len(),
+                chunk.len()
+            );
+        }
+        for row in rows {
+            let n: i64 = row.get(0);
+            let status: String = row.get(1);
+            let i = usize::try_from(n - 1)
+                .ok()
+                .and_then(|k| chunk.get(k))
+                .ok_or_else(|| anyhow::anyhow!("mailrun.apply_result: no result {n}"))?;
+            statuses[*i] = ApplyStatus::parse(&status)?;
+        }
     }
     Ok(results
         .iter()

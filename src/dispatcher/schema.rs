@@ -23,10 +23,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "quotas",
         include_str!("../../migrations/0003_quotas.sql"),
     ),
+    (4, "speed", include_str!("../../migrations/0004_speed.sql")),
     (
-        4,
+        5,
         "policy_push",
-        include_str!("../../migrations/0004_policy_push.sql"),
+        include_str!("../../migrations/0005_policy_push.sql"),
     ),
 ];
 

@@ -24,11 +24,21 @@ use crate::reply_rules::{address_domain, address_spec, Answer, Policy};
 /// Longest reply text quoted in a "not attempted" reason.
 const QUOTED_TEXT_CHARS: usize = 200;
 
+/// Why a message is not started: the reason (the result's text) and the answer that
+/// caused it (reported with the NotAttempted result, so the dispatcher can apply the
+/// policy to it: docs/quotas.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAside {
+    pub reason: String,
+    pub smtp_code: Option<u16>,
+    pub enhanced_status: Option<String>,
+}
+
 /// The policy's state for one batch: which accounts and domains are set aside, and why.
 pub struct BatchGuard<'a> {
     policy: &'a Policy,
-    accounts: HashMap<String, String>,
-    domains: HashMap<String, String>,
+    accounts: HashMap<String, SetAside>,
+    domains: HashMap<String, SetAside>,
 }
 
 impl<'a> BatchGuard<'a> {
@@ -41,14 +51,13 @@ impl<'a> BatchGuard<'a> {
     }
 
     /// Why this message must not start in this batch, if it must not.
-    pub fn skip_reason(&self, msg: &OutboundMessage) -> Option<&str> {
-        if let Some(reason) = self.accounts.get(&msg.account.name) {
-            return Some(reason);
+    pub fn skip_reason(&self, msg: &OutboundMessage) -> Option<&SetAside> {
+        if let Some(aside) = self.accounts.get(&msg.account.name) {
+            return Some(aside);
         }
         recipients(msg)
             .filter_map(address_domain)
             .find_map(|d| self.domains.get(&d))
-            .map(String::as_str)
     }
 
     /// Classifies a delivery's answers: rewrites the outcomes the policy decides and
@@ -73,12 +82,12 @@ impl<'a> BatchGuard<'a> {
             if let Some(rule) = self.policy.decide(&answer) {
                 r.outcome = outcome_of(rule);
                 let rule = rule.clone();
-                self.set_aside(
-                    &rule,
-                    account,
-                    domain.as_deref(),
-                    &answer_quote(r.smtp_code, r.text.as_deref()),
-                );
+                let cause = Cause {
+                    code: r.smtp_code,
+                    enhanced: r.enhanced_status.clone(),
+                    quote: answer_quote(r.smtp_code, r.text.as_deref()),
+                };
+                self.set_aside(&rule, account, domain.as_deref(), &cause);
             }
         }
         if !matches!(result.outcome, Outcome::Deferred | Outcome::Failed) {
@@ -118,7 +127,11 @@ impl<'a> BatchGuard<'a> {
         if domains.is_empty() {
             domains.push(None);
         }
-        let quote = answer_quote(result.smtp_code, result.text.as_deref());
+        let cause = Cause {
+            code: result.smtp_code,
+            enhanced: result.enhanced_status.clone(),
+            quote: answer_quote(result.smtp_code, result.text.as_deref()),
+        };
         let mut any_deferred = false;
         for domain in &domains {
             let answer = Answer {
@@ -131,7 +144,7 @@ impl<'a> BatchGuard<'a> {
             let outcome = match self.policy.decide(&answer) {
                 Some(rule) => {
                     let rule = rule.clone();
-                    self.set_aside(&rule, account, domain.as_deref(), &quote);
+                    self.set_aside(&rule, account, domain.as_deref(), &cause);
                     outcome_of(&rule)
                 }
                 None => result.outcome,
@@ -145,24 +158,41 @@ impl<'a> BatchGuard<'a> {
         };
     }
 
-    fn set_aside(&mut self, rule: &ReplyRule, account: &str, domain: Option<&str>, quote: &str) {
+    fn set_aside(&mut self, rule: &ReplyRule, account: &str, domain: Option<&str>, cause: &Cause) {
+        let aside = |reason: String| SetAside {
+            reason,
+            smtp_code: cause.code,
+            enhanced_status: cause.enhanced.clone(),
+        };
+        let quote = &cause.quote;
         if rule.throttle == ReplyThrottle::Account {
-            self.accounts
-                .entry(account.to_string())
-                .or_insert_with(|| format!("not attempted: account {account} throttled ({quote})"));
+            self.accounts.entry(account.to_string()).or_insert_with(|| {
+                aside(format!(
+                    "not attempted: account {account} throttled ({quote})"
+                ))
+            });
         } else if rule.action == ReplyAction::AnotherAccount {
             self.accounts.entry(account.to_string()).or_insert_with(|| {
-                format!("not attempted: account {account} refused in this batch ({quote})")
+                aside(format!(
+                    "not attempted: account {account} refused in this batch ({quote})"
+                ))
             });
         }
         if rule.throttle == ReplyThrottle::Domain {
             if let Some(d) = domain {
-                self.domains
-                    .entry(d.to_string())
-                    .or_insert_with(|| format!("not attempted: domain {d} throttled ({quote})"));
+                self.domains.entry(d.to_string()).or_insert_with(|| {
+                    aside(format!("not attempted: domain {d} throttled ({quote})"))
+                });
             }
         }
     }
+}
+
+/// The answer behind a set-aside.
+struct Cause {
+    code: Option<u16>,
+    enhanced: Option<String>,
+    quote: String,
 }
 
 fn outcome_of(rule: &ReplyRule) -> Outcome {
@@ -298,11 +328,14 @@ mod tests {
         );
         g.review(&m, &mut r);
         assert_eq!(r.outcome, Outcome::Deferred);
-        let reason = g.skip_reason(&msg("slow", &["v@other.example"])).unwrap();
+        let aside = g.skip_reason(&msg("slow", &["v@other.example"])).unwrap();
         assert!(
-            reason.starts_with("not attempted: account slow throttled (421 MAIL FROM refused"),
-            "{reason}"
+            aside
+                .reason
+                .starts_with("not attempted: account slow throttled (421 MAIL FROM refused"),
+            "{aside:?}"
         );
+        assert_eq!(aside.smtp_code, Some(421));
         assert!(g.skip_reason(&msg("main", &["v@example.org"])).is_none());
     }
 
@@ -332,9 +365,10 @@ mod tests {
             "4.2.1 receiving mail at a rate that prevents",
         );
         g.review(&m, &mut r);
-        let reason = g
+        let reason = &g
             .skip_reason(&msg("main", &["Someone <x@gmail.com>"]))
-            .unwrap();
+            .unwrap()
+            .reason;
         assert!(
             reason.starts_with("not attempted: domain gmail.com throttled (450 "),
             "{reason}"

@@ -239,7 +239,7 @@ fn send_batch(
         if done.contains(&msg.id) {
             continue; // journalled by an earlier run: never resend
         }
-        let skip = guard.skip_reason(msg).map(str::to_owned);
+        let skip = guard.skip_reason(msg).cloned();
         // The rate limit may delay a start; a start delayed past the deadline is no start.
         let wait = match (interval, last_start, &skip) {
             (Some(interval), Some(last), None) => interval.saturating_sub(last.elapsed()),
@@ -251,15 +251,17 @@ fn send_batch(
         if in_time && !wait.is_zero() {
             std::thread::sleep(wait);
         }
-        let result = if let Some(reason) = skip {
+        let result = if let Some(aside) = skip {
+            // The answer that set the account or domain aside travels along: the
+            // dispatcher applies its policy to it (docs/quotas.md).
             MessageResult {
                 job_run_id: run.job_run_id.clone(),
                 message_id: msg.id,
                 lease_token: msg.lease_token.clone(),
                 outcome: Outcome::NotAttempted,
-                smtp_code: None,
-                enhanced_status: None,
-                text: Some(reason),
+                smtp_code: aside.smtp_code,
+                enhanced_status: aside.enhanced_status,
+                text: Some(aside.reason),
                 attempted_at: Utc::now(),
                 recipients: Vec::new(),
             }
