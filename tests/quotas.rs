@@ -2507,3 +2507,70 @@ fn a_server_refusing_to_relay_sends_the_batch_to_the_next_account() {
         3
     );
 }
+
+#[test]
+fn a_given_back_domain_reservation_releases_mail_held_for_that_domain() {
+    away_from_the_hour();
+    let (_url, mut c) = setup("release_domain");
+    add_account(&mut c, "main", 2525);
+    quota::set(
+        &mut c,
+        Scope::Domain,
+        "slow.example",
+        &Caps {
+            per_second: None,
+            per_hour: Some(1),
+            per_day: None,
+            window: None,
+        },
+    )
+    .unwrap();
+    let to_slow: Vec<i64> = (0..3)
+        .map(|i| enqueue(&mut c, msg("main", &format!("u{i}@slow.example"))))
+        .collect();
+    let run = claim(&mut c, "r1", 10);
+    assert_eq!(run.messages.len(), 1);
+    let held_ids: Vec<i64> = to_slow
+        .iter()
+        .copied()
+        .filter(|id| *id != run.messages[0].id)
+        .collect();
+    let quota_id: i64 = c
+        .query_one(
+            "SELECT id FROM mailrun.quotas WHERE scope = 'domain' AND key = 'slow.example'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    for id in &held_ids {
+        let ids: Option<Vec<i64>> = c
+            .query_one(
+                "SELECT held_quota_ids FROM mailrun.messages WHERE id = $1",
+                &[id],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(ids, Some(vec![quota_id]), "held by the domain's quota");
+        assert!(held(&mut c, *id)
+            .0
+            .is_some_and(|r| r.starts_with("held: domain slow.example hourly cap 1/h until ")));
+    }
+    let back = result(&run, 0, Outcome::NotAttempted, None, "not attempted");
+    queue::apply_results(&mut c, "r1", &[back]).unwrap();
+    let woken = held_ids
+        .iter()
+        .filter(|id| held(&mut c, **id) == (None, true))
+        .count();
+    assert_eq!(woken, 1);
+    // A claim leases one of the two due messages and holds the other again, with its
+    // quota recorded again.
+    assert_eq!(claim(&mut c, "r1", 10).messages.len(), 1);
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM mailrun.messages
+             WHERE state = 'queued' AND held_quota_ids IS NOT NULL AND held_until > now()"
+        ),
+        2
+    );
+}
