@@ -986,3 +986,101 @@ fn a_cancelled_message_stays_cancelled_when_its_lease_reports_late() {
         1
     );
 }
+
+/// Leases `n` for r1 and returns the message ids in the JobRun's order.
+fn claimed_ids(c: &mut Client, n: u32) -> Vec<i64> {
+    queue::claim_batch(c, "r1", n, 600)
+        .expect("claim")
+        .messages
+        .iter()
+        .map(|m| m.id)
+        .collect()
+}
+
+#[test]
+fn the_set_based_claim_leases_what_the_per_message_claim_leases() {
+    // Same queue twice: once with nothing that can hold a message back (the set-based
+    // path), once with an unrelated suppressed address (forces the per-message path).
+    let mut picks = Vec::new();
+    for (name, suppress) in [("claim_fast", false), ("claim_slow", true)] {
+        let (_url, mut c) = setup(name);
+        if suppress {
+            c.batch_execute(
+                "INSERT INTO mailrun.suppressions (address, source, reason)
+                 VALUES ('nobody@elsewhere.example', 'operator', 'test')",
+            )
+            .unwrap();
+        }
+        let mut ids = Vec::new();
+        for i in 0..40 {
+            ids.push(enqueue(&mut c, msg(&[&format!("rcpt{i}@example.net")])));
+        }
+        // Due times out of id order; one already past its give-up time.
+        c.batch_execute(
+            "UPDATE mailrun.messages SET next_attempt_at = now() - (id % 7) * interval '1 minute'",
+        )
+        .unwrap();
+        c.execute(
+            "UPDATE mailrun.messages SET expires_at = now() - interval '1 second' WHERE id = $1",
+            &[&ids[3]],
+        )
+        .unwrap();
+        let first = claimed_ids(&mut c, 15);
+        let second = claimed_ids(&mut c, 100);
+        assert_eq!(state(&mut c, ids[3]), "expired", "{name}");
+        assert_eq!(first.len() + second.len(), 39, "{name}");
+        let leases = count(&mut c, "SELECT count(*) FROM mailrun.leases");
+        assert_eq!(leases, 39, "{name}: one lease row per leased message");
+        let tokens = count(
+            &mut c,
+            "SELECT count(DISTINCT lease_token) FROM mailrun.messages WHERE state = 'leased'",
+        );
+        assert_eq!(tokens, 39, "{name}: every message its own token");
+        // Map ids to their position so the two databases compare.
+        let pos = |v: &[i64]| -> Vec<usize> {
+            v.iter()
+                .map(|id| ids.iter().position(|x| x == id).unwrap())
+                .collect()
+        };
+        picks.push((pos(&first), pos(&second)));
+    }
+    assert_eq!(picks[0], picks[1]);
+}
+
+#[test]
+fn pending_recipients_match_the_version_1_definition() {
+    let (_url, mut c) = setup("pending_v1");
+    // Version 1's SQL definition, kept here as the reference.
+    c.batch_execute(
+        "CREATE FUNCTION public.pending_v1(addrs text[], sent text[], failed text[]) RETURNS text[]
+         LANGUAGE sql IMMUTABLE AS $$
+             SELECT coalesce(array_agg(a ORDER BY n), '{}')
+             FROM unnest(addrs) WITH ORDINALITY AS t(a, n)
+             WHERE NOT EXISTS (SELECT 1 FROM unnest(sent || failed) AS x
+                               WHERE lower(mailrun.addr_spec(x)) = lower(mailrun.addr_spec(a)))
+         $$",
+    )
+    .unwrap();
+    let lists: &[&[&str]] = &[
+        &[],
+        &["a@x.org"],
+        &["A@X.org"],
+        &["Ann <a@x.org>", "b@y.org", "b@y.org"],
+        &["not an address", "c@z.org"],
+        &["b@y.org", "Bob <B@Y.ORG>"],
+    ];
+    for addrs in lists {
+        for sent in lists {
+            for failed in lists {
+                let row = c
+                    .query_one(
+                        "SELECT mailrun.pending($1, $2, $3), public.pending_v1($1, $2, $3)",
+                        &[addrs, sent, failed],
+                    )
+                    .unwrap();
+                let (now, v1): (Vec<String>, Vec<String>) = (row.get(0), row.get(1));
+                assert_eq!(now, v1, "pending({addrs:?}, {sent:?}, {failed:?})");
+            }
+        }
+    }
+}

@@ -5,6 +5,7 @@
 
 use base64::Engine as _;
 use postgres::error::SqlState;
+use postgres::types::Type;
 use postgres::GenericClient;
 use serde_json::{json, Value};
 
@@ -124,13 +125,18 @@ pub fn claim_batch(
 ) -> anyhow::Result<JobRun> {
     let limit = i32::try_from(limit.max(1)).unwrap_or(i32::MAX);
     let lease = i32::try_from(lease_seconds).unwrap_or(i32::MAX);
-    let rows = c.query(
+    // query_typed: one round trip, no statement to prepare and close per claim.
+    let rows = c.query_typed(
         "SELECT job_run_id, message_id, lease_token, message_id_header, from_addr, reply_to,
                 to_addrs, cc_addrs, bcc_addrs, subject, text_body, html_body, headers,
                 attachments, account_name, account_host, account_port, account_security,
                 account_username, account_password
          FROM mailrun.claim_batch($1, $2, $3)",
-        &[&runner_id, &limit, &lease],
+        &[
+            (&runner_id, Type::TEXT),
+            (&limit, Type::INT4),
+            (&lease, Type::INT4),
+        ],
     )?;
     let mut run = JobRun {
         job_run_id: String::new(),
@@ -339,13 +345,16 @@ pub fn apply_results(
 
 /// Returns messages with an expired lease to the queue; how many.
 pub fn reap_expired(c: &mut impl GenericClient) -> anyhow::Result<u64> {
-    let n: i64 = c.query_one("SELECT mailrun.reap_expired()", &[])?.get(0);
+    // query_typed: one round trip (no separate prepare); dispatch-tick runs this each time.
+    let n: i64 = c
+        .query_typed_one("SELECT mailrun.reap_expired()", &[])?
+        .get(0);
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// Messages due now.
 pub fn count_due(c: &mut impl GenericClient) -> anyhow::Result<i64> {
-    Ok(c.query_one("SELECT mailrun.count_due()", &[])?.get(0))
+    Ok(c.query_typed_one("SELECT mailrun.count_due()", &[])?.get(0))
 }
 
 /// Remembers a request nonce; false when it was seen before (a replay). `timestamp` is

@@ -275,7 +275,7 @@ pub fn materialise_due(
     now: DateTime<Utc>,
 ) -> anyhow::Result<TickReport> {
     let ids: Vec<i64> = c
-        .query(
+        .query_typed(
             "SELECT id FROM mailrun.recurring_jobs WHERE NOT paused ORDER BY id",
             &[],
         )?

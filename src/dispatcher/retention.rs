@@ -16,6 +16,7 @@
 //! marked `held_for_review` and stays until `dispatch-admin purge` removes it (or a
 //! retry makes it unfinished again).
 
+use postgres::types::Type;
 use postgres::GenericClient;
 use serde::{Deserialize, Serialize};
 
@@ -113,10 +114,15 @@ pub fn purge_due(c: &mut impl GenericClient, config: &RetentionConfig) -> anyhow
     // validate() bounds both to 36500, well inside i32.
     let sent = i32::try_from(config.keep_sent_days)?;
     let failed = i32::try_from(config.keep_failed_days)?;
-    let row = c.query_one(
+    let row = c.query_typed_one(
         "SELECT purged, held FROM mailrun.purge_finished(
              make_interval(days => $1), make_interval(days => $2), $3, $4)",
-        &[&sent, &failed, &config.review_codes, &PURGE_BATCH],
+        &[
+            (&sent, Type::INT4),
+            (&failed, Type::INT4),
+            (&config.review_codes, Type::TEXT_ARRAY),
+            (&PURGE_BATCH, Type::INT4),
+        ],
     )?;
     Ok(Purged {
         purged: row.get(0),

@@ -42,7 +42,7 @@ pub fn latest_version() -> i32 {
 /// The schema version of the database (0 when mailrun was never installed there).
 pub fn current_version(c: &mut impl GenericClient) -> anyhow::Result<i32> {
     let exists: bool = c
-        .query_one(
+        .query_typed_one(
             "SELECT to_regclass('mailrun.schema_migrations') IS NOT NULL",
             &[],
         )?
@@ -51,7 +51,7 @@ pub fn current_version(c: &mut impl GenericClient) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let v: Option<i32> = c
-        .query_one("SELECT max(version) FROM mailrun.schema_migrations", &[])?
+        .query_typed_one("SELECT max(version) FROM mailrun.schema_migrations", &[])?
         .get(0);
     Ok(v.unwrap_or(0))
 }

@@ -208,7 +208,7 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
 /// operator, once, since the occurrence is recorded and never tried again.
 fn materialise(db: &mut postgres::Client) -> anyhow::Result<Vec<Materialised>> {
     let now = db
-        .query_one("SELECT now()", &[])
+        .query_typed_one("SELECT now()", &[])
         .map_err(|e| connection::exit_context(e.into()))?
         .get(0);
     let report = recurring::materialise_due(db, now)
