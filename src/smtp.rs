@@ -4,7 +4,8 @@
 //! so this module drives the low-level [`SmtpConnection`] itself: every RCPT is judged on
 //! its own, the accepted recipients still get DATA, and refusals are reported per
 //! recipient. One connection per SMTP account is kept open across the messages of a
-//! batch (RSET between messages, reconnect after an error).
+//! batch (RSET only after an incomplete transaction; reconnect after an error, and once
+//! more when the server ended a reused session before the next MAIL).
 //!
 //! Security rules (never relaxed silently):
 //! - `Security::StartTls`: the server must offer STARTTLS; otherwise the message is
@@ -121,7 +122,13 @@ impl AccountKey {
 /// Either an open session or the reason the account could not be reached; a failed
 /// connection is not retried within the same batch (each try could cost a full timeout).
 enum Session {
-    Open(Box<SmtpConnection>),
+    /// `clean`: the last transaction ended with the server's final answer to the message
+    /// (RFC 5321 4.1.1.4: that completes and clears the transaction), so the next MAIL
+    /// needs no RSET first: one round trip less per message.
+    Open {
+        conn: Box<SmtpConnection>,
+        clean: bool,
+    },
     Unusable(Delivery),
 }
 
@@ -152,40 +159,80 @@ impl Sender {
             Err(text) => return Delivery::whole(Outcome::Failed, None, text),
         };
         let key = AccountKey::of(&msg.account);
-        // An open connection is reused after RSET; a broken one is replaced.
-        if let Some(Session::Open(conn)) = self.sessions.get_mut(&key) {
+        // An open connection is reused (after RSET when its last transaction did not
+        // complete); a broken one is replaced.
+        let mut reused_without_rset = false;
+        if let Some(Session::Open { conn, clean }) = self.sessions.get_mut(&key) {
             let healthy = !conn.has_broken()
                 && conn.set_timeout(Some(self.options.command_timeout)).is_ok()
-                && conn.command(Rset).is_ok();
+                && (*clean || conn.command(Rset).is_ok());
+            reused_without_rset = healthy && *clean;
             if !healthy {
-                if let Some(Session::Open(mut conn)) = self.sessions.remove(&key) {
-                    conn.abort();
-                }
+                self.drop_session(&key);
             }
         }
-        if !self.sessions.contains_key(&key) {
+        let delivery = match self.transaction_on(&key, msg, &built) {
+            Ok(delivery) => delivery,
+            // Without RSET nothing proved the reused session alive: a server that closed
+            // it meanwhile (idle timeout, "421 too many messages on this connection")
+            // answers the MAIL. Nothing of this message was sent: it goes out on a new
+            // connection.
+            Err(e) if reused_without_rset && session_gone(&e) => {
+                self.drop_session(&key);
+                self.transaction_on(&key, msg, &built)
+                    .unwrap_or_else(|e| Delivery::from_error(&e, "MAIL FROM refused"))
+            }
+            Err(e) => Delivery::from_error(&e, "MAIL FROM refused"),
+        };
+        match self.sessions.get_mut(&key) {
+            Some(Session::Open { conn, .. }) if conn.has_broken() => {
+                self.sessions.remove(&key);
+            }
+            Some(Session::Open { clean, .. }) => *clean = delivery.outcome == Outcome::Sent,
+            _ => {}
+        }
+        delivery
+    }
+
+    /// Runs one transaction on the account's session, opening it first when there is
+    /// none. `Err` is a MAIL command that failed: nothing of the message was sent.
+    fn transaction_on(
+        &mut self,
+        key: &AccountKey,
+        msg: &OutboundMessage,
+        built: &BuiltMessage,
+    ) -> Result<Delivery, SmtpError> {
+        if !self.sessions.contains_key(key) {
             let session = match self.open(&msg.account) {
-                Ok(conn) => Session::Open(Box::new(conn)),
+                Ok(conn) => Session::Open {
+                    conn: Box::new(conn),
+                    clean: true,
+                },
                 Err(delivery) => Session::Unusable(delivery),
             };
             self.sessions.insert(key.clone(), session);
         }
-        let conn = match self.sessions.get_mut(&key) {
-            Some(Session::Open(conn)) => conn,
-            Some(Session::Unusable(delivery)) => return delivery.clone(),
-            None => return Delivery::whole(Outcome::Deferred, None, "internal: no SMTP session"),
-        };
-        let delivery = transaction(conn, &built, &self.options);
-        if conn.has_broken() {
-            self.sessions.remove(&key);
+        match self.sessions.get_mut(key) {
+            Some(Session::Open { conn, .. }) => transaction(conn, built, &self.options),
+            Some(Session::Unusable(delivery)) => Ok(delivery.clone()),
+            None => Ok(Delivery::whole(
+                Outcome::Deferred,
+                None,
+                "internal: no SMTP session",
+            )),
         }
-        delivery
+    }
+
+    fn drop_session(&mut self, key: &AccountKey) {
+        if let Some(Session::Open { mut conn, .. }) = self.sessions.remove(key) {
+            conn.abort();
+        }
     }
 
     /// Says QUIT on every open connection.
     pub fn close(mut self) {
         for (_, session) in self.sessions.drain() {
-            if let Session::Open(mut conn) = session {
+            if let Session::Open { mut conn, .. } = session {
                 let _ = conn.quit();
             }
         }
@@ -408,35 +455,46 @@ enum Content {
 }
 
 /// MAIL, one RCPT per recipient, DATA only for the accepted ones.
-fn transaction(conn: &mut SmtpConnection, msg: &BuiltMessage, options: &SmtpOptions) -> Delivery {
+/// One SMTP transaction. `Err`: the MAIL command failed (the connection is aborted when
+/// it is out of step); nothing of the message was sent.
+fn transaction(
+    conn: &mut SmtpConnection,
+    msg: &BuiltMessage,
+    options: &SmtpOptions,
+) -> Result<Delivery, SmtpError> {
     let mut params = Vec::new();
     let info = conn.server_info();
     if msg.recipients.iter().any(|a| !a.to_string().is_ascii())
         || !msg.sender.to_string().is_ascii()
     {
         if !info.supports_feature(Extension::SmtpUtfEight) {
-            return Delivery::whole(
+            return Ok(Delivery::whole(
                 Outcome::Failed,
                 None,
                 "address is not ASCII and the server does not support SMTPUTF8",
-            );
+            ));
         }
         params.push(MailParameter::SmtpUtfEight);
     }
     if !msg.bytes.is_ascii() {
         if !info.supports_feature(Extension::EightBitMime) {
-            return Delivery::whole(
+            return Ok(Delivery::whole(
                 Outcome::Failed,
                 None,
                 "message is not 7-bit and the server does not support 8BITMIME",
-            );
+            ));
         }
         params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
     if let Err(e) = conn.command(Mail::new(Some(msg.sender.clone()), params)) {
         drop_if_desynchronised(conn, &e);
-        return Delivery::from_error(&e, "MAIL FROM refused");
+        return Err(e);
     }
+    Ok(after_mail(conn, msg, options))
+}
+
+/// RCPT, DATA and the message, after an accepted MAIL.
+fn after_mail(conn: &mut SmtpConnection, msg: &BuiltMessage, options: &SmtpOptions) -> Delivery {
     let mut recipients = Vec::with_capacity(msg.recipients.len());
     for rcpt in &msg.recipients {
         match conn.command(Rcpt::new(rcpt.clone(), vec![])) {
@@ -558,6 +616,11 @@ fn transaction(conn: &mut SmtpConnection, msg: &BuiltMessage, options: &SmtpOpti
 /// After an error that is not an SMTP reply (timeout, dropped or garbled connection) a
 /// late reply may still arrive and would be read as the answer to the next command: the
 /// connection is closed so the next message starts on a fresh one.
+/// The session ended before the command was answered, or the server is closing it.
+fn session_gone(err: &SmtpError) -> bool {
+    err.status().is_none() || err.status().map(u16::from) == Some(421)
+}
+
 fn drop_if_desynchronised(conn: &mut SmtpConnection, err: &SmtpError) {
     if err.status().is_none() {
         conn.abort();

@@ -387,3 +387,59 @@ fn starttls_and_implicit_tls_deliver_when_the_certificate_verifies() {
         }
     }
 }
+
+#[test]
+fn a_session_the_server_ended_between_messages_is_replaced_without_losing_a_message() {
+    // No RSET follows a completed transaction, so the next MAIL is the first to notice
+    // a session the server ended: it must go out on a new connection, not be deferred.
+    for over_limit_421 in [false, true] {
+        let server = SmtpServer::start(SmtpServerOptions {
+            max_per_connection: Some(2),
+            over_limit_421,
+            ..Default::default()
+        });
+        let mut sender = Sender::new(options());
+        for id in 30..35 {
+            if !over_limit_421 {
+                // Let the silent close land before the next MAIL.
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            let d = sender.deliver(&message(id, account(server.port, Security::None)));
+            assert_eq!(d.outcome, Outcome::Sent, "421 mode {over_limit_421}: {d:?}");
+        }
+        sender.close();
+        let ids: Vec<String> = server
+            .messages()
+            .iter()
+            .filter_map(|m| m.message_id.clone())
+            .collect();
+        let want: Vec<String> = (30..35)
+            .map(|id| format!("<msg-{id}@mailrun.test>"))
+            .collect();
+        assert_eq!(ids, want, "each message exactly once, in order");
+        let ehlos = server
+            .commands()
+            .iter()
+            .filter(|c| c.verb == "EHLO")
+            .count();
+        assert_eq!(ehlos, 3, "two messages per connection");
+    }
+}
+
+#[test]
+fn a_refusal_after_data_is_followed_by_rset_before_the_next_message() {
+    // An incomplete transaction leaves the session dirty: the next message starts with
+    // RSET and still goes out on the same connection.
+    let server = SmtpServer::start(SmtpServerOptions {
+        data_reply: Some("451 4.3.0 try later".into()),
+        data_reply_count: Some(1),
+        ..Default::default()
+    });
+    let mut sender = Sender::new(options());
+    let first = sender.deliver(&message(40, account(server.port, Security::None)));
+    assert_eq!(first.outcome, Outcome::Deferred, "{first:?}");
+    let second = sender.deliver(&message(41, account(server.port, Security::None)));
+    assert_eq!(second.outcome, Outcome::Sent, "{second:?}");
+    sender.close();
+    assert_eq!(server.messages().len(), 1);
+}

@@ -31,6 +31,10 @@ pub struct SmtpServerOptions {
     /// Offer TLS with this certificate (see [`TestPki`]): STARTTLS, or implicit TLS.
     pub tls: Option<TestPki>,
     pub implicit_tls: bool,
+    /// After N accepted messages on one connection: close it silently, or (with
+    /// `over_limit_421`) answer the next MAIL with 421 and close.
+    pub max_per_connection: Option<u32>,
+    pub over_limit_421: bool,
 }
 
 /// A private CA and a server certificate for 127.0.0.1 signed by it.
@@ -223,6 +227,14 @@ impl SmtpServer {
         }
         if options.auth {
             cmd.arg("--auth");
+        }
+        if let Some(n) = options.max_per_connection {
+            cmd.arg("--max-per-connection").arg(n.to_string());
+            cmd.arg("--over-limit").arg(if options.over_limit_421 {
+                "421"
+            } else {
+                "close"
+            });
         }
         if options.starttls_self_signed {
             let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));

@@ -36,6 +36,10 @@ def main():
     p.add_argument("--tls-cert", help="offer STARTTLS with this certificate (PEM)")
     p.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
     p.add_argument("--implicit-tls", action="store_true", help="TLS from the first byte (SMTPS) instead of STARTTLS")
+    p.add_argument("--max-per-connection", type=int, default=0,
+                   help="after N accepted messages on a connection: --over-limit")
+    p.add_argument("--over-limit", choices=["close", "421"], default="close",
+                   help="close the connection silently after the Nth 250, or answer the next MAIL with 421 and close")
     args = p.parse_args()
 
     record = open(args.record, "a", encoding="utf-8")
@@ -59,6 +63,11 @@ def main():
 
         async def smtp_MAIL(self, arg):
             write({"kind": "command", "verb": "MAIL", "secure": secure(self)})
+            if (args.max_per_connection and args.over_limit == "421"
+                    and getattr(self, "accepted", 0) >= args.max_per_connection):
+                await self.push("421 4.7.0 Too many messages on this connection")
+                self.transport.close()
+                return
             return await super().smtp_MAIL(arg)
 
         async def smtp_STARTTLS(self, arg):
@@ -98,6 +107,11 @@ def main():
                 "message_id": message_id,
                 "data": data,
             })
+            server.accepted = getattr(server, "accepted", 0) + 1
+            if (args.max_per_connection and args.over_limit == "close"
+                    and server.accepted >= args.max_per_connection):
+                # After the 250 has gone out: the client sees a healthy session end.
+                asyncio.get_running_loop().call_later(0.1, server.transport.close)
             return "250 2.0.0 Ok: queued"
 
     def authenticator(server, session, envelope, mechanism, auth_data):
