@@ -154,6 +154,19 @@ impl Sender {
 
     /// Delivers one message and reports its outcome; never panics on server behaviour.
     pub fn deliver(&mut self, msg: &OutboundMessage) -> Delivery {
+        self.deliver_gated(msg, &mut || Ok(()))
+    }
+
+    /// As [`Sender::deliver`], calling `before_final_dot` once the server is ready for
+    /// the message and before anything of it is sent (the runner waits there for the
+    /// previous outcome's fsync). When it fails the connection is closed without the
+    /// final dot, so the server discards the message, and its text is the Deferred
+    /// outcome.
+    pub fn deliver_gated(
+        &mut self,
+        msg: &OutboundMessage,
+        before_final_dot: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Delivery {
         let built = match build_message(msg) {
             Ok(built) => built,
             Err(text) => return Delivery::whole(Outcome::Failed, None, text),
@@ -171,7 +184,7 @@ impl Sender {
                 self.drop_session(&key);
             }
         }
-        let delivery = match self.transaction_on(&key, msg, &built) {
+        let delivery = match self.transaction_on(&key, msg, &built, before_final_dot) {
             Ok(delivery) => delivery,
             // Without RSET nothing proved the reused session alive: a server that closed
             // it meanwhile (idle timeout, "421 too many messages on this connection")
@@ -179,7 +192,7 @@ impl Sender {
             // connection.
             Err(e) if reused_without_rset && session_gone(&e) => {
                 self.drop_session(&key);
-                self.transaction_on(&key, msg, &built)
+                self.transaction_on(&key, msg, &built, before_final_dot)
                     .unwrap_or_else(|e| Delivery::from_error(&e, "MAIL FROM refused"))
             }
             Err(e) => Delivery::from_error(&e, "MAIL FROM refused"),
@@ -201,6 +214,7 @@ impl Sender {
         key: &AccountKey,
         msg: &OutboundMessage,
         built: &BuiltMessage,
+        before_final_dot: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<Delivery, SmtpError> {
         if !self.sessions.contains_key(key) {
             let session = match self.open(&msg.account) {
@@ -213,7 +227,9 @@ impl Sender {
             self.sessions.insert(key.clone(), session);
         }
         match self.sessions.get_mut(key) {
-            Some(Session::Open { conn, .. }) => transaction(conn, built, &self.options),
+            Some(Session::Open { conn, .. }) => {
+                transaction(conn, built, &self.options, before_final_dot)
+            }
             Some(Session::Unusable(delivery)) => Ok(delivery.clone()),
             None => Ok(Delivery::whole(
                 Outcome::Deferred,
@@ -461,6 +477,7 @@ fn transaction(
     conn: &mut SmtpConnection,
     msg: &BuiltMessage,
     options: &SmtpOptions,
+    before_final_dot: &mut dyn FnMut() -> Result<(), String>,
 ) -> Result<Delivery, SmtpError> {
     let mut params = Vec::new();
     let info = conn.server_info();
@@ -490,11 +507,16 @@ fn transaction(
         drop_if_desynchronised(conn, &e);
         return Err(e);
     }
-    Ok(after_mail(conn, msg, options))
+    Ok(after_mail(conn, msg, options, before_final_dot))
 }
 
 /// RCPT, DATA and the message, after an accepted MAIL.
-fn after_mail(conn: &mut SmtpConnection, msg: &BuiltMessage, options: &SmtpOptions) -> Delivery {
+fn after_mail(
+    conn: &mut SmtpConnection,
+    msg: &BuiltMessage,
+    options: &SmtpOptions,
+    before_final_dot: &mut dyn FnMut() -> Result<(), String>,
+) -> Delivery {
     let mut recipients = Vec::with_capacity(msg.recipients.len());
     for rcpt in &msg.recipients {
         match conn.command(Rcpt::new(rcpt.clone(), vec![])) {
@@ -569,6 +591,14 @@ fn after_mail(conn: &mut SmtpConnection, msg: &BuiltMessage, options: &SmtpOptio
     if let Err(e) = conn.command(Data) {
         drop_if_desynchronised(conn, &e);
         return after_data(&e, "DATA refused", recipients, None);
+    }
+    if let Err(text) = before_final_dot() {
+        // In the DATA phase the server would take QUIT as message text and never answer
+        // it: abort's QUIT gets a moment only, then the socket closes without the final
+        // dot and the server discards the message.
+        let _ = conn.set_timeout(Some(Duration::from_millis(50)));
+        conn.abort();
+        return Delivery::whole(Outcome::Deferred, None, text);
     }
     if let Err(e) = conn.set_timeout(Some(options.data_timeout)) {
         conn.abort();

@@ -443,3 +443,31 @@ fn a_refusal_after_data_is_followed_by_rset_before_the_next_message() {
     sender.close();
     assert_eq!(server.messages().len(), 1);
 }
+
+#[test]
+fn a_failed_gate_before_the_final_dot_sends_nothing_of_the_message() {
+    // runner-send waits there for the previous outcome's fsync; when that fails the
+    // message must not reach the server.
+    let server = SmtpServer::start(SmtpServerOptions::default());
+    let mut sender = Sender::new(options());
+    let mut gate_calls = 0;
+    let d = sender.deliver_gated(
+        &message(50, account(server.port, Security::None)),
+        &mut || {
+            gate_calls += 1;
+            Err("journal fsync failed".into())
+        },
+    );
+    assert_eq!(gate_calls, 1);
+    assert_eq!(d.outcome, Outcome::Deferred, "{d:?}");
+    assert_eq!(d.text.as_deref(), Some("journal fsync failed"));
+    let d = sender.deliver(&message(51, account(server.port, Security::None)));
+    assert_eq!(d.outcome, Outcome::Sent, "{d:?}");
+    sender.close();
+    let ids: Vec<Option<String>> = server
+        .messages()
+        .into_iter()
+        .map(|m| m.message_id)
+        .collect();
+    assert_eq!(ids, vec![Some("<msg-51@mailrun.test>".to_string())]);
+}

@@ -1,7 +1,9 @@
 //! `runner-send`: deliver every spooled batch over SMTP, journalling each outcome.
 //!
-//! Guarantees (docs/runner.md): an outcome is fsynced to the batch's journal before the
-//! next message starts, so a restart never resends a journalled message; no message
+//! Guarantees (docs/runner.md): an outcome is written to the batch's journal before the
+//! next message starts and fsynced before the next message's final dot (the fsync runs
+//! while MAIL, RCPT and DATA are exchanged), so a restart never resends a journalled
+//! message and at most one delivered message at a time lacks a durable record; no message
 //! starts at or after the local lease deadline (receipt + lease − safety margin, on this
 //! runner's clock), those are journalled as not attempted; a journal write failure (disk
 //! full) stops sending at once.
@@ -29,8 +31,8 @@ use crate::smtp::Sender;
     name = "runner-send",
     version,
     about = "Deliver every spooled batch over SMTP, journalling each outcome",
-    long_about = "Deliver every spooled batch over SMTP, journalling each outcome (fsync) \
-before the next message starts. A restart resumes from the journal and never resends a \
+    long_about = "Deliver every spooled batch over SMTP, journalling each outcome before the \
+next message starts (its fsync completes before the next message's final dot). A restart resumes from the journal and never resends a \
 journalled message; no message starts after the batch's local lease deadline (request time + \
 lease - lease_safety_margin_seconds); those are reported as not attempted. Finished \
 batches move to outbox/ for the next runner-poll.\n\n\
@@ -280,7 +282,23 @@ fn send_batch(
         } else {
             last_start = Some(Instant::now());
             let attempted_at = Utc::now();
-            let d = sender.deliver(msg);
+            // The previous outcome's fsync overlaps this message's MAIL, RCPT and DATA;
+            // its final dot waits for it (docs/runner.md).
+            let mut unsynced = None;
+            let d = sender.deliver_gated(msg, &mut || {
+                journal.synced().map_err(|e| {
+                    let text = format!("{e:#}");
+                    unsynced = Some(e);
+                    text
+                })
+            });
+            if let Some(e) = unsynced {
+                return Err(CliError::new(
+                    EXIT_TEMPFAIL,
+                    format!("sending stopped: {e:#}; the batch resumes on the next run"),
+                )
+                .into());
+            }
             let mut result = MessageResult {
                 job_run_id: run.job_run_id.clone(),
                 message_id: msg.id,
@@ -322,6 +340,12 @@ fn send_batch(
         report.count(outcome);
     }
 
+    journal.synced().map_err(|e| {
+        CliError::new(
+            EXIT_TEMPFAIL,
+            format!("sending stopped: {e:#}; the batch resumes on the next run"),
+        )
+    })?;
     // Everything in this batch has an outcome; report the journal in batch order.
     let mut results: Vec<MessageResult> = Vec::with_capacity(run.messages.len());
     for msg in &run.messages {

@@ -3,8 +3,10 @@
 //! A batch is spooled as `spool/<id>.meta` (receipt time and lease, JSON) and then
 //! `spool/<id>.xml` (the JobRun exactly as received), each written atomically; the batch
 //! exists once the `.xml` is in place. While it is delivered, `spool/<id>.journal` gets
-//! one JSON line per finished message, fsynced before the next message starts, so a
-//! restart skips what is already done. When every message has an outcome the results go
+//! one JSON line per finished message, written at once (a killed process loses none)
+//! and fsynced on a helper thread while the next message's MAIL, RCPT and DATA are
+//! exchanged; the next final dot waits for that fsync, so at most one delivered message
+//! at a time lacks a durable record, and a restart skips what is already done. When every message has an outcome the results go
 //! to `outbox/<id>.results` (atomic) and the spool files are removed; `runner-poll`
 //! sends the outbox and deletes a results file once the dispatcher acknowledged all of it.
 
@@ -12,6 +14,8 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
@@ -254,6 +258,75 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     entries: Vec<MessageResult>,
+    syncer: Syncer,
+    /// File length and entry count covered by the last fsync that succeeded.
+    durable_len: u64,
+    durable_entries: usize,
+    /// Length and entry count the pending fsync requests will cover.
+    written_len: u64,
+}
+
+/// fdatasync on a helper thread, so the caller can talk SMTP meanwhile.
+struct Syncer {
+    requests: Option<mpsc::Sender<()>>,
+    done: mpsc::Receiver<std::io::Result<()>>,
+    pending: usize,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(file: File) -> Syncer {
+        let (requests, incoming) = mpsc::channel::<()>();
+        let (report, done) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            while incoming.recv().is_ok() {
+                if report.send(file.sync_data()).is_err() {
+                    break;
+                }
+            }
+        });
+        Syncer {
+            requests: Some(requests),
+            done,
+            pending: 0,
+            thread: Some(thread),
+        }
+    }
+
+    fn request(&mut self) -> std::io::Result<()> {
+        let sent = self.requests.as_ref().is_some_and(|r| r.send(()).is_ok());
+        if !sent {
+            return Err(std::io::Error::other("journal sync thread stopped"));
+        }
+        self.pending += 1;
+        Ok(())
+    }
+
+    /// Waits for every requested fsync; the first failure, if any.
+    fn wait(&mut self) -> std::io::Result<()> {
+        let mut first = Ok(());
+        while self.pending > 0 {
+            let r = self
+                .done
+                .recv()
+                .unwrap_or_else(|_| Err(std::io::Error::other("journal sync thread stopped")));
+            self.pending -= 1;
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        let _ = self.wait();
+        self.requests = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Journal {
@@ -289,10 +362,19 @@ impl Journal {
         if let Some(dir) = path.parent() {
             sync_dir(dir)?;
         }
+        let syncer = Syncer::start(
+            file.try_clone()
+                .with_context(|| format!("cannot open journal {}", path.display()))?,
+        );
+        let durable_entries = entries.len();
         Ok(Journal {
             path: path.to_path_buf(),
             file,
             entries,
+            syncer,
+            durable_len: complete as u64,
+            durable_entries,
+            written_len: complete as u64,
         })
     }
 
@@ -305,32 +387,54 @@ impl Journal {
         self.entries.iter().map(|r| r.message_id).collect()
     }
 
-    /// Appends one outcome and fsyncs; only then may the next message start.
+    /// Appends one outcome and starts its fsync; [`Journal::synced`] waits for it. Call
+    /// `synced` before the next message's final dot.
     pub fn append(&mut self, result: MessageResult) -> Result<()> {
         let mut line =
             serde_json::to_vec(&ResultRecord::from(&result)).context("cannot serialise result")?;
         line.push(b'\n');
-        let before = self
-            .file
-            .metadata()
-            .with_context(|| format!("cannot stat journal {}", self.path.display()))?
-            .len();
         let written = self
             .file
             .write_all(&line)
-            .and_then(|()| self.file.sync_data());
+            .and_then(|()| self.syncer.request());
         if let Err(e) = written {
-            // Leave no partial line behind for the next reader to trip over.
-            let _ = self
-                .file
-                .set_len(before)
-                .and_then(|()| self.file.sync_all());
+            // What was appended before this line may still reach the disk.
+            if self.syncer.wait().is_ok() {
+                self.durable_len = self.written_len;
+                self.durable_entries = self.entries.len();
+            }
+            self.truncate_to_durable();
             return Err(e).with_context(|| {
                 format!("cannot write journal {} (disk full?)", self.path.display())
             });
         }
+        self.written_len += line.len() as u64;
         self.entries.push(result);
         Ok(())
+    }
+
+    /// Waits until every appended outcome is on disk.
+    pub fn synced(&mut self) -> Result<()> {
+        if let Err(e) = self.syncer.wait() {
+            self.truncate_to_durable();
+            return Err(e).with_context(|| {
+                format!("cannot write journal {} (disk full?)", self.path.display())
+            });
+        }
+        self.durable_len = self.written_len;
+        self.durable_entries = self.entries.len();
+        Ok(())
+    }
+
+    /// Back to what is certainly on disk, with no partial line for the next reader to
+    /// trip over: an outcome that may be lost is not claimed done.
+    fn truncate_to_durable(&mut self) {
+        let _ = self
+            .file
+            .set_len(self.durable_len)
+            .and_then(|()| self.file.sync_all());
+        self.written_len = self.durable_len;
+        self.entries.truncate(self.durable_entries);
     }
 }
 
@@ -450,6 +554,24 @@ mod tests {
         drop(j);
         let j = Journal::open(&path).unwrap();
         assert_eq!(j.entries().len(), 3);
+    }
+
+    #[test]
+    fn appended_outcomes_are_on_disk_after_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b2.journal");
+        let mut j = Journal::open(&path).unwrap();
+        for id in 1..=50 {
+            j.append(result(id)).unwrap();
+            if id % 7 == 0 {
+                j.synced().unwrap();
+            }
+        }
+        j.synced().unwrap();
+        assert_eq!(j.entries().len(), 50);
+        drop(j);
+        let j = Journal::open(&path).unwrap();
+        assert_eq!(j.done(), (1..=50).collect::<HashSet<i64>>());
     }
 
     #[test]
