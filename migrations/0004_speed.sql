@@ -181,7 +181,10 @@ DECLARE
     v_domain_rules boolean;
     v_any_suppressed boolean;
     v_simple bigint[];
-    v_taken integer;
+    v_taken bigint[];
+    -- Every message leased by this claim: the result is read by primary key, never by
+    -- scanning all leased rows (they grow with the number of runners and batches).
+    v_leased bigint[] := '{}';
     -- No quota or pause at all: held messages are rare, so candidates are fetched
     -- without the margin for them (fewer rows locked per claim).
     v_exact boolean;
@@ -257,21 +260,24 @@ BEGIN
                           WHERE t.scope = 'account' AND t.key = a.name
                             AND t.paused_until > now());
         IF cardinality(v_simple) = cardinality(v_ids) THEN
-            WITH pick AS (
-                SELECT s.id FROM unnest(v_simple[1:v_limit - v_count]) AS s(id)
-            ), leased AS (
+            -- `= ANY (array)`: a primary-key lookup whatever the table's size (a join
+            -- with unnest() was planned as a sequential scan).
+            WITH leased AS (
                 UPDATE mailrun.messages d
                 SET state = 'leased', lease_runner = p_runner, lease_token = gen_random_uuid(),
                     lease_expires_at = v_expiry, job_run_id = v_job,
                     held_reason = NULL, held_until = NULL
-                FROM pick WHERE d.id = pick.id
+                WHERE d.id = ANY (v_simple[1:v_limit - v_count])
                 RETURNING d.id, d.lease_token, d.account_id
+            ), recorded AS (
+                INSERT INTO mailrun.leases (lease_token, message_id, job_run_id, runner_id,
+                                            lease_expires_at, account_id)
+                SELECT l.lease_token, l.id, v_job, p_runner, v_expiry, l.account_id FROM leased l
+                RETURNING message_id
             )
-            INSERT INTO mailrun.leases (lease_token, message_id, job_run_id, runner_id,
-                                        lease_expires_at, account_id)
-            SELECT l.lease_token, l.id, v_job, p_runner, v_expiry, l.account_id FROM leased l;
-            GET DIAGNOSTICS v_taken = ROW_COUNT;
-            v_count := v_count + v_taken;
+            SELECT array_agg(r.message_id) INTO v_taken FROM recorded r;
+            v_leased := v_leased || coalesce(v_taken, '{}');
+            v_count := v_count + coalesce(cardinality(v_taken), 0);
             CONTINUE;
         END IF;
     END IF;
@@ -462,6 +468,7 @@ BEGIN
         INSERT INTO mailrun.leases (lease_token, message_id, job_run_id, runner_id,
                                     lease_expires_at, account_id)
             VALUES (v_token, m.id, v_job, p_runner, v_expiry, v_chosen);
+        v_leased := v_leased || m.id;
         v_count := v_count + 1;
         EXIT WHEN v_count >= v_limit;
     END LOOP;
@@ -481,7 +488,10 @@ BEGIN
             d.subject, d.text_body, d.html_body, d.headers, d.attachments,
             a.name, a.host, a.port, a.security, a.username, a.password
         FROM mailrun.messages d JOIN mailrun.smtp_accounts a ON a.id = d.account_id
-        WHERE d.job_run_id = v_job AND d.state = 'leased'
+        -- By primary key only: with `state = 'leased'` the planner may walk the
+        -- partial index of every leased message instead. The rows are locked by this
+        -- transaction, so they are still the ones it leased.
+        WHERE d.id = ANY (v_leased)
         ORDER BY d.next_attempt_at, d.id;
 END
 $$;
