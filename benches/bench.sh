@@ -2,7 +2,7 @@
 # The load benchmark in one command: builds the release binaries and the claim bench, then
 # runs benches/load.py (every figure a median with min/max, ratios last). See BENCHMARKS.md.
 #
-#   benches/bench.sh                 full run (about 15 minutes on 2 cores)
+#   benches/bench.sh                 full run (about 11 minutes on 2 cores, builds included)
 #   benches/bench.sh --quick         smaller volumes (100k rows instead of 1M, ...)
 #   benches/bench.sh --out FILE      also write the results as Markdown
 set -euo pipefail
