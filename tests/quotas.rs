@@ -2030,16 +2030,28 @@ fn push_config_delivers_the_reply_policy_to_a_real_runner() {
     );
 }
 
-#[test]
-fn a_421_sets_the_account_aside_for_the_rest_of_the_batch() {
-    away_from_the_hour();
-    let accepting = SmtpServer::start("accept");
-    let refusing = SmtpServer::start("421");
-    let url = common::cluster().fresh_db("policy_421");
+/// A database with accounts "main" (on `accepting`) and a second one, dispatch-cgi under
+/// lighttpd, and a registered runner `runner_id` (batch size 10) with its own runner-cgi.
+struct PolicySite {
+    url: String,
+    c: Client,
+    server: web::Lighttpd,
+    dispatcher_url: String,
+    state: tempfile::TempDir,
+    _cgi: Killed,
+}
+
+fn policy_site(
+    db: &str,
+    accepting: &SmtpServer,
+    (second, second_server): (&str, &SmtpServer),
+    runner_id: &str,
+) -> PolicySite {
+    let url = common::cluster().fresh_db(db);
     let mut c = connect(&url);
     schema::migrate(&mut c).expect("migrate");
     add_account(&mut c, "main", accepting.port);
-    add_account(&mut c, "slow", refusing.port);
+    add_account(&mut c, second, second_server.port);
     let server = web::Lighttpd::start_cgi(
         &[(
             "dispatch-cgi",
@@ -2049,15 +2061,38 @@ fn a_421_sets_the_account_aside_for_the_rest_of_the_batch() {
     );
     let dispatcher_url = server.url("dispatch-cgi");
     let state = common::temp_dir();
-    let key = SigningKey::generate("key-421");
-    runner_init(state.path(), &dispatcher_url, "aside", &key);
-    let (_cgi, endpoint) = runner_cgi(state.path());
+    let key = SigningKey::generate(format!("key-{runner_id}"));
+    runner_init(state.path(), &dispatcher_url, runner_id, &key);
+    let (cgi, endpoint) = runner_cgi(state.path());
     c.execute(
         "INSERT INTO mailrun.runners (id, endpoint, batch_size, key_id, secret)
-         VALUES ('aside', $1, 10, $2, $3)",
-        &[&endpoint, &key.key_id, &key.secret.to_vec()],
+         VALUES ($1, $2, 10, $3, $4)",
+        &[&runner_id, &endpoint, &key.key_id, &key.secret.to_vec()],
     )
     .unwrap();
+    PolicySite {
+        url,
+        c,
+        server,
+        dispatcher_url,
+        state,
+        _cgi: cgi,
+    }
+}
+
+#[test]
+fn a_421_sets_the_account_aside_for_the_rest_of_the_batch() {
+    away_from_the_hour();
+    let accepting = SmtpServer::start("accept");
+    let refusing = SmtpServer::start("421");
+    let PolicySite {
+        url,
+        mut c,
+        server,
+        dispatcher_url,
+        state,
+        _cgi,
+    } = policy_site("policy_421", &accepting, ("slow", &refusing), "aside");
     // The shipped policy (421: another account, throttle the account) reaches the
     // runner, with one last rule its regex engine cannot compile.
     assert_status(
@@ -2432,29 +2467,14 @@ fn a_server_refusing_to_relay_sends_the_batch_to_the_next_account() {
     away_from_the_hour();
     let accepting = SmtpServer::start("accept");
     let relay = SmtpServer::start("relay");
-    let url = common::cluster().fresh_db("policy_relay");
-    let mut c = connect(&url);
-    schema::migrate(&mut c).expect("migrate");
-    add_account(&mut c, "main", accepting.port);
-    add_account(&mut c, "closed", relay.port);
-    let server = web::Lighttpd::start_cgi(
-        &[(
-            "dispatch-cgi",
-            Path::new(env!("CARGO_BIN_EXE_dispatch-cgi")),
-        )],
-        &[("MAILRUN_DATABASE_URL", url.as_str())],
-    );
-    let dispatcher_url = server.url("dispatch-cgi");
-    let state = common::temp_dir();
-    let key = SigningKey::generate("key-relay");
-    runner_init(state.path(), &dispatcher_url, "relayer", &key);
-    let (_cgi, endpoint) = runner_cgi(state.path());
-    c.execute(
-        "INSERT INTO mailrun.runners (id, endpoint, batch_size, key_id, secret)
-         VALUES ('relayer', $1, 10, $2, $3)",
-        &[&endpoint, &key.key_id, &key.secret.to_vec()],
-    )
-    .unwrap();
+    let PolicySite {
+        url,
+        mut c,
+        server,
+        dispatcher_url,
+        state,
+        _cgi,
+    } = policy_site("policy_relay", &accepting, ("closed", &relay), "relayer");
     assert_status(
         &push(&url, &["set", &format!("dispatcher_url={dispatcher_url}")]),
         0,
