@@ -116,14 +116,16 @@ pub fn check_policy(rules: &[ReplyRule]) -> Result<(), String> {
     Ok(())
 }
 
-fn valid_code(code: &str) -> bool {
+/// An SMTP reply code pattern: three characters, `x` for any digit ("550", "4xx").
+pub fn valid_code(code: &str) -> bool {
     let b = code.as_bytes();
     b.len() == 3
         && matches!(b[0], b'2' | b'4' | b'5')
         && b[1..].iter().all(|c| c.is_ascii_digit() || *c == b'x')
 }
 
-fn valid_enhanced_prefix(enhanced: &str) -> bool {
+/// An enhanced status code or a prefix of it by components ("5", "5.7", "5.7.1").
+pub fn valid_enhanced_prefix(enhanced: &str) -> bool {
     let parts: Vec<&str> = enhanced.split('.').collect();
     matches!(parts[0], "2" | "4" | "5")
         && parts.len() <= 3

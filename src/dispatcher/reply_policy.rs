@@ -114,24 +114,14 @@ fn validate(c: &mut impl GenericClient, r: &NewRule) -> anyhow::Result<()> {
         ));
     }
     if let Some(code) = &r.code {
-        let b = code.as_bytes();
-        if !(b.len() == 3
-            && matches!(b[0], b'2' | b'4' | b'5')
-            && b[1..].iter().all(|c| c.is_ascii_digit() || *c == b'x'))
-        {
+        if !crate::reply_rules::valid_code(code) {
             return Err(data_err(format!(
                 "code {code:?}: want three characters like \"550\" or \"4xx\""
             )));
         }
     }
     if let Some(enhanced) = &r.enhanced {
-        let parts: Vec<&str> = enhanced.split('.').collect();
-        let ok = matches!(parts[0], "2" | "4" | "5")
-            && parts.len() <= 3
-            && parts[1..]
-                .iter()
-                .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_digit()));
-        if !ok {
+        if !crate::reply_rules::valid_enhanced_prefix(enhanced) {
             return Err(data_err(format!(
                 "enhanced status {enhanced:?}: want a prefix like \"5.7\" or \"5.7.1\""
             )));

@@ -85,16 +85,8 @@ impl RetentionConfig {
 
 /// `550`, `55x`, `5xx`; or `5.7.1`, `5.7`, `4`.
 pub fn valid_review_code(code: &str) -> bool {
-    let b = code.as_bytes();
-    let basic = b.len() == 3
-        && matches!(b[0], b'2' | b'4' | b'5')
-        && b[1..].iter().all(|c| c.is_ascii_digit() || *c == b'x');
-    let mut parts = code.split('.');
-    let enhanced = code.contains('.')
-        && parts.next().is_some_and(|p| matches!(p, "2" | "4" | "5"))
-        && code.split('.').count() <= 3
-        && parts.all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_digit()));
-    basic || enhanced
+    use crate::reply_rules::{valid_code, valid_enhanced_prefix};
+    valid_code(code) || (code.contains('.') && valid_enhanced_prefix(code))
 }
 
 /// What one purge did.
