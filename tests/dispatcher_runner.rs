@@ -5,7 +5,6 @@ mod common;
 #[path = "common/web.rs"]
 mod web;
 
-use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -16,7 +15,6 @@ use mailrun::protocol::sign::SigningKey;
 const CGI: &str = env!("CARGO_BIN_EXE_dispatch-cgi");
 const TICK: &str = env!("CARGO_BIN_EXE_dispatch-tick");
 const PUSH: &str = env!("CARGO_BIN_EXE_push-config");
-const RUNNER_ADMIN: &str = env!("CARGO_BIN_EXE_runner-admin");
 const RUNNER_CGI: &str = env!("CARGO_BIN_EXE_runner-cgi");
 const RUNNER_POLL: &str = env!("CARGO_BIN_EXE_runner-poll");
 
@@ -27,36 +25,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn runner_init(state: &Path, dispatcher_url: &str, runner_id: &str, key: &SigningKey) {
-    let mut child = common::command(RUNNER_ADMIN)
-        .arg("--state-dir")
-        .arg(state)
-        .args([
-            "init",
-            "--dispatcher-url",
-            dispatcher_url,
-            "--runner-id",
-            runner_id,
-            "--key-id",
-            &key.key_id,
-            "--key-file",
-            "-",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runner-admin init");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{}\n", key.secret_hex()).as_bytes())
-        .expect("write key");
-    let out = child.wait_with_output().expect("runner-admin init");
-    common::assert_status(&out, 0);
 }
 
 fn runner_cgi_listen(state: &Path) -> (Killed, String) {
@@ -100,7 +68,7 @@ fn tick_push_and_poll_with_the_real_runner_commands() {
     );
     let dispatcher_url = server.url("dispatch-cgi");
     let state = common::temp_dir();
-    runner_init(state.path(), &dispatcher_url, "e2e", &key);
+    common::runner_init(state.path(), &dispatcher_url, "e2e", &key);
     let (_runner, runner_url) = runner_cgi_listen(state.path());
     db.execute(
         "INSERT INTO mailrun.runners (id, endpoint, batch_size, key_id, secret)

@@ -10,7 +10,7 @@ mod common;
 mod web;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -1399,36 +1399,6 @@ fn account_groups_name_a_failover_list() {
 // The real stack: two runners (runner-admin cycle) against dispatch-cgi behind lighttpd
 // ---------------------------------------------------------------------------------------
 
-fn runner_init(state: &Path, dispatcher_url: &str, runner_id: &str, key: &SigningKey) {
-    let mut child = common::command(env!("CARGO_BIN_EXE_runner-admin"))
-        .arg("--state-dir")
-        .arg(state)
-        .args([
-            "init",
-            "--dispatcher-url",
-            dispatcher_url,
-            "--runner-id",
-            runner_id,
-            "--key-id",
-            &key.key_id,
-            "--key-file",
-            "-",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runner-admin init");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{}\n", key.secret_hex()).as_bytes())
-        .expect("write key");
-    let out = child.wait_with_output().expect("runner-admin init");
-    assert_status(&out, 0);
-}
-
 #[test]
 fn two_real_runners_deliver_up_to_the_cap_and_a_421_throttles_its_account() {
     away_from_the_hour();
@@ -1458,7 +1428,7 @@ fn two_real_runners_deliver_up_to_the_cap_and_a_421_throttles_its_account() {
     for (i, state) in states.iter().enumerate() {
         let id = format!("real{i}");
         let key = SigningKey::generate(format!("key-real{i}"));
-        runner_init(state.path(), &dispatcher_url, &id, &key);
+        common::runner_init(state.path(), &dispatcher_url, &id, &key);
         c.execute(
             "INSERT INTO mailrun.runners (id, endpoint, batch_size, key_id, secret)
              VALUES ($1, 'http://127.0.0.1:9/runner-cgi', 3, $2, $3)",
@@ -1828,7 +1798,7 @@ fn push_config_delivers_the_reply_policy_to_a_real_runner() {
     let key = SigningKey::generate("key-policy");
     let state = common::temp_dir();
     let dispatcher_url = "http://127.0.0.1:9/cgi-bin/dispatch-cgi";
-    runner_init(state.path(), dispatcher_url, "pol", &key);
+    common::runner_init(state.path(), dispatcher_url, "pol", &key);
     let (_cgi, endpoint) = runner_cgi(state.path());
     c.execute(
         "INSERT INTO mailrun.runners (id, endpoint, batch_size, key_id, secret)
@@ -2062,7 +2032,7 @@ fn policy_site(
     let dispatcher_url = server.url("dispatch-cgi");
     let state = common::temp_dir();
     let key = SigningKey::generate(format!("key-{runner_id}"));
-    runner_init(state.path(), &dispatcher_url, runner_id, &key);
+    common::runner_init(state.path(), &dispatcher_url, runner_id, &key);
     let (cgi, endpoint) = runner_cgi(state.path());
     c.execute(
         "INSERT INTO mailrun.runners (id, endpoint, batch_size, key_id, secret)

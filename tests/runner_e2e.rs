@@ -4,7 +4,6 @@
 //! recorded back in the queue.
 mod common;
 
-use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -56,33 +55,6 @@ fn dispatch_cgi_listen(database_url: &str) -> (Killed, String) {
     )
 }
 
-fn runner_init(state: &Path, dispatcher_url: &str, key: &SigningKey) {
-    let mut child = common::command(RUNNER_ADMIN)
-        .arg("--state-dir")
-        .arg(state)
-        .args([
-            "init",
-            "--dispatcher-url",
-            dispatcher_url,
-            "--runner-id",
-            "e2e",
-        ])
-        .args(["--key-id", &key.key_id, "--key-file", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runner-admin init");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{}\n", key.secret_hex()).as_bytes())
-        .expect("write key");
-    let out = child.wait_with_output().expect("runner-admin init");
-    common::assert_status(&out, 0);
-}
-
 #[test]
 fn queued_messages_are_delivered_and_their_outcomes_recorded() {
     let url = common::cluster().fresh_db("runner_e2e");
@@ -126,7 +98,7 @@ fn queued_messages_are_delivered_and_their_outcomes_recorded() {
 
     let (_dispatcher, dispatcher_url) = dispatch_cgi_listen(&url);
     let state = common::temp_dir();
-    runner_init(state.path(), &dispatcher_url, &key);
+    common::runner_init(state.path(), &dispatcher_url, "e2e", &key);
     let out = common::run(
         common::command(RUNNER_ADMIN)
             .arg("--state-dir")
@@ -201,9 +173,10 @@ fn runner_cgi_behind_lighttpd_answers_ready_and_config_updates() {
 
     let state = common::temp_dir();
     let key = SigningKey::generate("key-cgi");
-    runner_init(
+    common::runner_init(
         state.path(),
         "http://127.0.0.1:9/cgi-bin/dispatch-cgi",
+        "e2e",
         &key,
     );
     let state_dir = state.path().display().to_string();

@@ -350,3 +350,39 @@ impl Drop for PrivateCluster {
             .output();
     }
 }
+
+/// `runner-admin init` of a state folder for `runner_id`, the key given on stdin (never
+/// on the command line).
+pub fn runner_init(
+    state: &Path,
+    dispatcher_url: &str,
+    runner_id: &str,
+    key: &mailrun::protocol::sign::SigningKey,
+) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = command(env!("CARGO_BIN_EXE_runner-admin"))
+        .arg("--state-dir")
+        .arg(state)
+        .args([
+            "init",
+            "--dispatcher-url",
+            dispatcher_url,
+            "--runner-id",
+            runner_id,
+        ])
+        .args(["--key-id", &key.key_id, "--key-file", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runner-admin init");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{}\n", key.secret_hex()).as_bytes())
+        .expect("write key");
+    let out = child.wait_with_output().expect("runner-admin init");
+    assert_status(&out, 0);
+}

@@ -6,7 +6,6 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -135,29 +134,7 @@ impl RunnerNode {
             key: SigningKey::generate(format!("key-{id}")),
             state: common::temp_dir(),
         };
-        let mut child = node
-            .command(RUNNER_ADMIN)
-            .args([
-                "init",
-                "--dispatcher-url",
-                dispatcher_url,
-                "--runner-id",
-                id,
-            ])
-            .args(["--key-id", &node.key.key_id, "--key-file", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("runner-admin init");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(format!("{}\n", node.key.secret_hex()).as_bytes())
-            .expect("write key");
-        let out = child.wait_with_output().expect("runner-admin init");
-        common::assert_status(&out, 0);
+        common::runner_init(node.state.path(), dispatcher_url, id, &node.key);
         node
     }
 
