@@ -258,7 +258,8 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     entries: Vec<MessageResult>,
-    syncer: Syncer,
+    /// Started by the first append: a journal opened only to be read needs no thread.
+    syncer: Option<Syncer>,
     /// File length and entry count covered by the last fsync that succeeded.
     durable_len: u64,
     durable_entries: usize,
@@ -362,16 +363,12 @@ impl Journal {
         if let Some(dir) = path.parent() {
             sync_dir(dir)?;
         }
-        let syncer = Syncer::start(
-            file.try_clone()
-                .with_context(|| format!("cannot open journal {}", path.display()))?,
-        );
         let durable_entries = entries.len();
         Ok(Journal {
             path: path.to_path_buf(),
             file,
             entries,
-            syncer,
+            syncer: None,
             durable_len: complete as u64,
             durable_entries,
             written_len: complete as u64,
@@ -393,13 +390,18 @@ impl Journal {
         let mut line =
             serde_json::to_vec(&ResultRecord::from(&result)).context("cannot serialise result")?;
         line.push(b'\n');
-        let written = self
-            .file
-            .write_all(&line)
-            .and_then(|()| self.syncer.request());
+        if self.syncer.is_none() {
+            let file = self
+                .file
+                .try_clone()
+                .with_context(|| format!("cannot open journal {}", self.path.display()))?;
+            self.syncer = Some(Syncer::start(file));
+        }
+        let syncer = self.syncer.as_mut().expect("started above");
+        let written = self.file.write_all(&line).and_then(|()| syncer.request());
         if let Err(e) = written {
             // What was appended before this line may still reach the disk.
-            if self.syncer.wait().is_ok() {
+            if syncer.wait().is_ok() {
                 self.durable_len = self.written_len;
                 self.durable_entries = self.entries.len();
             }
@@ -415,7 +417,7 @@ impl Journal {
 
     /// Waits until every appended outcome is on disk.
     pub fn synced(&mut self) -> Result<()> {
-        if let Err(e) = self.syncer.wait() {
+        if let Err(e) = self.syncer.as_mut().map_or(Ok(()), Syncer::wait) {
             self.truncate_to_durable();
             return Err(e).with_context(|| {
                 format!("cannot write journal {} (disk full?)", self.path.display())
