@@ -334,3 +334,60 @@ fn client_can_be_shared_between_threads() {
     fn shareable<T: Send + Sync + Clone>() {}
     shareable::<Client>();
 }
+
+#[test]
+fn every_request_opens_its_own_connection() {
+    // A signed POST is not retried on a kept-alive connection the server closed in the
+    // meantime (lighttpd and Apache close idle ones after a few seconds, racing the next
+    // request): the client never reuses one. Counted at the TCP level.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(Mutex::new(0usize));
+    let counter = Arc::clone(&accepted);
+    thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            *counter.lock().unwrap() += 1;
+            thread::spawn(move || serve_keep_alive(conn));
+        }
+    });
+    let client = Client::new(options());
+    for _ in 0..3 {
+        // An unsigned 200: refused, but read whole, so a pooling client would keep
+        // the connection for the next request.
+        let answer = client.post_signed(&format!("http://{addr}/p"), &key(), ACTION, b"<ask/>");
+        assert!(answer.is_err(), "an unsigned answer is refused");
+    }
+    assert_eq!(*accepted.lock().unwrap(), 3);
+}
+
+/// Answers every request on the connection with a keep-alive 200 until the peer leaves.
+fn serve_keep_alive(mut conn: std::net::TcpStream) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < end + 4 + length {
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..end + 4 + length);
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nno";
+        if conn.write_all(answer).is_err() {
+            return;
+        }
+    }
+}

@@ -108,6 +108,11 @@ impl Client {
             // A redirect would change the signed path; report the 3xx instead.
             .max_redirects(0)
             .max_redirects_will_error(false)
+            // No pooled connections: a signed POST is not retried on a kept-alive
+            // connection the server closed meanwhile (lighttpd and Apache close idle ones
+            // after 5 s), which failed as "Peer disconnected". One connect per request.
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
             .user_agent(format!("mailrun/{}", crate::protocol::SOFTWARE_VERSION))
             .build();
         Client {
