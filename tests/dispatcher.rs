@@ -812,8 +812,7 @@ fn runner_endpoint(key: SigningKey, runner_id: &str) -> FakeRunnerEndpoint {
         } else {
             200
         };
-        let headers =
-            mailrun::web::sign_response(&key, &req.path, codec::soap_action(&answer), &bytes);
+        let headers = mailrun::web::sign_response(&key, &req, codec::soap_action(&answer), &bytes);
         Response::new(status, codec::CONTENT_TYPE, bytes).with_headers(headers)
     };
     std::thread::spawn(move || listener.run(handler, 1024 * 1024));

@@ -230,7 +230,7 @@ impl TestDispatcher {
             run.acknowledged = acknowledged;
             let body = Body::JobRun(run);
             let bytes = codec::encode(&body);
-            let headers = web::sign_response(&key, &req.path, codec::soap_action(&body), &bytes);
+            let headers = web::sign_response(&key, &req, codec::soap_action(&body), &bytes);
             Response::new(200, codec::CONTENT_TYPE, bytes).with_headers(headers)
         };
         std::thread::spawn(move || listener.run(handler, 16 * 1024 * 1024));
@@ -1321,16 +1321,16 @@ fn cgi_mode_answers_one_signed_request_with_a_signed_response() {
             .map(|(_, v)| v.clone())
     };
     let rsig = sign::Signature::from_headers(get).expect("response is signed");
-    sign::verify(
+    sign::verify_response(
         &[key()],
         &rsig,
-        "RESPONSE",
         "/cgi-bin/runner-cgi",
         codec::soap_action(&answer),
         &resp_body,
+        &sig.nonce,
         now(),
     )
-    .expect("response signature verifies");
+    .expect("response signature verifies as the answer to this request");
     assert!(state.join("ready").exists());
 
     // A group-readable runner.toml: the peer gets a fault, nothing changes.

@@ -57,7 +57,7 @@ fn endpoint(req: Request) -> Response {
             let mut body = b"<reply>".to_vec();
             body.extend_from_slice(&req.body);
             body.extend_from_slice(b"</reply>");
-            let headers = web::sign_response(k, &req.path, REPLY_ACTION, &body);
+            let headers = web::sign_response(k, &req, REPLY_ACTION, &body);
             Response::new(200, SOAP_CONTENT_TYPE, body).with_headers(headers)
         }
     }
@@ -105,7 +105,7 @@ fn request_with_wrong_key_gets_an_unsigned_fault() {
 fn signed_fault_is_authenticated() {
     let base = start(|req: Request| {
         let body = b"<fault/>".to_vec();
-        let h = web::sign_response(&key(), &req.path, "urn:mailrun:soap:v1#Fault", &body);
+        let h = web::sign_response(&key(), &req, "urn:mailrun:soap:v1#Fault", &body);
         Response::new(500, SOAP_CONTENT_TYPE, body).with_headers(h)
     });
     let r = Client::new(options())
@@ -114,18 +114,53 @@ fn signed_fault_is_authenticated() {
     assert_eq!((r.status, r.authenticated), (500, true));
 }
 
+/// A proxy (or anyone on a plain-HTTP path) that recorded a signed answer and plays it
+/// back to a later request: the signature is bound to the first request's nonce, so the
+/// client refuses the copy (a replayed JobRun would make a runner send a batch again).
+#[test]
+fn replayed_response_is_rejected() {
+    let recorded: std::sync::Arc<std::sync::Mutex<Option<Response>>> = Default::default();
+    let store = recorded.clone();
+    let base = start(move |req: Request| {
+        let mut slot = store.lock().unwrap();
+        if let Some(first) = slot.as_ref() {
+            return first.clone();
+        }
+        let body = b"<reply>batch</reply>".to_vec();
+        let h = web::sign_response(&key(), &req, REPLY_ACTION, &body);
+        let response = Response::new(200, SOAP_CONTENT_TYPE, body).with_headers(h);
+        *slot = Some(response.clone());
+        response
+    });
+    let client = Client::new(options());
+    let url = format!("{base}/cgi-bin/dispatch-cgi");
+    let first = client.post_signed(&url, &key(), ACTION, b"<ask/>").unwrap();
+    assert!(first.authenticated);
+    let e = client
+        .post_signed(&url, &key(), ACTION, b"<ask/>")
+        .unwrap_err();
+    assert!(
+        matches!(e, TransportError::BadResponseSignature { .. }),
+        "a replayed answer must not verify: {e:?}"
+    );
+}
+
 #[test]
 fn tampered_or_unsigned_response_is_rejected() {
     let base = start(|req: Request| {
         let signed_body = b"<reply>1</reply>".to_vec();
-        let h = web::sign_response(&key(), &req.path, REPLY_ACTION, &signed_body);
+        let h = web::sign_response(&key(), &req, REPLY_ACTION, &signed_body);
         match req.path.as_str() {
             "/tampered" => {
                 Response::new(200, SOAP_CONTENT_TYPE, "<reply>2</reply>").with_headers(h)
             }
             // Signed for a different path: a response cannot be moved between endpoints.
             "/moved" => {
-                let h = web::sign_response(&key(), "/other", REPLY_ACTION, &signed_body);
+                let other = Request {
+                    path: "/other".into(),
+                    ..req.clone()
+                };
+                let h = web::sign_response(&key(), &other, REPLY_ACTION, &signed_body);
                 Response::new(200, SOAP_CONTENT_TYPE, signed_body).with_headers(h)
             }
             _ => Response::new(200, SOAP_CONTENT_TYPE, signed_body),
@@ -175,7 +210,7 @@ fn oversize_request_is_refused_by_the_server() {
 fn oversize_response_is_refused_by_the_client() {
     let base = start(|req: Request| {
         let body = vec![b'x'; 2000];
-        let h = web::sign_response(&key(), &req.path, REPLY_ACTION, &body);
+        let h = web::sign_response(&key(), &req, REPLY_ACTION, &body);
         Response::new(200, SOAP_CONTENT_TYPE, body).with_headers(h)
     });
     let client = Client::new(ClientOptions {

@@ -171,11 +171,11 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
 /// Answers the pending CGI request with an `Internal` fault: the dispatcher cannot work
 /// until its operator fixes the configuration (the reason is in the log).
 fn answer_not_configured() {
-    let handler = |_req: Request| {
+    let handler = |req: Request| {
         fault_response(
             &Fault::new(FaultReason::Internal, "dispatcher is not configured"),
             None,
-            "",
+            &req,
         )
     };
     if let Err(e) = crate::web::cgi::serve_once(&handler, adapter_limit(DEFAULT_MAX_BODY)) {
@@ -280,7 +280,7 @@ impl Endpoint {
                     format!("method {other} not allowed; use POST (SOAP) or GET"),
                 );
                 eprintln!("dispatch-cgi: {peer} {other} {} 405 {fault}", request.path);
-                let mut response = fault_response(&fault, None, &request.path);
+                let mut response = fault_response(&fault, None, &request);
                 response.status = 405;
                 response
                     .headers
@@ -297,10 +297,10 @@ impl Endpoint {
                         request.path, served.runner_id, served.acknowledged, served.claimed
                     );
                 }
-                signed_response(200, &Body::JobRun(job_run), Some(&key), &request.path)
+                signed_response(200, &Body::JobRun(job_run), Some(&key), &request)
             }
             Err(refusal) => {
-                let response = fault_response(&refusal.fault, refusal.key.as_ref(), &request.path);
+                let response = fault_response(&refusal.fault, refusal.key.as_ref(), &request);
                 let runner = refusal
                     .key
                     .as_ref()
@@ -531,10 +531,15 @@ fn db_refusal(err: anyhow::Error) -> Refusal {
 
 /// A SOAP response, signed with `key` when the runner is known (contract: method
 /// `RESPONSE`, the request's path, the response's own SOAPAction, which is also sent).
-fn signed_response(status: u16, body: &Body, key: Option<&SigningKey>, path: &str) -> Response {
+fn signed_response(
+    status: u16,
+    body: &Body,
+    key: Option<&SigningKey>,
+    request: &Request,
+) -> Response {
     let bytes = codec::encode(body);
     let headers = match key {
-        Some(key) => crate::web::sign_response(key, path, codec::soap_action(body), &bytes),
+        Some(key) => crate::web::sign_response(key, request, codec::soap_action(body), &bytes),
         None => Vec::new(),
     };
     Response {
@@ -547,13 +552,13 @@ fn signed_response(status: u16, body: &Body, key: Option<&SigningKey>, path: &st
 
 /// SOAP 1.1 faults travel with HTTP 500; an unavailable database answers 503 so proxies
 /// and runners know to retry.
-fn fault_response(fault: &Fault, key: Option<&SigningKey>, path: &str) -> Response {
+fn fault_response(fault: &Fault, key: Option<&SigningKey>, request: &Request) -> Response {
     let status = if fault.reason == FaultReason::Unavailable {
         503
     } else {
         500
     };
-    signed_response(status, &Body::Fault(fault.clone()), key, path)
+    signed_response(status, &Body::Fault(fault.clone()), key, request)
 }
 
 #[cfg(test)]

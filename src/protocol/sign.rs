@@ -217,7 +217,8 @@ pub fn now_unix() -> i64 {
     }
 }
 
-/// The exact string that is MACed (lines joined by "\n", no trailing newline).
+/// The exact string that is MACed for a request (seven lines joined by "\n", no trailing
+/// newline).
 pub fn string_to_sign(
     method: &str,
     path: &str,
@@ -232,6 +233,23 @@ pub fn string_to_sign(
         method.to_ascii_uppercase(),
         strip_quotes(soap_action)
     )
+}
+
+/// The string MACed for a response: method `RESPONSE`, and an eighth line with the nonce
+/// of the request it answers, so a recorded response cannot be replayed to another
+/// request (docs/signing.md).
+pub fn response_string_to_sign(
+    path: &str,
+    soap_action: &str,
+    timestamp: i64,
+    nonce: &str,
+    body: &[u8],
+    request_nonce: &str,
+) -> String {
+    let mut text = string_to_sign(RESPONSE_METHOD, path, soap_action, timestamp, nonce, body);
+    text.push('\n');
+    text.push_str(request_nonce);
+    text
 }
 
 /// Sign with the current time and a fresh nonce.
@@ -274,6 +292,70 @@ pub fn sign_at(
     }
 }
 
+/// Sign a response to the request that carried `request_nonce`, with the current time
+/// and a fresh nonce.
+pub fn sign_response(
+    key: &SigningKey,
+    path: &str,
+    soap_action: &str,
+    body: &[u8],
+    request_nonce: &str,
+) -> Signature {
+    sign_response_at(
+        key,
+        path,
+        soap_action,
+        body,
+        request_nonce,
+        now_unix(),
+        &new_nonce(),
+    )
+}
+
+/// [`sign_response`] with a given timestamp and nonce.
+pub fn sign_response_at(
+    key: &SigningKey,
+    path: &str,
+    soap_action: &str,
+    body: &[u8],
+    request_nonce: &str,
+    timestamp: i64,
+    nonce: &str,
+) -> Signature {
+    Signature {
+        key_id: key.key_id.clone(),
+        timestamp,
+        nonce: nonce.to_string(),
+        signature: hex::encode(mac(
+            key,
+            &response_string_to_sign(path, soap_action, timestamp, nonce, body, request_nonce),
+        )),
+    }
+}
+
+/// Check a response's signature: as [`verify`], over [`response_string_to_sign`] with
+/// the nonce of the request the caller sent. A response recorded for another request
+/// does not verify.
+pub fn verify_response<'k>(
+    keys: &'k [SigningKey],
+    sig: &Signature,
+    path: &str,
+    soap_action: &str,
+    body: &[u8],
+    request_nonce: &str,
+    now_unix: i64,
+) -> Result<&'k SigningKey, SignError> {
+    let text = response_string_to_sign(
+        path,
+        soap_action,
+        sig.timestamp,
+        &sig.nonce,
+        body,
+        request_nonce,
+    );
+    verify_text(keys, sig, &text, now_unix)
+}
+
 /// Check `sig` against every key with its key id (two during rotation) and the clock
 /// window. Returns the key that matched. Does NOT check nonce replay.
 pub fn verify<'k>(
@@ -285,6 +367,16 @@ pub fn verify<'k>(
     body: &[u8],
     now_unix: i64,
 ) -> Result<&'k SigningKey, SignError> {
+    let text = string_to_sign(method, path, soap_action, sig.timestamp, &sig.nonce, body);
+    verify_text(keys, sig, &text, now_unix)
+}
+
+fn verify_text<'k>(
+    keys: &'k [SigningKey],
+    sig: &Signature,
+    text: &str,
+    now_unix: i64,
+) -> Result<&'k SigningKey, SignError> {
     let mut candidates = keys.iter().filter(|k| k.key_id == sig.key_id).peekable();
     if candidates.peek().is_none() {
         return Err(SignError::UnknownKey(sig.key_id.clone()));
@@ -292,11 +384,10 @@ pub fn verify<'k>(
     let mut given = [0u8; 32];
     hex::decode_to_slice(&sig.signature, &mut given)
         .map_err(|_| SignError::Malformed("X-Mailrun-Signature is not hex".into()))?;
-    let text = string_to_sign(method, path, soap_action, sig.timestamp, &sig.nonce, body);
     let mut matched = None;
     // Try every candidate (no early exit) so timing does not reveal which key matched.
     for key in candidates {
-        let expected = mac(key, &text);
+        let expected = mac(key, text);
         if bool::from(expected.ct_eq(&given)) && matched.is_none() {
             matched = Some(key);
         }
@@ -570,20 +661,43 @@ mod tests {
         assert_eq!(sts, KNOWN_STRING_TO_SIGN);
         let s = sign_at(&k, "POST", PATH, ACTION, body, NOW, NONCE);
         assert_eq!(s.signature, KNOWN_SIGNATURE);
-        // The response example of docs/signing.md.
-        let r = sign_at(
+        // The response example of docs/signing.md: the answer to the request above,
+        // bound to its nonce.
+        let r = sign_response_at(
             &k,
-            RESPONSE_METHOD,
             PATH,
             "urn:mailrun:soap:v1#JobRun",
             body,
+            NONCE,
             NOW + 1,
             "ffeeddccbbaa99887766554433221100",
         );
         assert_eq!(
             r.signature,
-            "509cb561cc70551c19d456bc7e75fba1533323ac2d15d437fa4808bfc4f58c8d"
+            "5661d84cc8a59f1220c14fcde905d3964cf68d9eb807025cb7d4e6c66b319668"
         );
+        // The same response does not verify as the answer to another request.
+        let keys = [k];
+        verify_response(
+            &keys,
+            &r,
+            PATH,
+            "urn:mailrun:soap:v1#JobRun",
+            body,
+            NONCE,
+            NOW,
+        )
+        .unwrap();
+        let replayed = verify_response(
+            &keys,
+            &r,
+            PATH,
+            "urn:mailrun:soap:v1#JobRun",
+            body,
+            "0123456789abcdef0123456789abcdef",
+            NOW,
+        );
+        assert!(matches!(replayed, Err(SignError::Mismatch)));
     }
 
     const KNOWN_STRING_TO_SIGN: &str = "MAILRUN-HMAC-SHA256\nPOST\n/cgi-bin/dispatch-cgi\nurn:mailrun:soap:v1#JobRunRequest\n1767225600\n00112233445566778899aabbccddeeff\n2c42650fd9218164e0824e081ea5c845df5fc066f4595f9519eefa91211af312";

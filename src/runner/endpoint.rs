@@ -267,7 +267,7 @@ fn reply(req: &Request, key: Option<&SigningKey>, status: u16, body: &Body) -> R
     let bytes = codec::encode(body);
     let action = codec::soap_action(body);
     let headers = match key {
-        Some(key) => web::sign_response(key, &req.path, action, &bytes),
+        Some(key) => web::sign_response(key, req, action, &bytes),
         None => vec![("SOAPAction".to_string(), format!("\"{action}\""))],
     };
     Response::new(status, codec::CONTENT_TYPE, bytes).with_headers(headers)

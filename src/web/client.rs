@@ -141,6 +141,7 @@ impl Client {
         let shown = target.shown.clone();
         let action = unquote(soap_action);
         let sig = sign::sign(key, "POST", &target.path, action, body);
+        let request_nonce = sig.nonce.clone();
 
         let mut request = self
             .agent
@@ -197,13 +198,15 @@ impl Client {
                 })
             }
             Ok(sig) => {
-                sign::verify(
+                // Bound to this request's nonce: a response recorded for an earlier
+                // request (a replay) does not verify.
+                sign::verify_response(
                     std::slice::from_ref(key),
                     &sig,
-                    sign::RESPONSE_METHOD,
                     &target.path,
                     response_action,
                     &body,
+                    &request_nonce,
                     sign::now_unix(),
                 )
                 .map_err(|e| TransportError::BadResponseSignature {

@@ -160,15 +160,19 @@ impl RequestError {
 }
 
 /// Headers a server adds to a response: the signature (method `RESPONSE`, the request's
-/// path, the response's SOAPAction, a fresh timestamp and nonce) and the SOAPAction itself.
+/// path, the response's SOAPAction, a fresh timestamp and nonce, bound to the request's
+/// nonce) and the SOAPAction itself.
 pub fn sign_response(
     key: &SigningKey,
-    path: &str,
+    req: &Request,
     soap_action: &str,
     body: &[u8],
 ) -> Vec<(String, String)> {
     let action = unquote(soap_action);
-    let sig = sign::sign(key, sign::RESPONSE_METHOD, path, action, body);
+    // A server signs only after the request's headers were read, so the nonce is there;
+    // without one the signature binds to nothing and no client accepts it.
+    let request_nonce = request_signature(req).map(|s| s.nonce).unwrap_or_default();
+    let sig = sign::sign_response(key, &req.path, action, body, &request_nonce);
     let mut headers = vec![("SOAPAction".to_string(), format!("\"{action}\""))];
     headers.extend(
         sig.to_headers()
@@ -308,7 +312,20 @@ mod tests {
             secret: [3; 32],
         };
         let body = b"<x/>".to_vec();
-        let headers = sign_response(&key, "/p", "\"urn:a#B\"", &body);
+        let request_sig = sign::sign(&key, "POST", "/p", "urn:a#A", b"<q/>");
+        let request = Request {
+            method: "POST".into(),
+            path: "/p".into(),
+            query: String::new(),
+            headers: request_sig
+                .to_headers()
+                .into_iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v))
+                .collect(),
+            body: b"<q/>".to_vec(),
+            remote_addr: None,
+        };
+        let headers = sign_response(&key, &request, "\"urn:a#B\"", &body);
         assert_eq!(headers[0], ("SOAPAction".into(), "\"urn:a#B\"".into()));
         // A response signature must not pass as a request signature.
         let req = Request {
@@ -319,18 +336,21 @@ mod tests {
                 .iter()
                 .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
                 .collect(),
-            body,
+            body: body.clone(),
             remote_addr: None,
         };
         assert_eq!(req.soap_action(), "urn:a#B");
         let keys = [key];
         let e = verify_request(&req, &keys, sign::now_unix()).unwrap_err();
         assert!(matches!(e, SignError::Mismatch));
-        let req = Request {
-            method: "RESPONSE".into(),
-            ..req
-        };
-        verify_request(&req, &keys, sign::now_unix()).unwrap();
+        // It verifies as the answer to its request, and only to that one.
+        let sig = request_signature(&req).unwrap();
+        let now = sign::now_unix();
+        sign::verify_response(&keys, &sig, "/p", "urn:a#B", &body, &request_sig.nonce, now)
+            .unwrap();
+        let other = sign::new_nonce();
+        let e = sign::verify_response(&keys, &sig, "/p", "urn:a#B", &body, &other, now);
+        assert!(matches!(e, Err(SignError::Mismatch)));
     }
 
     #[test]

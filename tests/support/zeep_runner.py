@@ -23,9 +23,12 @@ from zeep.transports import Transport
 SCHEME = "MAILRUN-HMAC-SHA256"
 
 
-def string_to_sign(method, path, action, timestamp, nonce, body):
+def string_to_sign(method, path, action, timestamp, nonce, body, request_nonce=None):
     body_hash = hashlib.sha256(body).hexdigest()
-    return "\n".join([SCHEME, method, path, action, str(timestamp), nonce, body_hash])
+    lines = [SCHEME, method, path, action, str(timestamp), nonce, body_hash]
+    if request_nonce is not None:
+        lines.append(request_nonce)  # a response is bound to the request it answers
+    return "\n".join(lines)
 
 
 class SigningTransport(Transport):
@@ -54,10 +57,10 @@ class SigningTransport(Transport):
             }
         )
         response = super().post(address, body, headers)
-        self.verify_response(path, response)
+        self.verify_response(path, response, nonce)
         return response
 
-    def verify_response(self, path, response):
+    def verify_response(self, path, response, request_nonce):
         h = response.headers
         given = h.get("X-Mailrun-Signature")
         if given is None:
@@ -66,7 +69,8 @@ class SigningTransport(Transport):
             return  # an unsigned fault: zeep raises it below
         action = h.get("SOAPAction", "").strip('"')
         text = string_to_sign(
-            "RESPONSE", path, action, h["X-Mailrun-Timestamp"], h["X-Mailrun-Nonce"], response.content
+            "RESPONSE", path, action, h["X-Mailrun-Timestamp"], h["X-Mailrun-Nonce"], response.content,
+            request_nonce,
         )
         expected = hmac.new(self.secret, text.encode("utf-8"), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, given):
