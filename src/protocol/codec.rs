@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use super::limits::field;
 pub use super::limits::Limits;
 use super::types::*;
 use super::xml::{self, clip, is_xml_char, is_xml_space, Element, Ns};
@@ -459,6 +460,44 @@ pub fn decode_with(input: &[u8], limits: &Limits) -> Result<Body, Fault> {
     })
 }
 
+/// A message of a JobRun that breaks the contract, set aside by [`decode_lenient`]: what
+/// the runner needs to report it failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedMessage {
+    pub id: i64,
+    pub lease_token: String,
+    pub reason: String,
+}
+
+/// As [`decode_with`], except that in a JobRun a message that breaks the contract (a
+/// field too long, a line break in a header...) is set aside instead of refusing the
+/// whole batch, when its id and lease token can be read: one bad message must not strand
+/// its neighbours (docs/runner.md). Everything else is refused as by `decode_with`.
+pub fn decode_lenient(input: &[u8], limits: &Limits) -> Result<(Body, Vec<RefusedMessage>), Fault> {
+    let root = xml::parse(input, limits)?;
+    let payload = envelope_payload(&root)?;
+    if payload.ns == Ns::Mailrun && payload.name == "JobRun" {
+        let (run, refused) = decode_job_run_parts(payload, "JobRun", true)?;
+        return Ok((Body::JobRun(run), refused));
+    }
+    decode_with(input, limits).map(|body| (body, Vec::new()))
+}
+
+/// The id and lease token of a message element, if both are there and well formed.
+fn message_identity(el: &Element, path: &str) -> Option<(i64, String)> {
+    let child = |name: &str| {
+        let mut found = el
+            .children
+            .iter()
+            .filter(|c| c.ns == Ns::Mailrun && c.name == name);
+        let first = found.next()?;
+        found.next().is_none().then_some(first)
+    };
+    let id = number(child("id")?, path, "a 64-bit integer").ok()?;
+    let token = string(child("leaseToken")?, path, 128).ok()?;
+    (!token.is_empty()).then_some((id, token))
+}
+
 /// Checks Envelope/Header/Body and returns the one element inside soap:Body.
 fn envelope_payload(root: &Element) -> Result<&Element, Fault> {
     if root.name != "Envelope" {
@@ -579,7 +618,7 @@ fn decode_result(el: &Element, path: &str) -> Result<MessageResult, Fault> {
             ["address", "outcome", "smtpCode", "enhancedStatus", "text"],
         )?;
         rcpts.push(RecipientResult {
-            address: line(one(address), &rpath, 998)?,
+            address: line(one(address), &rpath, field::ADDRESS)?,
             outcome: outcome(one(outcome_el), &rpath)?,
             smtp_code: optional(code, |e| smtp_code(e, &rpath))?,
             enhanced_status: optional(status, |e| enhanced_status(e, &rpath))?,
@@ -600,6 +639,17 @@ fn decode_result(el: &Element, path: &str) -> Result<MessageResult, Fault> {
 }
 
 fn decode_job_run(el: &Element, path: &str) -> Result<JobRun, Fault> {
+    decode_job_run_parts(el, path, false).map(|(run, _)| run)
+}
+
+/// `lenient`: a message that breaks the contract is set aside with the reason, as long
+/// as its id and lease token can be read (it can then be reported); otherwise, and
+/// when not lenient, it refuses the whole JobRun.
+fn decode_job_run_parts(
+    el: &Element,
+    path: &str,
+    lenient: bool,
+) -> Result<(JobRun, Vec<RefusedMessage>), Fault> {
     let [job_run_id, lease_seconds, acknowledged, messages] = fields(
         el,
         path,
@@ -624,18 +674,29 @@ fn decode_job_run(el: &Element, path: &str) -> Result<JobRun, Fault> {
     let list_path = format!("{path}/messages");
     let [items] = fields(one(messages), &list_path, [MANY], ["message"])?;
     let mut out = Vec::with_capacity(items.len());
+    let mut refused = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
-        out.push(decode_message(
-            item,
-            &format!("{list_path}/message[{}]", i + 1),
-        )?);
+        let mpath = format!("{list_path}/message[{}]", i + 1);
+        match decode_message(item, &mpath) {
+            Ok(m) => out.push(m),
+            Err(fault) if lenient => match message_identity(item, &mpath) {
+                Some((id, lease_token)) => refused.push(RefusedMessage {
+                    id,
+                    lease_token,
+                    reason: fault.message,
+                }),
+                None => return Err(fault),
+            },
+            Err(fault) => return Err(fault),
+        }
     }
-    Ok(JobRun {
+    let run = JobRun {
         job_run_id: string(one(job_run_id), path, 128)?,
         lease_seconds: number(one(lease_seconds), path, "an unsigned 32-bit integer")?,
         acknowledged: acks,
         messages: out,
-    })
+    };
+    Ok((run, refused))
 }
 
 fn decode_message(el: &Element, path: &str) -> Result<OutboundMessage, Fault> {
@@ -671,15 +732,21 @@ fn decode_message(el: &Element, path: &str) -> Result<OutboundMessage, Fault> {
         ["name", "host", "port", "security", "username", "password"],
     )?;
     let account = SmtpAccount {
-        name: string(one(name), &account_path, 128)?,
-        host: line(one(host), &account_path, 255)?,
+        name: string(one(name), &account_path, field::ACCOUNT_NAME)?,
+        host: line(one(host), &account_path, field::ACCOUNT_HOST)?,
         port: port_number(one(port), &account_path)?,
         security: security(one(security_el), &account_path)?,
-        username: optional(username, |e| string(e, &account_path, 255))?,
-        password: optional(password, |e| string(e, &account_path, 1024))?,
+        username: optional(username, |e| {
+            string(e, &account_path, field::ACCOUNT_USERNAME)
+        })?,
+        password: optional(password, |e| {
+            string(e, &account_path, field::ACCOUNT_PASSWORD)
+        })?,
     };
     let addresses = |list: Vec<&Element>| -> Result<Vec<String>, Fault> {
-        list.into_iter().map(|e| line(e, path, 998)).collect()
+        list.into_iter()
+            .map(|e| line(e, path, field::ADDRESS))
+            .collect()
     };
     let mut hdrs = Vec::with_capacity(headers.len());
     for (i, h) in headers.into_iter().enumerate() {
@@ -687,7 +754,7 @@ fn decode_message(el: &Element, path: &str) -> Result<OutboundMessage, Fault> {
         let [name, value] = fields(h, &hpath, [ONE, ONE], ["name", "value"])?;
         hdrs.push(Header {
             name: header_name(one(name), &hpath)?,
-            value: line(one(value), &hpath, 998)?,
+            value: line(one(value), &hpath, field::HEADER_VALUE)?,
         });
     }
     let mut files = Vec::with_capacity(attachments.len());
@@ -700,22 +767,22 @@ fn decode_message(el: &Element, path: &str) -> Result<OutboundMessage, Fault> {
             ["filename", "contentType", "data"],
         )?;
         files.push(Attachment {
-            filename: line(one(filename), &apath, 255)?,
-            content_type: line(one(content_type), &apath, 255)?,
+            filename: line(one(filename), &apath, field::ATTACHMENT_FILENAME)?,
+            content_type: line(one(content_type), &apath, field::ATTACHMENT_CONTENT_TYPE)?,
             data: base64_data(one(data), &apath)?,
         });
     }
     Ok(OutboundMessage {
         id: number(one(id), path, "a 64-bit integer")?,
         lease_token: string(one(lease_token), path, 128)?,
-        message_id_header: line(one(message_id_header), path, 998)?,
+        message_id_header: line(one(message_id_header), path, field::MESSAGE_ID)?,
         account,
-        from: line(one(from), path, 998)?,
-        reply_to: optional(reply_to, |e| line(e, path, 998))?,
+        from: line(one(from), path, field::ADDRESS)?,
+        reply_to: optional(reply_to, |e| line(e, path, field::ADDRESS))?,
         to: addresses(to)?,
         cc: addresses(cc)?,
         bcc: addresses(bcc)?,
-        subject: line(one(subject), path, 16384)?,
+        subject: line(one(subject), path, field::SUBJECT)?,
         text_body: optional(text_body, |e| leaf(e, path).map(str::to_owned))?,
         html_body: optional(html_body, |e| leaf(e, path).map(str::to_owned))?,
         headers: hdrs,
@@ -1139,7 +1206,7 @@ fn http_url(el: &Element, path: &str) -> Result<String, Fault> {
 
 /// RFC 5322 field name: printable ASCII except colon.
 fn header_name(el: &Element, path: &str) -> Result<String, Fault> {
-    let text = string(el, path, 998)?;
+    let text = string(el, path, field::HEADER_NAME)?;
     if text.is_empty() || !text.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
         return Err(invalid(el, path, "is not a header field name"));
     }

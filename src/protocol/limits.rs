@@ -58,3 +58,45 @@ impl Default for Limits {
         Limits::RESPONSE
     }
 }
+
+/// The longest value, in characters, the protocol carries in a message's fields. One
+/// table for the codec (which refuses longer values in a JobRun), the enqueue checks of
+/// `dispatch-admin` and the stored procedure (`mailrun.field_limits`, tested to hold the
+/// same rows), so that nothing is queued that a runner would refuse.
+pub mod field {
+    /// A mailbox (`Name <local@domain>`) in from, reply_to, to, cc or bcc.
+    pub const ADDRESS: usize = 998;
+    pub const SUBJECT: usize = 16_384;
+    /// RFC 5322 allows 998 with the colon; 76 keeps "Name: " on one folded line.
+    pub const HEADER_NAME: usize = 76;
+    pub const HEADER_VALUE: usize = 998;
+    pub const MESSAGE_ID: usize = 998;
+    pub const ATTACHMENT_FILENAME: usize = 255;
+    pub const ATTACHMENT_CONTENT_TYPE: usize = 255;
+    pub const ACCOUNT_NAME: usize = 128;
+    pub const ACCOUNT_HOST: usize = 255;
+    pub const ACCOUNT_USERNAME: usize = 255;
+    pub const ACCOUNT_PASSWORD: usize = 1024;
+
+    /// Every limit by the name `mailrun.field_limits` gives it.
+    pub const TABLE: &[(&str, usize)] = &[
+        ("address", ADDRESS),
+        ("subject", SUBJECT),
+        ("header_name", HEADER_NAME),
+        ("header_value", HEADER_VALUE),
+        ("message_id", MESSAGE_ID),
+        ("attachment_filename", ATTACHMENT_FILENAME),
+        ("attachment_content_type", ATTACHMENT_CONTENT_TYPE),
+        ("account_name", ACCOUNT_NAME),
+        ("account_host", ACCOUNT_HOST),
+        ("account_username", ACCOUNT_USERNAME),
+        ("account_password", ACCOUNT_PASSWORD),
+    ];
+
+    /// Characters XML 1.0 cannot carry, even escaped (C0 controls other than tab, LF
+    /// and CR; U+FFFE and U+FFFF): the encoder would have to replace them, so enqueue
+    /// refuses them instead.
+    pub fn uncarriable(c: char) -> bool {
+        matches!(c, '\u{0}'..='\u{8}' | '\u{B}' | '\u{C}' | '\u{E}'..='\u{1F}' | '\u{FFFE}' | '\u{FFFF}')
+    }
+}

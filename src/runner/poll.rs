@@ -148,7 +148,14 @@ impl std::fmt::Display for PollOutcome {
     }
 }
 
-/// One JobRunRequest/JobRun exchange; the caller holds the state lock.
+/// One poll: a JobRunRequest asking for work, preceded by report-only requests while
+/// the outbox holds more results than one request carries. The caller holds the state
+/// lock.
+///
+/// Results go oldest first, and all of them before new work is asked for: a request that
+/// asked for a batch while results stayed behind would lengthen the backlog, and the
+/// leases of the messages whose outcome sits in the outbox would run out (the dispatcher
+/// re-queues them and they are delivered twice).
 pub fn poll_once(
     state: &StateDir,
     config: &RunnerConfig,
@@ -162,17 +169,81 @@ pub fn poll_once(
     if marker.is_none() && !opts.force {
         return Ok(PollOutcome::NotReady);
     }
-    let outbox = spool::read_outbox(state)?;
-    // Bounded so one request stays far below the dispatcher's body limit however large the
-    // backlog; the rest rides on the next poll (acknowledgement is per result).
-    let results: Vec<MessageResult> = outbox
-        .iter()
-        .flat_map(|f| f.results.iter().cloned())
-        .take(MAX_RESULTS_PER_REQUEST)
-        .collect();
+    let mut acknowledged = 0;
+    loop {
+        let outbox = spool::read_outbox(state)?;
+        let pending: usize = outbox.iter().map(|f| f.results.len()).sum();
+        let backlog = pending > MAX_RESULTS_PER_REQUEST;
+        let capacity = if backlog {
+            0
+        } else {
+            opts.capacity.unwrap_or(config.settings.batch_size)
+        };
+        let results = oldest_results(&outbox, MAX_RESULTS_PER_REQUEST);
+        let sent = results.len();
+        let exchange = exchange(config, opts, results, capacity)?;
+        // Spooled before the acknowledged results are forgotten: a crash in between
+        // resends results (applied idempotently), never loses a batch.
+        let spooled = spool_job_run(state, &exchange)?;
+        let acked = spool::acknowledge(outbox, &exchange.run.acknowledged)?;
+        acknowledged += acked;
+        if let Some((job_run_id, messages)) = spooled {
+            return Ok(PollOutcome::Spooled {
+                job_run_id,
+                messages,
+                acknowledged,
+            });
+        }
+        if backlog {
+            if acked == 0 {
+                // Without progress this loop would never end.
+                return Err(CliError::new(
+                    EXIT_DATA,
+                    format!(
+                        "the dispatcher acknowledged none of the {sent} results reported; \
+                         they stay in the outbox"
+                    ),
+                )
+                .into());
+            }
+            continue;
+        }
+        // No more work: the hint is used up, unless a new one arrived meanwhile.
+        if marker.is_some() && std::fs::read(&ready_path).ok() == marker {
+            remove_if_exists(&ready_path)?;
+        }
+        return Ok(PollOutcome::Empty { acknowledged });
+    }
+}
+
+/// At most `max` results of the outbox, oldest attempt first (file names are batch ids,
+/// which say nothing about age).
+fn oldest_results(outbox: &[spool::OutboxFile], max: usize) -> Vec<MessageResult> {
+    let mut all: Vec<&MessageResult> = outbox.iter().flat_map(|f| f.results.iter()).collect();
+    all.sort_by_key(|r| (r.attempted_at, r.message_id));
+    all.into_iter().take(max).cloned().collect()
+}
+
+/// A JobRun as received, checked in full.
+struct Exchange {
+    run: JobRun,
+    /// Messages of `run` set aside as unacceptable (runner-send reports them failed).
+    refused: usize,
+    body: Vec<u8>,
+    /// Runner clock when the request left (the lease cannot have started earlier).
+    requested_at: i64,
+}
+
+/// Sends one JobRunRequest and checks the answer.
+fn exchange(
+    config: &RunnerConfig,
+    opts: &PollOptions,
+    results: Vec<MessageResult>,
+    capacity: u32,
+) -> Result<Exchange> {
     let request = Body::JobRunRequest(JobRunRequest {
         runner_id: config.runner_id.clone(),
-        capacity: opts.capacity.unwrap_or(config.settings.batch_size),
+        capacity,
         software_version: SOFTWARE_VERSION.to_string(),
         config_version: config.settings.version,
         results,
@@ -196,9 +267,13 @@ pub fn poll_once(
             &body,
         )
         .map_err(|e| CliError::new(e.exit_code(), format!("dispatcher: {e}")))?;
-    let run = match codec::decode_with(&response.body, &Limits::RESPONSE) {
-        Ok(Body::JobRun(run)) if response.status == 200 && response.authenticated => run,
-        Ok(Body::Fault(fault)) => {
+    // Lenient: a message this runner cannot accept is reported failed by runner-send;
+    // refusing the whole batch would strand its neighbours until the lease expires.
+    let (run, refused) = match codec::decode_lenient(&response.body, &Limits::RESPONSE) {
+        Ok((Body::JobRun(run), refused)) if response.status == 200 && response.authenticated => {
+            (run, refused)
+        }
+        Ok((Body::Fault(fault), _)) => {
             let code = match fault.reason {
                 FaultReason::MissingSignature
                 | FaultReason::BadSignature
@@ -213,7 +288,7 @@ pub fn poll_once(
                 CliError::new(code, format!("dispatcher refused the request: {fault}")).into(),
             );
         }
-        Ok(other) => {
+        Ok((other, _)) => {
             return Err(CliError::new(
                 EXIT_DATA,
                 format!(
@@ -232,60 +307,57 @@ pub fn poll_once(
             .into())
         }
     };
-    check_job_run(&run)
+    check_job_run(&run, &refused)
         .map_err(|e| CliError::new(EXIT_DATA, format!("dispatcher sent an invalid JobRun: {e}")))?;
-
-    let outcome = if run.messages.is_empty() {
-        PollOutcome::Empty { acknowledged: 0 }
-    } else {
-        let batch = spool::SpooledBatch::new(state, &run.job_run_id);
-        // A batch already spooled (an answer seen twice) keeps its journal and meta.
-        if !batch.xml.exists() {
-            spool::spool_batch(
-                state,
-                &run.job_run_id,
-                &response.body,
-                BatchMeta {
-                    received_at: requested_at,
-                    lease_seconds: run.lease_seconds,
-                },
-            )
-            .map_err(|e| {
-                // The dispatcher re-queues the batch when its lease expires.
-                CliError::new(EXIT_TEMPFAIL, format!("cannot spool the batch: {e:#}"))
-            })?;
-        }
-        PollOutcome::Spooled {
-            job_run_id: run.job_run_id.clone(),
-            messages: run.messages.len(),
-            acknowledged: 0,
-        }
-    };
-    let acknowledged = spool::acknowledge(outbox, &run.acknowledged)?;
-    Ok(match outcome {
-        PollOutcome::Empty { .. } => {
-            // No more work: the hint is used up, unless a new one arrived meanwhile.
-            if marker.is_some() && std::fs::read(&ready_path).ok() == marker {
-                remove_if_exists(&ready_path)?;
-            }
-            PollOutcome::Empty { acknowledged }
-        }
-        PollOutcome::Spooled {
-            job_run_id,
-            messages,
-            ..
-        } => PollOutcome::Spooled {
-            job_run_id,
-            messages,
-            acknowledged,
-        },
-        other => other,
+    Ok(Exchange {
+        run,
+        refused: refused.len(),
+        body: response.body,
+        requested_at,
     })
 }
 
+/// Spools a non-empty batch; its id and size.
+fn spool_job_run(state: &StateDir, exchange: &Exchange) -> Result<Option<(String, usize)>> {
+    let run = &exchange.run;
+    let messages = run.messages.len() + exchange.refused;
+    if messages == 0 {
+        return Ok(None);
+    }
+    if spool::batch_received_before(state, &run.job_run_id)? {
+        // Its messages were (or are being) delivered: spooling it again would send them
+        // twice. Nothing of this answer is used, its acknowledgements neither.
+        return Err(CliError::new(
+            EXIT_DATA,
+            format!(
+                "the dispatcher answered with batch {}, which this runner already received \
+                 (a replayed answer?); ignored",
+                run.job_run_id
+            ),
+        )
+        .into());
+    }
+    spool::remember_received(state, &run.job_run_id, now_unix())
+        .map_err(|e| CliError::new(EXIT_TEMPFAIL, format!("cannot spool the batch: {e:#}")))?;
+    spool::spool_batch(
+        state,
+        &run.job_run_id,
+        &exchange.body,
+        BatchMeta {
+            received_at: exchange.requested_at,
+            lease_seconds: run.lease_seconds,
+        },
+    )
+    .map_err(|e| {
+        // The dispatcher re-queues the batch when its lease expires.
+        CliError::new(EXIT_TEMPFAIL, format!("cannot spool the batch: {e:#}"))
+    })?;
+    Ok(Some((run.job_run_id.clone(), messages)))
+}
+
 /// Everything the runner relies on before it spools a batch.
-fn check_job_run(run: &JobRun) -> Result<(), String> {
-    if run.messages.is_empty() {
+fn check_job_run(run: &JobRun, refused: &[codec::RefusedMessage]) -> Result<(), String> {
+    if run.messages.is_empty() && refused.is_empty() {
         return Ok(());
     }
     if !spool::valid_batch_id(&run.job_run_id) {
@@ -298,12 +370,17 @@ fn check_job_run(run: &JobRun) -> Result<(), String> {
         return Err("lease_seconds is 0".into());
     }
     let mut ids = HashSet::new();
-    for m in &run.messages {
-        if !ids.insert(m.id) {
-            return Err(format!("message {} appears twice", m.id));
+    let identities = run
+        .messages
+        .iter()
+        .map(|m| (m.id, &m.lease_token))
+        .chain(refused.iter().map(|r| (r.id, &r.lease_token)));
+    for (id, lease_token) in identities {
+        if !ids.insert(id) {
+            return Err(format!("message {id} appears twice"));
         }
-        if m.lease_token.is_empty() {
-            return Err(format!("message {} has no lease token", m.id));
+        if lease_token.is_empty() {
+            return Err(format!("message {id} has no lease token"));
         }
     }
     Ok(())

@@ -16,7 +16,7 @@ use chrono::Utc;
 use clap::Parser;
 
 use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_DATA, EXIT_NO_WORK, EXIT_OK, EXIT_TEMPFAIL};
-use crate::protocol::codec::{self, Limits};
+use crate::protocol::codec::{self, Limits, RefusedMessage};
 use crate::protocol::{Body, JobRun, MessageResult, Outcome};
 use crate::reply_rules::Policy;
 use crate::runner::config::RunnerConfig;
@@ -165,11 +165,12 @@ fn reply_policy(config: &RunnerConfig) -> Policy {
     policy
 }
 
-fn decode_batch(batch: &SpooledBatch) -> Result<JobRun> {
+/// The batch, and the messages in it this runner cannot accept (reported failed).
+fn decode_batch(batch: &SpooledBatch) -> Result<(JobRun, Vec<RefusedMessage>)> {
     let bytes = batch.read_xml()?;
-    match codec::decode_with(&bytes, &Limits::RESPONSE) {
-        Ok(Body::JobRun(run)) if run.job_run_id == batch.id => Ok(run),
-        Ok(Body::JobRun(run)) => {
+    match codec::decode_lenient(&bytes, &Limits::RESPONSE) {
+        Ok((Body::JobRun(run), refused)) if run.job_run_id == batch.id => Ok((run, refused)),
+        Ok((Body::JobRun(run), _)) => {
             anyhow::bail!("holds batch {:?}, not {:?}", run.job_run_id, batch.id)
         }
         Ok(_) => anyhow::bail!("is not a JobRun"),
@@ -186,8 +187,8 @@ fn send_batch(
     report: &mut SendReport,
     verbose: bool,
 ) -> Result<()> {
-    let run = match decode_batch(batch) {
-        Ok(run) => run,
+    let (run, refused) = match decode_batch(batch) {
+        Ok(decoded) => decoded,
         Err(e) => {
             // Without ids and lease tokens nothing can be reported: keep the file for
             // the operator and let the dispatcher's lease expire (messages are requeued).
@@ -235,6 +236,41 @@ fn send_batch(
         {
             guard.review(msg, &mut r.clone());
         }
+    }
+
+    // Messages the runner cannot accept fail at once, with the codec's reason; the rest
+    // of the batch goes out as usual.
+    for bad in &refused {
+        if done.contains(&bad.id) {
+            continue;
+        }
+        let result = MessageResult {
+            job_run_id: run.job_run_id.clone(),
+            message_id: bad.id,
+            lease_token: bad.lease_token.clone(),
+            outcome: Outcome::Failed,
+            smtp_code: None,
+            enhanced_status: None,
+            text: Some(format!(
+                "the runner cannot accept this message: {}",
+                bad.reason
+            )),
+            attempted_at: Utc::now(),
+            recipients: Vec::new(),
+        };
+        if verbose {
+            eprintln!(
+                "runner-send: batch {} message {}: Failed (not accepted: {})",
+                run.job_run_id, bad.id, bad.reason
+            );
+        }
+        journal.append(result).map_err(|e| {
+            CliError::new(
+                EXIT_TEMPFAIL,
+                format!("sending stopped: {e:#}; the batch resumes on the next run"),
+            )
+        })?;
+        report.count(Outcome::Failed);
     }
 
     for msg in &run.messages {
@@ -347,14 +383,13 @@ fn send_batch(
         )
     })?;
     // Everything in this batch has an outcome; report the journal in batch order.
-    let mut results: Vec<MessageResult> = Vec::with_capacity(run.messages.len());
-    for msg in &run.messages {
-        if let Some(r) = journal
-            .entries()
-            .iter()
-            .rev()
-            .find(|r| r.message_id == msg.id)
-        {
+    let mut results: Vec<MessageResult> = Vec::with_capacity(run.messages.len() + refused.len());
+    let ids = refused
+        .iter()
+        .map(|r| r.id)
+        .chain(run.messages.iter().map(|m| m.id));
+    for id in ids {
+        if let Some(r) = journal.entries().iter().rev().find(|r| r.message_id == id) {
             results.push(r.clone());
         }
     }

@@ -96,6 +96,60 @@ pub fn spool_batch(
     Ok(batch)
 }
 
+/// How long a received batch id is remembered. Far beyond the signature window (300 s),
+/// within which alone a recorded answer could be replayed.
+pub const RECEIVED_MEMORY_SECONDS: i64 = 3600;
+
+/// The record of batch ids received lately (`received`, one "unix-time id" line each).
+fn received_path(state: &StateDir) -> PathBuf {
+    state.root().join("received")
+}
+
+/// Whether this runner has had batch `id` before: still spooled or set aside, its
+/// results in the outbox, or listed in the record of recent batches. A batch seen again
+/// is never spooled again (its messages would be sent twice).
+pub fn batch_received_before(state: &StateDir, id: &str) -> Result<bool> {
+    let batch = SpooledBatch::new(state, id);
+    if batch.xml.exists()
+        || batch.xml.with_extension("xml.rejected").exists()
+        || state.outbox_dir().join(format!("{id}.results")).exists()
+    {
+        return Ok(true);
+    }
+    Ok(read_received(state)?.iter().any(|(_, seen)| seen == id))
+}
+
+/// Adds `id` to the record of received batches (atomic), forgetting entries older than
+/// [`RECEIVED_MEMORY_SECONDS`].
+pub fn remember_received(state: &StateDir, id: &str, now: i64) -> Result<()> {
+    let mut entries = read_received(state)?;
+    entries.retain(|(at, _)| now.saturating_sub(*at) <= RECEIVED_MEMORY_SECONDS);
+    entries.push((now, id.to_string()));
+    let mut text = String::new();
+    for (at, seen) in &entries {
+        text.push_str(&format!("{at} {seen}\n"));
+    }
+    write_atomic(&received_path(state), text.as_bytes(), 0o600)
+}
+
+fn read_received(state: &StateDir) -> Result<Vec<(i64, String)>> {
+    let path = received_path(state);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    // A line that does not parse is dropped: the record is a second line of defence
+    // behind the response signature, not a source of truth.
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let (at, id) = l.split_once(' ')?;
+            Some((at.parse().ok()?, id.to_string()))
+        })
+        .collect())
+}
+
 /// Spooled batches in arrival order (file name order on ties).
 pub fn list_batches(state: &StateDir) -> Result<Vec<SpooledBatch>> {
     let mut found = Vec::new();
@@ -605,6 +659,24 @@ mod tests {
         )
         .unwrap();
         assert!(read_outbox(&state).unwrap().is_empty());
+    }
+
+    #[test]
+    fn received_batches_are_remembered_for_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::at(dir.path());
+        state.create().unwrap();
+        assert!(!batch_received_before(&state, "b1").unwrap());
+        remember_received(&state, "b1", 1_000).unwrap();
+        remember_received(&state, "b2", 1_000 + RECEIVED_MEMORY_SECONDS).unwrap();
+        assert!(batch_received_before(&state, "b1").unwrap());
+        // Older entries are forgotten as new ones arrive.
+        remember_received(&state, "b3", 1_001 + RECEIVED_MEMORY_SECONDS).unwrap();
+        assert!(!batch_received_before(&state, "b1").unwrap());
+        assert!(batch_received_before(&state, "b2").unwrap());
+        // Results in the outbox count as received too.
+        finish_batch(&state, &SpooledBatch::new(&state, "b4"), &[result(1)]).unwrap();
+        assert!(batch_received_before(&state, "b4").unwrap());
     }
 
     #[test]
