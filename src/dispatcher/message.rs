@@ -3,12 +3,11 @@
 //! dispatcher.toml, and `.eml` files. The stored procedure checks again (applications
 //! call it directly); this side gives line-precise errors before anything is sent.
 
-use std::str::FromStr;
-
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use crate::config::Defaults;
+use crate::protocol::limits::field;
 
 /// Fields a message object may have (the stored procedure's list).
 pub const FIELDS: &[&str] = &[
@@ -31,22 +30,68 @@ pub const FIELDS: &[&str] = &[
     "final_codes",
 ];
 
-/// Checks one mailbox ("Name <local@domain>" or "local@domain") with lettre's rules,
-/// refusing trailing junk lettre's parser would ignore.
+/// The addr-spec of a mailbox ("Display Name <local@domain>" or "local@domain"), or
+/// `None` when malformed. The stored procedure's `mailrun.addr_spec` applies the same
+/// rule (tested on one corpus, tests/data/mailboxes.txt), so the CLI and applications
+/// calling `mailrun.enqueue` get the same answers; every mailbox it accepts is one the
+/// runner's MIME writer (lettre) accepts too. A display name is empty, a quoted string,
+/// or a phrase of atext, dots, spaces and non-ASCII letters; the addr-spec is a dot-atom
+/// local part and a dotted domain (no quoted local parts, no address literals).
+pub fn addr_spec(mailbox: &str) -> Option<&str> {
+    use std::sync::OnceLock;
+    static PATTERNS: OnceLock<[regex::Regex; 3]> = OnceLock::new();
+    let [quoted, phrase, addr] = PATTERNS.get_or_init(|| {
+        let letter = r"A-Za-z0-9\x{80}-\x{FFFF}";
+        [
+            regex::Regex::new(r#"^"([^"\\\r\n]|\\[^\r\n])*"$"#),
+            regex::Regex::new(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~. \x{80}-\x{FFFF}-]+$"),
+            regex::Regex::new(&format!(
+                r"^[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.-]+@([{letter}]([{letter}-]*[{letter}])?\.)*[{letter}]([{letter}-]*[{letter}])?$"
+            )),
+        ]
+        .map(|r| r.expect("static pattern"))
+    });
+    let m = mailbox.trim_matches([' ', '\t']);
+    let a = match m.strip_suffix('>') {
+        Some(rest) => {
+            let open = rest.rfind('<')?;
+            let display = rest[..open].trim_matches([' ', '\t']);
+            if !display.is_empty() && !quoted.is_match(display) && !phrase.is_match(display) {
+                return None;
+            }
+            &rest[open + 1..]
+        }
+        None => m,
+    };
+    let dots_ok = !a.starts_with('.') && !a.contains("..") && !a.contains(".@");
+    (addr.is_match(a) && dots_ok).then_some(a)
+}
+
+/// Checks one mailbox with [`addr_spec`]'s rule and the protocol's length limit.
 pub fn check_mailbox(s: &str) -> Result<(), String> {
     if s.contains(['\r', '\n']) {
         return Err(format!("address {s:?} contains CR or LF"));
     }
-    let trimmed = s.trim();
-    let addr = match (trimmed.rfind('<'), trimmed.strip_suffix('>')) {
-        (Some(open), Some(_)) => &trimmed[open + 1..trimmed.len() - 1],
-        _ => trimmed,
-    };
-    let mailbox = lettre::message::Mailbox::from_str(trimmed)
-        .map_err(|_| format!("invalid address {s:?}"))?;
-    let address = lettre::Address::from_str(addr).map_err(|_| format!("invalid address {s:?}"))?;
-    if mailbox.email != address {
-        return Err(format!("invalid address {s:?}"));
+    check_text("an address", s, Some(field::ADDRESS))?;
+    addr_spec(s)
+        .map(|_| ())
+        .ok_or_else(|| format!("invalid address {s:?}"))
+}
+
+/// A text value the protocol can carry: at most `max_chars` characters (when given) and
+/// no character XML cannot carry (the stored procedure's `check_text`).
+fn check_text(what: &str, value: &str, max_chars: Option<usize>) -> Result<(), String> {
+    if let Some(max) = max_chars {
+        let n = value.chars().count();
+        if n > max {
+            return Err(format!("{what} is {n} characters, over the limit of {max}"));
+        }
+    }
+    if value.chars().any(field::uncarriable) {
+        return Err(format!(
+            "{what} contains a control character the protocol cannot carry (only tab, CR \
+             and LF are allowed)"
+        ));
     }
     Ok(())
 }
@@ -119,6 +164,45 @@ pub fn check(m: &Value, max_bytes: Option<i64>) -> Result<(), String> {
             let name = h.get("name").and_then(Value::as_str).unwrap_or("");
             if value.contains(['\r', '\n']) || name.contains(['\r', '\n']) {
                 return Err(format!("header {name:?} contains CR or LF"));
+            }
+            check_text(
+                &format!("header {name:?}"),
+                value,
+                Some(field::HEADER_VALUE),
+            )?;
+            if name.chars().count() > field::HEADER_NAME {
+                return Err(format!(
+                    "header name {name:?} is over the limit of {} characters",
+                    field::HEADER_NAME
+                ));
+            }
+        }
+    }
+    for (key, max) in [
+        ("subject", Some(field::SUBJECT)),
+        ("message_id", Some(field::MESSAGE_ID)),
+        ("text", None),
+        ("html", None),
+    ] {
+        if let Some(Value::String(v)) = obj.get(key) {
+            check_text(&format!("\"{key}\""), v, max)?;
+        }
+    }
+    if let Some(Value::Array(list)) = obj.get("attachments") {
+        for a in list {
+            if let Some(name) = a.get("filename").and_then(Value::as_str) {
+                check_text(
+                    "an attachment filename",
+                    name,
+                    Some(field::ATTACHMENT_FILENAME),
+                )?;
+            }
+            if let Some(ct) = a.get("content_type").and_then(Value::as_str) {
+                check_text(
+                    "an attachment content type",
+                    ct,
+                    Some(field::ATTACHMENT_CONTENT_TYPE),
+                )?;
             }
         }
     }
@@ -441,6 +525,25 @@ mod tests {
         assert!(check_mailbox("not an address").is_err());
         assert!(check_mailbox("a@example.org junk").is_err());
         assert!(check_mailbox("a@example.org\r\nBcc: x@y.z").is_err());
+    }
+
+    /// The shared corpus: the CLI's answers, and lettre accepts every mailbox this rule
+    /// accepts (tests/queue.rs holds the stored procedure to the same answers).
+    #[test]
+    fn mailbox_corpus() {
+        for line in include_str!("../../tests/data/mailboxes.txt").lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let (want, input) = line.split_once('\t').expect("ok|bad<TAB>input");
+            let got = addr_spec(input);
+            assert_eq!(got.is_some(), want == "ok", "{input:?}: got {got:?}");
+            if let Some(spec) = got {
+                let parsed = input.trim().parse::<lettre::message::Mailbox>();
+                let parsed = parsed.unwrap_or_else(|e| panic!("lettre refuses {input:?}: {e}"));
+                assert_eq!(parsed.email.to_string(), spec, "{input:?}");
+            }
+        }
     }
 
     #[test]

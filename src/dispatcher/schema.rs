@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "policy_push",
         include_str!("../../migrations/0005_policy_push.sql"),
     ),
+    (
+        6,
+        "carriable",
+        include_str!("../../migrations/0006_carriable.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming mailrun's migration lock among the database's advisory locks.
