@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use base64::Engine as _;
 use lettre::address::Envelope;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment as MimeAttachment, Mailbox, MultiPart, SinglePart};
@@ -365,14 +366,18 @@ pub fn build_message(msg: &OutboundMessage) -> Result<BuiltMessage, String> {
         builder = builder.reply_to(parse("Reply-To", reply_to)?);
     }
     let mut recipients = Vec::new();
+    let mut to_list = Vec::with_capacity(msg.to.len());
     for to in &msg.to {
         let mbox = parse("To", to)?;
         recipients.push(mbox.email.clone());
+        to_list.push(mbox.clone());
         builder = builder.to(mbox);
     }
+    let mut cc_list = Vec::with_capacity(msg.cc.len());
     for cc in &msg.cc {
         let mbox = parse("Cc", cc)?;
         recipients.push(mbox.email.clone());
+        cc_list.push(mbox.clone());
         builder = builder.cc(mbox);
     }
     for bcc in &msg.bcc {
@@ -387,7 +392,25 @@ pub fn build_message(msg: &OutboundMessage) -> Result<BuiltMessage, String> {
         }
         let name = HeaderName::new_from_ascii(header.name.clone())
             .map_err(|_| format!("invalid header name {:?}", header.name))?;
-        builder = builder.raw_header(HeaderValue::new(name, header.value.clone()));
+        let value = pre_encoded(&header.name, &header.value)
+            .unwrap_or_else(|| HeaderValue::new(name, header.value.clone()));
+        builder = builder.raw_header(value);
+    }
+    // Values with a word lettre cannot fold replace lettre's lines (RFC 5322 2.1.1: no
+    // line over 998 octets; servers answer "500 Line too long").
+    let mut reply_list = Vec::new();
+    if let Some(reply_to) = &msg.reply_to {
+        reply_list.push(parse("Reply-To", reply_to)?);
+    }
+    let long_lines = [
+        pre_encoded("Subject", &msg.subject),
+        pre_encoded_mailboxes("From", std::slice::from_ref(&from)),
+        pre_encoded_mailboxes("Reply-To", &reply_list),
+        pre_encoded_mailboxes("To", &to_list),
+        pre_encoded_mailboxes("Cc", &cc_list),
+    ];
+    for value in long_lines.into_iter().flatten() {
+        builder = builder.raw_header(value);
     }
     let envelope = Envelope::new(Some(from.email.clone()), recipients.clone())
         .map_err(|e| format!("invalid envelope: {e}"))?;
@@ -398,11 +421,11 @@ pub fn build_message(msg: &OutboundMessage) -> Result<BuiltMessage, String> {
     let content = match (&msg.text_body, &msg.html_body) {
         (Some(t), Some(h)) => Content::Multi(
             MultiPart::alternative()
-                .singlepart(SinglePart::plain(t.clone()))
-                .singlepart(SinglePart::html(h.clone())),
+                .singlepart(SinglePart::plain(lf_lines(t)))
+                .singlepart(SinglePart::html(lf_lines(h))),
         ),
-        (None, Some(h)) => Content::Single(SinglePart::html(h.clone())),
-        (Some(t), None) => Content::Single(SinglePart::plain(t.clone())),
+        (None, Some(h)) => Content::Single(SinglePart::html(lf_lines(h))),
+        (Some(t), None) => Content::Single(SinglePart::plain(lf_lines(t))),
         (None, None) => Content::Single(SinglePart::plain(String::new())),
     };
     let message = if msg.attachments.is_empty() {
@@ -435,26 +458,43 @@ pub fn build_message(msg: &OutboundMessage) -> Result<BuiltMessage, String> {
     })
 }
 
-/// The DATA content, dot-stuffed exactly as lettre's `ClientCodec` does, with the
-/// terminating "\r\n.\r\n", sent as one command. `None` when the bytes are not UTF-8
-/// (a command is written through `Display`); the caller then uses `message`.
+/// The DATA content with every line end made CRLF and dot-stuffed, with the terminating
+/// "\r\n.\r\n", sent as one command. RFC 5321 2.3.8 forbids a bare CR or LF in DATA: a
+/// receiver that ends lines at a bare CR would otherwise see a line "." where the sender
+/// meant none (the precondition of SMTP smuggling), so each one becomes CRLF here,
+/// whatever produced the bytes. `None` when the bytes are not UTF-8 (a command is
+/// written through `Display`); the caller then sends [`crlf_lines`] with `message`.
 struct DataPayload(String);
 
 impl DataPayload {
     fn new(bytes: &[u8]) -> Option<DataPayload> {
         let text = std::str::from_utf8(bytes).ok()?;
         let mut out = String::with_capacity(text.len() + text.len() / 64 + 5);
-        // After CR then LF a line starts; a line starting with "." gets a second one.
-        let (mut after_cr, mut line_start) = (false, true);
-        for c in text.chars() {
-            out.push(c);
-            if c == '.' && line_start {
-                out.push('.');
+        let mut line_start = true;
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\r' | '\n' => {
+                    if c == '\r' && chars.peek() == Some(&'\n') {
+                        chars.next();
+                    }
+                    out.push_str("\r\n");
+                    line_start = true;
+                }
+                _ => {
+                    // A line starting with "." gets a second one (RFC 5321 4.5.2).
+                    if c == '.' && line_start {
+                        out.push('.');
+                    }
+                    out.push(c);
+                    line_start = false;
+                }
             }
-            line_start = after_cr && c == '\n';
-            after_cr = c == '\r';
         }
-        out.push_str("\r\n.\r\n");
+        if !line_start {
+            out.push_str("\r\n");
+        }
+        out.push_str(".\r\n");
         Some(DataPayload(out))
     }
 }
@@ -463,6 +503,116 @@ impl std::fmt::Display for DataPayload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// The bytes with every bare CR and bare LF made CRLF (lettre's `message` stuffs dots but
+/// leaves line ends as they are).
+fn crlf_lines(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 64);
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 1;
+            }
+            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A body's line ends as LF only, for lettre to write as CRLF: it converts LF but leaves
+/// a bare CR, which must not reach the wire (RFC 5321 2.3.8).
+fn lf_lines(text: &str) -> String {
+    if !text.contains('\r') {
+        return text.to_string();
+    }
+    text.replace("\r\n", "\n").replace('\r', "\n")
+}
+
+/// Longest run without whitespace that lettre may write into a header line as it is:
+/// with a 76-character name and ": " the line stays under RFC 5322's 998 octets.
+const LONGEST_HEADER_WORD: usize = 900;
+
+/// Whether a header value has a word too long to be folded (lettre folds only at
+/// whitespace, so such a line would pass 998 octets and servers refuse it).
+fn needs_encoding(value: &str) -> bool {
+    value
+        .split([' ', '\t'])
+        .any(|word| word.len() > LONGEST_HEADER_WORD)
+}
+
+/// The value as RFC 2047 encoded-words (UTF-8, base64) of at most 75 characters each,
+/// one per folded line: no line of the header passes 78 octets.
+fn encoded_words(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() * 4 / 3 + value.len() / 4 + 16);
+    let mut chunk_start = 0;
+    let mut chunk_len = 0;
+    let flush = |out: &mut String, chunk: &str| {
+        if chunk.is_empty() {
+            return;
+        }
+        if !out.is_empty() {
+            out.push_str("\r\n ");
+        }
+        out.push_str("=?utf-8?b?");
+        out.push_str(&base64::engine::general_purpose::STANDARD.encode(chunk.as_bytes()));
+        out.push_str("?=");
+    };
+    for (i, c) in value.char_indices() {
+        // 45 bytes make 60 base64 characters: 72 with the "=?utf-8?b?" and "?=" around.
+        if chunk_len + c.len_utf8() > 45 {
+            flush(&mut out, &value[chunk_start..i]);
+            chunk_start = i;
+            chunk_len = 0;
+        }
+        chunk_len += c.len_utf8();
+    }
+    flush(&mut out, &value[chunk_start..]);
+    out
+}
+
+/// A header whose value lettre could not fold, written as encoded-words instead;
+/// `None` when lettre's own writing keeps every line short.
+fn pre_encoded(name: &str, value: &str) -> Option<HeaderValue> {
+    if !needs_encoding(value) {
+        return None;
+    }
+    let name = HeaderName::new_from_ascii(name.to_string()).ok()?;
+    Some(HeaderValue::dangerous_new_pre_encoded(
+        name,
+        value.to_string(),
+        encoded_words(value),
+    ))
+}
+
+/// A mailbox list header whose display names hold a word lettre could not fold: each
+/// display name as encoded-words, one mailbox per folded line.
+fn pre_encoded_mailboxes(name: &str, list: &[Mailbox]) -> Option<HeaderValue> {
+    let long = list
+        .iter()
+        .any(|m| m.name.as_deref().is_some_and(needs_encoding));
+    if !long {
+        return None;
+    }
+    let name = HeaderName::new_from_ascii(name.to_string()).ok()?;
+    let raw = list
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let encoded = list
+        .iter()
+        .map(|m| match &m.name {
+            Some(n) => format!("{}\r\n <{}>", encoded_words(n), m.email),
+            None => format!("<{}>", m.email),
+        })
+        .collect::<Vec<_>>()
+        .join(",\r\n ");
+    Some(HeaderValue::dangerous_new_pre_encoded(name, raw, encoded))
 }
 
 enum Content {
@@ -609,7 +759,7 @@ fn after_mail(
         // "\r\n.\r\n" separately, which Nagle holds until the server's delayed ACK
         // (about 40 ms per message on Linux).
         Some(payload) => conn.command(payload),
-        None => conn.message(&msg.bytes),
+        None => conn.message(&crlf_lines(&msg.bytes)),
     };
     let _ = conn.set_timeout(Some(options.command_timeout));
     match answer {
@@ -707,10 +857,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn data_payload_is_dot_stuffed_like_lettre_and_terminated() {
+    fn data_payload_has_only_crlf_line_ends_and_is_dot_stuffed() {
         let p = DataPayload::new(b".a\r\n.b\r\nc.\r\n\n.d\r\r\n..e").expect("utf-8");
-        assert_eq!(p.0, "..a\r\n..b\r\nc.\r\n\n.d\r\r\n...e\r\n.\r\n");
+        assert_eq!(p.0, "..a\r\n..b\r\nc.\r\n\r\n..d\r\n\r\n...e\r\n.\r\n");
+        // A dot after a bare CR starts a line: stuffed, and the CR made CRLF.
+        let p = DataPayload::new(b"first\r.\r\nRSET\r\n").expect("utf-8");
+        assert_eq!(p.0, "first\r\n..\r\nRSET\r\n.\r\n");
         assert!(DataPayload::new(b"\xff").is_none());
+        assert_eq!(crlf_lines(b"a\rb\nc\r\n\xff"), b"a\r\nb\r\nc\r\n\xff");
+    }
+
+    #[test]
+    fn long_words_are_encoded_into_short_lines() {
+        let word = "x".repeat(5000);
+        assert!(!needs_encoding("a normal subject"));
+        assert!(needs_encoding(&word));
+        let encoded = encoded_words(&format!("{word} Grüße"));
+        assert!(encoded.split("\r\n").all(|l| l.len() <= 78), "{encoded}");
+        // Multi-byte characters are never split between two encoded-words.
+        let umlauts = "ü".repeat(1000);
+        for line in encoded_words(&umlauts).split("\r\n ") {
+            let b64 = line
+                .strip_prefix("=?utf-8?b?")
+                .and_then(|l| l.strip_suffix("?="));
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.unwrap())
+                .unwrap();
+            assert!(String::from_utf8(bytes).is_ok());
+        }
     }
 
     #[test]
