@@ -601,3 +601,52 @@ fn long_header_values_are_folded_or_encoded() {
         subject
     );
 }
+
+/// The fault suite's invariant with batches above the result cap: kill -9 of the runner
+/// in the middle of its second 1,500-message batch (results of the first partly
+/// reported), then cycles until done: nothing lost, at most the message in flight sent
+/// twice, every outcome reported in time (no late report).
+#[test]
+fn kill_9_during_a_batch_above_the_result_cap_loses_nothing() {
+    let smtp = SmtpServer::start(SmtpServerOptions::default());
+    let db = Db::new(common::cluster().fresh_db("correct_cap_kill"), smtp.port);
+    let listening = Listening::start(&db.url, common::free_port(), 120);
+    let runner = RunnerNode::init("big", &listening.url());
+    runner.set_setting("batch_size", "1500");
+    runner.set_setting("lease_safety_margin_seconds", "10");
+    db.add_runner(&runner, "http://127.0.0.1:9/big", 1500);
+    db.enqueue(3000);
+
+    let mut child = runner
+        .command(pipeline::RUNNER_ADMIN)
+        .args(["cycle", "--force", "--max-seconds", "300"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("runner-admin cycle");
+    pipeline::wait_until(
+        std::time::Duration::from_secs(120),
+        "the second batch under way",
+        || smtp.messages().len() >= 1800,
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    for _ in 0..5 {
+        if sent(&db) == 3000 && runner.leftovers().is_empty() {
+            break;
+        }
+        let out = runner.cycle(120);
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(3)),
+            "{}",
+            common::stderr(&out)
+        );
+    }
+    assert_eq!(runner.leftovers(), Vec::<String>::new());
+    pipeline::assert_all_delivered(&db, &smtp, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM mailrun.delivery_attempts WHERE late"),
+        0
+    );
+}
