@@ -26,7 +26,7 @@ use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment as MimeAttachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, SmtpConnection, TlsParameters};
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::Error as SmtpError;
 use lettre::Address;
@@ -70,6 +70,20 @@ pub struct Delivery {
     /// Per-recipient outcomes; filled whenever the server treated recipients differently
     /// from the message as a whole.
     pub recipients: Vec<RecipientResult>,
+    /// Set when no session could be opened for the message's account: nothing of the
+    /// message was sent. The runner's scheduler lowers the account's concurrency on it.
+    pub connect_failure: Option<ConnectFailure>,
+}
+
+/// Why a session to an account could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// Refused, timed out, dropped, or a 4xx greeting ("421 too many connections"): the
+    /// server may take fewer sessions; worth trying again later.
+    Transient,
+    /// The account cannot work as configured (TLS, STARTTLS missing, authentication,
+    /// credentials that would cross the network in clear, a 5xx greeting).
+    Account,
 }
 
 impl Delivery {
@@ -81,6 +95,7 @@ impl Delivery {
             enhanced_status: enhanced_status(&text),
             text: Some(text),
             recipients: Vec::new(),
+            connect_failure: None,
         }
     }
 
@@ -92,7 +107,13 @@ impl Delivery {
             enhanced_status: enhanced_status(&text),
             text: Some(format!("{context}: {text}")),
             recipients: Vec::new(),
+            connect_failure: None,
         }
+    }
+
+    fn unable_to_connect(mut self, why: ConnectFailure) -> Delivery {
+        self.connect_failure = Some(why);
+        self
     }
 }
 
@@ -129,6 +150,8 @@ enum Session {
     Open {
         conn: Box<SmtpConnection>,
         clean: bool,
+        /// The server offered PIPELINING (RFC 2920).
+        pipelining: bool,
     },
     Unusable(Delivery),
 }
@@ -176,7 +199,7 @@ impl Sender {
         // An open connection is reused (after RSET when its last transaction did not
         // complete); a broken one is replaced.
         let mut reused_without_rset = false;
-        if let Some(Session::Open { conn, clean }) = self.sessions.get_mut(&key) {
+        if let Some(Session::Open { conn, clean, .. }) = self.sessions.get_mut(&key) {
             let healthy = !conn.has_broken()
                 && conn.set_timeout(Some(self.options.command_timeout)).is_ok()
                 && (*clean || conn.command(Rset).is_ok());
@@ -219,24 +242,34 @@ impl Sender {
     ) -> Result<Delivery, SmtpError> {
         if !self.sessions.contains_key(key) {
             let session = match self.open(&msg.account) {
-                Ok(conn) => Session::Open {
+                Ok((conn, pipelining)) => Session::Open {
                     conn: Box::new(conn),
                     clean: true,
+                    pipelining,
                 },
                 Err(delivery) => Session::Unusable(delivery),
             };
             self.sessions.insert(key.clone(), session);
         }
         match self.sessions.get_mut(key) {
-            Some(Session::Open { conn, .. }) => {
-                transaction(conn, built, &self.options, before_final_dot)
-            }
+            Some(Session::Open {
+                conn, pipelining, ..
+            }) => transaction(conn, built, &self.options, *pipelining, before_final_dot),
             Some(Session::Unusable(delivery)) => Ok(delivery.clone()),
             None => Ok(Delivery::whole(
                 Outcome::Deferred,
                 None,
                 "internal: no SMTP session",
             )),
+        }
+    }
+
+    /// Ends the session of this account, if one is open (QUIT), and forgets a failed
+    /// connection attempt, so the next message of the account connects afresh.
+    pub fn release(&mut self, account: &SmtpAccount) {
+        if let Some(Session::Open { mut conn, .. }) = self.sessions.remove(&AccountKey::of(account))
+        {
+            let _ = conn.quit();
         }
     }
 
@@ -255,7 +288,8 @@ impl Sender {
         }
     }
 
-    fn open(&self, account: &SmtpAccount) -> Result<SmtpConnection, Delivery> {
+    /// A logged-in session and whether the server pipelines.
+    fn open(&self, account: &SmtpAccount) -> Result<(SmtpConnection, bool), Delivery> {
         // Decided before connecting: credentials never cross the network in clear.
         let has_credentials = account.username.is_some() && account.password.is_some();
         if has_credentials && account.security == Security::None && !is_loopback(&account.host) {
@@ -266,7 +300,8 @@ impl Sender {
                     "refusing to send credentials in clear text to {} (use security starttls or tls)",
                     account.host
                 ),
-            ));
+            )
+            .unable_to_connect(ConnectFailure::Account));
         }
         let server = (account.host.as_str(), account.port);
         let tls = || {
@@ -274,11 +309,13 @@ impl Sender {
             if let Some(pem) = &self.options.extra_roots_pem {
                 let roots = Certificate::from_pem(pem).map_err(|e| {
                     Delivery::whole(Outcome::Deferred, None, format!("extra CA file: {e}"))
+                        .unable_to_connect(ConnectFailure::Account)
                 })?;
                 builder = builder.add_root_certificate(roots);
             }
             builder.build().map_err(|e| {
                 Delivery::whole(Outcome::Deferred, None, format!("TLS set-up failed: {e}"))
+                    .unable_to_connect(ConnectFailure::Account)
             })
         };
         let implicit = match account.security {
@@ -293,13 +330,24 @@ impl Sender {
             None,
         )
         .map_err(|e| {
+            // A 5xx greeting says the server will not take mail from us at all; anything
+            // else (refused, timeout, "421 too many connections") may pass.
+            let why = if e.is_permanent() {
+                ConnectFailure::Account
+            } else {
+                ConnectFailure::Transient
+            };
             Delivery::from_error(
                 &e,
                 &format!("connecting to {}:{}", account.host, account.port),
             )
+            .unable_to_connect(why)
         })?;
         conn.set_timeout(Some(self.options.command_timeout))
-            .map_err(|e| Delivery::whole(Outcome::Deferred, None, format!("socket: {e}")))?;
+            .map_err(|e| {
+                Delivery::whole(Outcome::Deferred, None, format!("socket: {e}"))
+                    .unable_to_connect(ConnectFailure::Transient)
+            })?;
         if account.security == Security::StartTls {
             if !conn.can_starttls() {
                 conn.abort();
@@ -307,20 +355,36 @@ impl Sender {
                     Outcome::Deferred,
                     None,
                     "STARTTLS required but not offered",
-                ));
+                )
+                .unable_to_connect(ConnectFailure::Account));
             }
             let params = tls()?;
-            conn.starttls(&params, &self.hello)
-                .map_err(|e| Delivery::from_error(&e, "STARTTLS"))?;
+            conn.starttls(&params, &self.hello).map_err(|e| {
+                Delivery::from_error(&e, "STARTTLS").unable_to_connect(ConnectFailure::Account)
+            })?;
             if !conn.is_encrypted() {
                 conn.abort();
                 return Err(Delivery::whole(
                     Outcome::Deferred,
                     None,
                     "STARTTLS did not encrypt the connection",
-                ));
+                )
+                .unable_to_connect(ConnectFailure::Account));
             }
         }
+        // lettre keeps only the EHLO keywords it knows; PIPELINING is not one of them, so
+        // ask once more (before AUTH: a new EHLO may reset the login on some servers).
+        let pipelining = match conn.command(Ehlo::new(self.hello.clone())) {
+            Ok(answer) => answer
+                .message()
+                .any(|line| line.split_whitespace().next() == Some("PIPELINING")),
+            Err(e) => {
+                conn.abort();
+                return Err(
+                    Delivery::from_error(&e, "EHLO").unable_to_connect(ConnectFailure::Transient)
+                );
+            }
+        };
         if let (Some(user), Some(password)) = (&account.username, &account.password) {
             let credentials = Credentials::new(user.clone(), password.clone());
             // Authentication problems are the account's, not the message's: defer.
@@ -331,10 +395,11 @@ impl Sender {
                     Outcome::Deferred,
                     code,
                     format!("authentication failed: {text}"),
-                ));
+                )
+                .unable_to_connect(ConnectFailure::Account));
             }
         }
-        Ok(conn)
+        Ok((conn, pipelining))
     }
 }
 
@@ -620,13 +685,32 @@ enum Content {
     Multi(MultiPart),
 }
 
-/// MAIL, one RCPT per recipient, DATA only for the accepted ones.
-/// One SMTP transaction. `Err`: the MAIL command failed (the connection is aborted when
-/// it is out of step); nothing of the message was sent.
+/// MAIL, every RCPT and DATA in one write (RFC 2920), for a server that pipelines.
+struct Pipelined<'a> {
+    mail: Mail,
+    recipients: &'a [Address],
+}
+
+impl std::fmt::Display for Pipelined<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.mail)?;
+        for rcpt in self.recipients {
+            write!(f, "{}", Rcpt::new(rcpt.clone(), vec![]))?;
+        }
+        write!(f, "{Data}")
+    }
+}
+
+/// One SMTP transaction: MAIL, one RCPT per recipient, DATA when a recipient was
+/// accepted, the message. With `pipelining` the commands up to DATA go in one write and
+/// the answers are read in order, each RCPT still judged on its own. `Err`: the MAIL
+/// command failed (the connection is aborted when it is out of step); nothing of the
+/// message was sent.
 fn transaction(
     conn: &mut SmtpConnection,
     msg: &BuiltMessage,
     options: &SmtpOptions,
+    pipelining: bool,
     before_final_dot: &mut dyn FnMut() -> Result<(), String>,
 ) -> Result<Delivery, SmtpError> {
     let mut params = Vec::new();
@@ -653,53 +737,162 @@ fn transaction(
         }
         params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
-    if let Err(e) = conn.command(Mail::new(Some(msg.sender.clone()), params)) {
+    let mail = Mail::new(Some(msg.sender.clone()), params);
+    if pipelining {
+        return pipelined(conn, msg, mail, options, before_final_dot);
+    }
+    if let Err(e) = conn.command(mail) {
         drop_if_desynchronised(conn, &e);
         return Err(e);
     }
-    Ok(after_mail(conn, msg, options, before_final_dot))
-}
-
-/// RCPT, DATA and the message, after an accepted MAIL.
-fn after_mail(
-    conn: &mut SmtpConnection,
-    msg: &BuiltMessage,
-    options: &SmtpOptions,
-    before_final_dot: &mut dyn FnMut() -> Result<(), String>,
-) -> Delivery {
     let mut recipients = Vec::with_capacity(msg.recipients.len());
     for rcpt in &msg.recipients {
-        match conn.command(Rcpt::new(rcpt.clone(), vec![])) {
-            Ok(_) => recipients.push(RecipientResult {
-                address: rcpt.to_string(),
-                outcome: Outcome::Sent,
-                smtp_code: None,
-                enhanced_status: None,
-                text: None,
-            }),
-            Err(e) if e.status().is_some() => {
-                let (outcome, code, text) = classify(&e);
-                recipients.push(RecipientResult {
-                    address: rcpt.to_string(),
-                    outcome,
-                    smtp_code: code,
-                    enhanced_status: enhanced_status(&text),
-                    text: Some(text),
-                });
-            }
+        let answer = conn.command(Rcpt::new(rcpt.clone(), vec![]));
+        match recipient_result(rcpt, answer) {
+            Ok(r) => recipients.push(r),
             // The connection failed: nothing was accepted for delivery.
             Err(e) => {
                 drop_if_desynchronised(conn, &e);
-                return Delivery::from_error(&e, "RCPT TO");
+                return Ok(Delivery::from_error(&e, "RCPT TO"));
             }
         }
     }
+    let data = if recipients.iter().any(|r| r.outcome == Outcome::Sent) {
+        Some(conn.command(Data))
+    } else {
+        None
+    };
+    Ok(after_rcpt(
+        conn,
+        msg,
+        options,
+        recipients,
+        data,
+        before_final_dot,
+    ))
+}
+
+/// The pipelined transaction: one write up to DATA, then every answer in order.
+fn pipelined(
+    conn: &mut SmtpConnection,
+    msg: &BuiltMessage,
+    mail: Mail,
+    options: &SmtpOptions,
+    before_final_dot: &mut dyn FnMut() -> Result<(), String>,
+) -> Result<Delivery, SmtpError> {
+    let commands = Pipelined {
+        mail,
+        recipients: &msg.recipients,
+    };
+    // `command` writes everything and reads the first answer (MAIL's); the others are
+    // already on their way.
+    let mail_answer = conn.command(commands);
+    if let Err(e) = &mail_answer {
+        if e.status().is_none() {
+            drop_if_desynchronised(conn, e);
+            return Err(mail_answer.unwrap_err());
+        }
+    }
+    let mut recipients = Vec::with_capacity(msg.recipients.len());
+    let mut broken = None;
+    for rcpt in &msg.recipients {
+        match recipient_result(rcpt, conn.read_response()) {
+            Ok(r) => recipients.push(r),
+            Err(e) => {
+                broken = Some(e);
+                break;
+            }
+        }
+    }
+    if let Some(e) = broken {
+        drop_if_desynchronised(conn, &e);
+        return match mail_answer {
+            Err(mail_error) => Err(mail_error),
+            Ok(_) => Ok(Delivery::from_error(&e, "RCPT TO")),
+        };
+    }
+    let data = conn.read_response();
+    if let Err(e) = &data {
+        if e.status().is_none() {
+            drop_if_desynchronised(conn, e);
+        }
+    }
+    let accepted = recipients.iter().any(|r| r.outcome == Outcome::Sent);
+    if mail_answer.is_err() || !accepted {
+        // RFC 2920: a server that took DATA although no recipient (or no MAIL) was
+        // accepted gets an empty message ended at once; nothing is delivered.
+        if data.is_ok() {
+            if let Err(e) = conn.command(".\r\n") {
+                drop_if_desynchronised(conn, &e);
+            }
+        }
+        if let Err(e) = mail_answer {
+            return Err(e);
+        }
+        return Ok(after_rcpt(
+            conn,
+            msg,
+            options,
+            recipients,
+            None,
+            before_final_dot,
+        ));
+    }
+    Ok(after_rcpt(
+        conn,
+        msg,
+        options,
+        recipients,
+        Some(data),
+        before_final_dot,
+    ))
+}
+
+/// One recipient's answer; `Err` when the connection failed (no SMTP reply).
+fn recipient_result(
+    rcpt: &Address,
+    answer: Result<lettre::transport::smtp::response::Response, SmtpError>,
+) -> Result<RecipientResult, SmtpError> {
+    match answer {
+        Ok(_) => Ok(RecipientResult {
+            address: rcpt.to_string(),
+            outcome: Outcome::Sent,
+            smtp_code: None,
+            enhanced_status: None,
+            text: None,
+        }),
+        Err(e) if e.status().is_some() => {
+            let (outcome, code, text) = classify(&e);
+            Ok(RecipientResult {
+                address: rcpt.to_string(),
+                outcome,
+                smtp_code: code,
+                enhanced_status: enhanced_status(&text),
+                text: Some(text),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// After every RCPT was answered: DATA's answer (`None`: not sent, no recipient was
+/// accepted), then the message.
+fn after_rcpt(
+    conn: &mut SmtpConnection,
+    msg: &BuiltMessage,
+    options: &SmtpOptions,
+    recipients: Vec<RecipientResult>,
+    data: Option<Result<lettre::transport::smtp::response::Response, SmtpError>>,
+    before_final_dot: &mut dyn FnMut() -> Result<(), String>,
+) -> Delivery {
     let accepted = recipients
         .iter()
         .filter(|r| r.outcome == Outcome::Sent)
         .count();
-    if accepted == 0 {
-        let _ = conn.command(Rset);
+    let Some(data) = data.filter(|_| accepted > 0) else {
+        if conn.command(Rset).is_err() {
+            conn.abort();
+        }
         let outcome = if recipients.iter().any(|r| r.outcome == Outcome::Deferred) {
             Outcome::Deferred
         } else {
@@ -712,8 +905,9 @@ fn after_mail(
             enhanced_status: first.and_then(|r| r.enhanced_status.clone()),
             text: Some("all recipients refused".into()),
             recipients,
+            connect_failure: None,
         };
-    }
+    };
     // From here a failure concerns every accepted recipient alike.
     let after_data =
         |e: &SmtpError, what: &str, recipients: Vec<RecipientResult>, outcome: Option<Outcome>| {
@@ -738,7 +932,7 @@ fn after_mail(
             }
             d
         };
-    if let Err(e) = conn.command(Data) {
+    if let Err(e) = data {
         drop_if_desynchronised(conn, &e);
         return after_data(&e, "DATA refused", recipients, None);
     }
@@ -772,6 +966,7 @@ fn after_mail(
                 enhanced_status: enhanced_status(&text),
                 text: Some(text),
                 recipients: if refused_some { recipients } else { Vec::new() },
+                connect_failure: None,
             }
         }
         Err(e) => {

@@ -180,12 +180,12 @@ fn connection_dropped_after_the_final_dot_is_unknown_and_next_message_reconnects
     assert_eq!(d.smtp_code, None);
     let d = sender.deliver(&message(8, account(server.port, Security::None)));
     assert_eq!(d.outcome, Outcome::Unknown, "{d:?}");
-    let ehlos = server
+    let connections = server
         .commands()
         .iter()
-        .filter(|c| c.verb == "EHLO")
+        .filter(|c| c.verb == "SESSION")
         .count();
-    assert_eq!(ehlos, 2, "a broken connection is replaced");
+    assert_eq!(connections, 2, "a broken connection is replaced");
 }
 
 #[test]
@@ -218,12 +218,12 @@ fn connection_is_reused_across_messages_of_one_account() {
     }
     sender.close();
     assert_eq!(server.messages().len(), 3);
-    let ehlos = server
+    let connections = server
         .commands()
         .iter()
-        .filter(|c| c.verb == "EHLO")
+        .filter(|c| c.verb == "SESSION")
         .count();
-    assert_eq!(ehlos, 1);
+    assert_eq!(connections, 1);
 }
 
 #[test]
@@ -344,12 +344,12 @@ fn timeout_after_the_final_dot_is_unknown_and_the_next_message_gets_a_fresh_conn
     // The late 250 for message 50 must not be read as an answer about message 51.
     let d = sender.deliver(&message(51, account(server.port, Security::None)));
     assert_eq!(d.outcome, Outcome::Sent, "{d:?}");
-    let ehlos = server
+    let connections = server
         .commands()
         .iter()
-        .filter(|c| c.verb == "EHLO")
+        .filter(|c| c.verb == "SESSION")
         .count();
-    assert_eq!(ehlos, 2, "a fresh connection after the timeout");
+    assert_eq!(connections, 2, "a fresh connection after the timeout");
 }
 
 #[test]
@@ -417,12 +417,12 @@ fn a_session_the_server_ended_between_messages_is_replaced_without_losing_a_mess
             .map(|id| format!("<msg-{id}@mailrun.test>"))
             .collect();
         assert_eq!(ids, want, "each message exactly once, in order");
-        let ehlos = server
+        let connections = server
             .commands()
             .iter()
-            .filter(|c| c.verb == "EHLO")
+            .filter(|c| c.verb == "SESSION")
             .count();
-        assert_eq!(ehlos, 3, "two messages per connection");
+        assert_eq!(connections, 3, "two messages per connection");
     }
 }
 
@@ -470,4 +470,125 @@ fn a_failed_gate_before_the_final_dot_sends_nothing_of_the_message() {
         .map(|m| m.message_id)
         .collect();
     assert_eq!(ids, vec![Some("<msg-51@mailrun.test>".to_string())]);
+}
+
+/// With PIPELINING offered, MAIL, every RCPT and DATA go in one write, and each RCPT is
+/// still judged on its own: the accepted recipient gets the message, the refused and
+/// deferred ones are reported with their own answers.
+#[test]
+fn pipelined_recipients_are_judged_one_by_one() {
+    let server = SmtpServer::start(SmtpServerOptions {
+        pipelining: true,
+        reject: vec!["nobody@example.com".into()],
+        defer: vec!["later@example.com".into()],
+        ..Default::default()
+    });
+    let mut sender = Sender::new(options());
+    let mut msg = message(40, account(server.port, Security::None));
+    msg.to = vec![
+        "alice@example.com".into(),
+        "nobody@example.com".into(),
+        "later@example.com".into(),
+    ];
+    msg.cc.clear();
+    msg.bcc.clear();
+    let d = sender.deliver(&msg);
+    assert_eq!(d.outcome, Outcome::Sent, "{d:?}");
+    let of = |a: &str| {
+        d.recipients
+            .iter()
+            .find(|r| r.address == a)
+            .map(|r| (r.outcome, r.smtp_code))
+    };
+    assert_eq!(of("alice@example.com"), Some((Outcome::Sent, None)));
+    assert_eq!(of("nobody@example.com"), Some((Outcome::Failed, Some(550))));
+    assert_eq!(
+        of("later@example.com"),
+        Some((Outcome::Deferred, Some(451)))
+    );
+    // Every recipient refused: no message, the session stays usable.
+    msg.id = 41;
+    msg.message_id_header = "<msg-41@mailrun.test>".into();
+    msg.to = vec!["nobody@example.com".into()];
+    let d = sender.deliver(&msg);
+    assert_eq!(d.outcome, Outcome::Failed, "{d:?}");
+    msg.id = 42;
+    msg.message_id_header = "<msg-42@mailrun.test>".into();
+    msg.to = vec!["alice@example.com".into()];
+    assert_eq!(sender.deliver(&msg).outcome, Outcome::Sent);
+    sender.close();
+    let got: Vec<Option<String>> = server
+        .messages()
+        .into_iter()
+        .map(|m| m.message_id)
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            Some("<msg-40@mailrun.test>".to_string()),
+            Some("<msg-42@mailrun.test>".to_string())
+        ]
+    );
+    let sessions = server
+        .commands()
+        .iter()
+        .filter(|c| c.verb == "SESSION")
+        .count();
+    assert_eq!(sessions, 1);
+}
+
+/// A server that answers MAIL only once RCPT and DATA have arrived too: a client that
+/// waited for each answer (no pipelining) would never get one and time out.
+#[test]
+fn commands_up_to_data_go_in_one_write_when_the_server_pipelines() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut out = stream.try_clone().unwrap();
+        let mut lines = BufReader::new(stream);
+        out.write_all(b"220 strict.test ESMTP\r\n").unwrap();
+        let mut held = Vec::new();
+        let mut delivered = 0;
+        loop {
+            let mut line = String::new();
+            if lines.read_line(&mut line).unwrap() == 0 {
+                return delivered;
+            }
+            let verb = line.to_ascii_uppercase();
+            if verb.starts_with("EHLO") {
+                out.write_all(b"250-strict.test\r\n250 PIPELINING\r\n")
+                    .unwrap();
+            } else if verb.starts_with("MAIL") || verb.starts_with("RCPT") {
+                held.push("250 ok\r\n"); // answered with DATA's
+            } else if verb.starts_with("DATA") {
+                for answer in held.drain(..) {
+                    out.write_all(answer.as_bytes()).unwrap();
+                }
+                out.write_all(b"354 go on\r\n").unwrap();
+                let mut body = String::new();
+                while body != ".\r\n" {
+                    body.clear();
+                    lines.read_line(&mut body).unwrap();
+                }
+                delivered += 1;
+                out.write_all(b"250 queued\r\n").unwrap();
+            } else if verb.starts_with("QUIT") {
+                out.write_all(b"221 bye\r\n").unwrap();
+                return delivered;
+            } else {
+                out.write_all(b"250 ok\r\n").unwrap();
+            }
+        }
+    });
+    let mut opts = options();
+    opts.command_timeout = Duration::from_secs(3);
+    let mut sender = Sender::new(opts);
+    for id in 50..52 {
+        let d = sender.deliver(&message(id, account(port, Security::None)));
+        assert_eq!(d.outcome, Outcome::Sent, "{d:?}");
+    }
+    sender.close();
+    assert_eq!(served.join().unwrap(), 2);
 }

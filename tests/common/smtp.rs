@@ -35,6 +35,8 @@ pub struct SmtpServerOptions {
     /// `over_limit_421`) answer the next MAIL with 421 and close.
     pub max_per_connection: Option<u32>,
     pub over_limit_421: bool,
+    /// Offer PIPELINING (RFC 2920; aiosmtpd reads pipelined commands in order).
+    pub pipelining: bool,
 }
 
 /// A private CA and a server certificate for 127.0.0.1 signed by it.
@@ -227,6 +229,9 @@ impl SmtpServer {
         }
         if options.auth {
             cmd.arg("--auth");
+        }
+        if options.pipelining {
+            cmd.arg("--pipelining");
         }
         if let Some(n) = options.max_per_connection {
             cmd.arg("--max-per-connection").arg(n.to_string());

@@ -5,7 +5,7 @@ Every event is appended to --record as one JSON line, flushed before the server 
   {"kind": "message", "mail_from", "rcpt_tos", "message_id", "data"}  after a message is
       accepted (written before the 250 goes out, so a message the client saw accepted is
       always in the record)
-  {"kind": "command", "verb": "AUTH"|"MAIL"|"STARTTLS"|"EHLO", "secure": bool}
+  {"kind": "command", "verb": "SESSION"|"AUTH"|"MAIL"|"STARTTLS"|"EHLO", "secure": bool}
 Faults on demand: refuse chosen recipients (550) or defer them (451), answer the end of
 DATA with a chosen reply, drop the connection instead of answering DATA, or wait before
 answering DATA (a slow server for kill -9 tests).
@@ -33,6 +33,7 @@ def main():
     p.add_argument("--delay", type=float, default=0.0, help="seconds to wait before answering DATA")
     p.add_argument("--delay-count", type=int, default=-1, help="delay only the first N DATA answers")
     p.add_argument("--auth", action="store_true", help="offer AUTH over plain text, accept any login")
+    p.add_argument("--pipelining", action="store_true", help="offer PIPELINING (RFC 2920)")
     p.add_argument("--tls-cert", help="offer STARTTLS with this certificate (PEM)")
     p.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
     p.add_argument("--implicit-tls", action="store_true", help="TLS from the first byte (SMTPS) instead of STARTTLS")
@@ -54,6 +55,11 @@ def main():
 
     class Recording(SMTP):
         async def smtp_EHLO(self, arg):
+            # One SESSION per connection that says EHLO (a port probe says nothing;
+            # mailrun says EHLO more than once per connection).
+            if not getattr(self, "_said_ehlo", False):
+                self._said_ehlo = True
+                write({"kind": "command", "verb": "SESSION", "secure": secure(self)})
             write({"kind": "command", "verb": "EHLO", "secure": secure(self)})
             return await super().smtp_EHLO(arg)
 
@@ -75,6 +81,12 @@ def main():
             return await super().smtp_STARTTLS(arg)
 
     class Handler:
+        async def handle_EHLO(self, server, session, envelope, hostname, responses):
+            session.host_name = hostname
+            if args.pipelining:
+                responses.insert(len(responses) - 1, "250-PIPELINING")
+            return responses
+
         async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
             if address in args.reject:
                 return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
