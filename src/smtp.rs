@@ -826,9 +826,7 @@ fn pipelined(
                 drop_if_desynchronised(conn, &e);
             }
         }
-        if let Err(e) = mail_answer {
-            return Err(e);
-        }
+        mail_answer?;
         return Ok(after_rcpt(
             conn,
             msg,
