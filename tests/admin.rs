@@ -711,6 +711,121 @@ fn enqueue_an_eml_file() {
     assert!(stderr(&out).contains("multipart"), "{}", stderr(&out));
 }
 
+/// A NUL character (valid JSON as `\u0000`, but PostgreSQL's jsonb cannot store it) or
+/// bytes that are not UTF-8 are bad input: exit 65 naming the line or the field, never
+/// the database's "internal error" 70.
+#[test]
+fn nul_characters_and_invalid_utf8_are_bad_data_not_internal_errors() {
+    let url = init("admin_bad_bytes");
+    let good = "{\"from\":\"news@example.com\",\"to\":\"a@example.org\",\"text\":\"ok\"}\n";
+    let mut input = good.repeat(2).into_bytes();
+    input.extend_from_slice(
+        b"{\"from\":\"news@example.com\",\"to\":\"a@example.org\",\"subject\":\"a\\u0000b\",\"text\":\"x\"}\n",
+    );
+    // The NUL alone (the reported "db error: unsupported Unicode escape sequence").
+    let out = admin_stdin(&url, &["enqueue", "--jsonl"], &input);
+    assert_status(&out, 65);
+    assert!(
+        stderr(&out).contains("line 3: \"subject\""),
+        "{}",
+        stderr(&out)
+    );
+    input.extend_from_slice(
+        b"{\"from\":\"news@example.com\",\"to\":\"a@example.org\",\"text\":\"Gr\xfc\xdfe\"}\n",
+    );
+    input.extend_from_slice(good.as_bytes());
+    let out = admin_stdin(&url, &["enqueue", "--jsonl"], &input);
+    assert_status(&out, 65);
+    let err = stderr(&out);
+    assert!(err.contains("line 3") && err.contains("NUL"), "{err}");
+    assert!(err.contains("line 4") && err.contains("UTF-8"), "{err}");
+    assert!(err.contains("nothing enqueued"), "{err}");
+    assert_eq!(count(&url, "SELECT count(*) FROM mailrun.messages"), 0);
+    let out = admin_stdin(
+        &url,
+        &["enqueue", "--jsonl", "--skip-invalid", "--json"],
+        &input,
+    );
+    assert_status(&out, 0);
+    assert_eq!(json_out(&out)["enqueued"], 3);
+    assert_eq!(count(&url, "SELECT count(*) FROM mailrun.messages"), 3);
+
+    // The same through the other inputs: a body file, stdin, an .eml file, a template.
+    let dir = common::temp_dir();
+    let nul_text = dir.path().join("nul.txt");
+    std::fs::write(&nul_text, b"a\0b").unwrap();
+    let latin1_text = dir.path().join("latin1.txt");
+    std::fs::write(&latin1_text, b"Gr\xfc\xdfe").unwrap();
+    let nul_eml = dir.path().join("nul.eml");
+    std::fs::write(
+        &nul_eml,
+        b"From: a@example.com\r\nTo: b@example.org\r\nSubject: s\r\n\r\na\0b\r\n",
+    )
+    .unwrap();
+    let nul_template = dir.path().join("nul.json");
+    std::fs::write(
+        &nul_template,
+        b"{\"from\":\"news@example.com\",\"to\":\"a@example.org\",\"text\":\"a\\u0000b\"}",
+    )
+    .unwrap();
+    let flags = [
+        "enqueue",
+        "--from",
+        "me@example.com",
+        "--to",
+        "a@example.org",
+    ];
+    let cases: Vec<(Vec<&str>, &[u8], &str)> = vec![
+        (
+            [&flags[..], &["--text-file", nul_text.to_str().unwrap()]].concat(),
+            b"",
+            "NUL",
+        ),
+        (
+            [&flags[..], &["--html-file", nul_text.to_str().unwrap()]].concat(),
+            b"",
+            "NUL",
+        ),
+        (
+            [&flags[..], &["--text-file", latin1_text.to_str().unwrap()]].concat(),
+            b"",
+            "UTF-8",
+        ),
+        (
+            [&flags[..], &["--text-file", "-"]].concat(),
+            b"Gr\xfc\xdfe",
+            "UTF-8",
+        ),
+        (
+            vec!["enqueue", "--eml", nul_eml.to_str().unwrap()],
+            b"",
+            "NUL",
+        ),
+        (
+            vec![
+                "schedule",
+                "add",
+                "--cron",
+                "@daily",
+                "--template",
+                nul_template.to_str().unwrap(),
+            ],
+            b"",
+            "NUL",
+        ),
+    ];
+    for (args, stdin, want) in cases {
+        let out = admin_stdin(&url, &args, stdin);
+        assert_status(&out, 65);
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(count(&url, "SELECT count(*) FROM mailrun.messages"), 3);
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM mailrun.recurring_jobs"),
+        0
+    );
+}
+
 fn jsonl(n: usize) -> Vec<u8> {
     let mut s = String::with_capacity(n * 100);
     for i in 0..n {

@@ -608,9 +608,14 @@ fn runner_table(list: &[runners::Runner]) -> String {
 fn read_secret_file(path: &Path) -> anyhow::Result<String> {
     let mut text = String::new();
     if path == Path::new("-") {
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("cannot read the password from stdin")?;
+        std::io::stdin().read_to_string(&mut text).map_err(|e| {
+            let code = if e.kind() == std::io::ErrorKind::InvalidData {
+                EXIT_DATA
+            } else {
+                crate::cli::EXIT_SOFTWARE
+            };
+            CliError::new(code, format!("cannot read the password from stdin: {e}"))
+        })?;
     } else {
         text = std::fs::read_to_string(path).map_err(|e| {
             CliError::new(EXIT_DATA, format!("cannot read {}: {e}", path.display()))
@@ -780,14 +785,22 @@ fn message_from_flags(args: &EnqueueArgs) -> anyhow::Result<Value> {
         }
     }
     let read = |path: &Path| -> anyhow::Result<String> {
-        if path == Path::new("-") {
-            let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s)?;
-            Ok(s)
+        let bytes = if path == Path::new("-") {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("cannot read stdin")?;
+            bytes
         } else {
-            std::fs::read_to_string(path)
-                .map_err(|e| data_err(format!("cannot read {}: {e}", path.display())).into())
-        }
+            std::fs::read(path)
+                .map_err(|e| data_err(format!("cannot read {}: {e}", path.display())))?
+        };
+        let name = if path == Path::new("-") {
+            "stdin".to_string()
+        } else {
+            path.display().to_string()
+        };
+        Ok(utf8(bytes).map_err(|e| data_err(format!("{name}: {e}")))?)
     };
     if let Some(path) = &args.text_file {
         set("text", json!(read(path)?));
@@ -877,6 +890,7 @@ fn enqueue(
         read_as = Some(at.read_as);
     }
     message::apply_defaults(&mut m, &config.defaults);
+    message::check_no_nul(&m).map_err(|e| CliError::new(EXIT_DATA, e))?;
     message::check(&m, Some(policy.max_message_bytes)).map_err(|e| CliError::new(EXIT_DATA, e))?;
     let id = queue::enqueue(db, &m).map_err(enqueue_error)?;
     if out.json {
@@ -923,6 +937,14 @@ impl SendAtReader {
     }
 }
 
+/// Reads input that must be UTF-8; the error names the first bad byte and its offset.
+pub(crate) fn utf8(bytes: Vec<u8>) -> Result<String, String> {
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        format!("not UTF-8 (byte 0x{:02X} at offset {at})", e.as_bytes()[at])
+    })
+}
+
 fn enqueue_error(e: EnqueueError) -> anyhow::Error {
     match e {
         EnqueueError::Invalid { message, .. } => CliError::new(EXIT_DATA, message).into(),
@@ -954,15 +976,23 @@ fn enqueue_jsonl(
     // (line number, message) of every valid line; errors by line.
     let mut messages: Vec<(usize, Value)> = Vec::new();
     let mut errors: Vec<(usize, String)> = Vec::new();
-    for (i, line) in reader.lines().enumerate() {
+    // Split on bytes, not `lines()`: a line that is not UTF-8 is that line's error, not
+    // an I/O error that ends the whole run.
+    for (i, line) in reader.split(b'\n').enumerate() {
         let n = i + 1;
-        let line = line.with_context(|| format!("cannot read line {n}"))?;
-        if line.trim().is_empty() {
+        let mut line = line.with_context(|| format!("cannot read line {n}"))?;
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        let parsed = serde_json::from_str::<Value>(&line)
-            .map_err(|e| format!("not JSON: {e}"))
+        let parsed = utf8(line)
+            .and_then(|line| {
+                serde_json::from_str::<Value>(&line).map_err(|e| format!("not JSON: {e}"))
+            })
             .and_then(|mut m| {
+                message::check_no_nul(&m)?;
                 if let Some(input) = m.get("send_at").and_then(Value::as_str) {
                     let at = when.read(input)?;
                     m["send_at"] = json!(at.at.to_rfc3339());

@@ -332,6 +332,50 @@ pub fn from_eml(raw: &[u8]) -> Result<Value, String> {
     Ok(Value::Object(m))
 }
 
+/// Refuses a NUL character anywhere in the message (a JSON `\u0000` is valid JSON, but
+/// PostgreSQL's jsonb and text cannot store it), naming the field it is in.
+pub fn check_no_nul(m: &Value) -> Result<(), String> {
+    fn find(v: &Value, path: &mut String) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                let found = find(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            Value::Object(map) => map.iter().any(|(k, item)| {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                let found = k.contains('\0') || find(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let mut path = String::new();
+    if find(m, &mut path) {
+        let field = if path.is_empty() {
+            "the message".to_string()
+        } else {
+            format!("{path:?}")
+        };
+        return Err(format!(
+            "{field} contains a NUL character (U+0000), which cannot be stored"
+        ));
+    }
+    Ok(())
+}
+
 /// Splits "a@x, "Doe, J" <j@y>" at commas outside quotes and angle brackets.
 pub fn split_address_list(s: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -451,6 +495,16 @@ mod tests {
             "a büc"
         );
         assert_eq!(decode_encoded_words("plain"), "plain");
+    }
+
+    #[test]
+    fn nul_characters_are_found_by_field() {
+        assert!(check_no_nul(&serde_json::json!({"subject": "ok", "to": ["a"]})).is_ok());
+        let e = check_no_nul(&serde_json::json!({"subject": "a\u{0}b"})).unwrap_err();
+        assert!(e.starts_with("\"subject\" contains a NUL"), "{e}");
+        let e = check_no_nul(&serde_json::json!({"headers": [{"name": "X", "value": "\u{0}"}]}))
+            .unwrap_err();
+        assert!(e.starts_with("\"headers[0].value\""), "{e}");
     }
 
     #[test]
