@@ -826,6 +826,142 @@ fn nul_characters_and_invalid_utf8_are_bad_data_not_internal_errors() {
     );
 }
 
+/// Header text and bodies in other charsets are decoded with the charset they declare
+/// (RFC 2047 encoded words, the Content-Type charset); raw 8-bit header bytes that are
+/// not UTF-8 are refused naming the header, never stored mangled (U+FFFD).
+#[test]
+fn eml_charsets_are_decoded_or_refused_never_mangled() {
+    let url = init("admin_eml_charsets");
+    let dir = common::temp_dir();
+    let enqueue = |name: &str, raw: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, raw).unwrap();
+        admin(
+            &url,
+            &["enqueue", "--eml", path.to_str().unwrap(), "--json"],
+        )
+    };
+    let stored = |out: &Output| -> (String, Option<String>, Option<String>) {
+        assert_status(out, 0);
+        let id = json_out(out)["id"].as_i64().unwrap();
+        let row = Client::connect(&url, NoTls)
+            .unwrap()
+            .query_one(
+                "SELECT subject, text_body, html_body FROM mailrun.messages WHERE id = $1",
+                &[&id],
+            )
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    let head = "From: a@example.com\r\nTo: b@example.org\r\n";
+
+    // Raw Latin-1 in a header: refused, naming the header.
+    let out = enqueue(
+        "latin1-subject.eml",
+        &[head.as_bytes(), b"Subject: Gr\xfc\xdfe\r\n\r\nhi\r\n"].concat(),
+    );
+    assert_status(&out, 65);
+    let err = stderr(&out);
+    assert!(err.contains("Subject") && err.contains("UTF-8"), "{err}");
+    assert_eq!(count(&url, "SELECT count(*) FROM mailrun.messages"), 0);
+
+    // Raw UTF-8 in a header (RFC 6532) stays accepted.
+    let out = enqueue(
+        "utf8-subject.eml",
+        &[head.as_bytes(), "Subject: Grüße\r\n\r\nhi\r\n".as_bytes()].concat(),
+    );
+    assert_eq!(stored(&out).0, "Grüße");
+
+    // Encoded words in the charsets they declare.
+    for (subject, want) in [
+        ("=?ISO-8859-1?Q?Gr=FC=DFe?=", "Grüße"),
+        ("=?latin1?B?R3L832Ug?=", "Grüße "),
+        ("=?iso-8859-15?q?=A4_5?=", "€ 5"),
+        ("=?windows-1252?Q?=80_=93ok=94?=", "€ “ok”"),
+        ("=?us-ascii?Q?plain?=", "plain"),
+        ("=?UTF-8?Q?=C3=BC?= =?utf-8?b?w58=?=", "üß"),
+    ] {
+        let out = enqueue(
+            "encoded.eml",
+            format!("{head}Subject: {subject}\r\n\r\nhi\r\n").as_bytes(),
+        );
+        assert_eq!(stored(&out).0, want, "{subject}");
+    }
+    // An unknown charset, or bytes the declared charset does not have: refused.
+    for (subject, says) in [
+        ("=?koi8-r?B?0NLJ18XU?=", "koi8-r"),
+        ("=?us-ascii?Q?Gr=FC=DFe?=", "us-ascii"),
+        ("=?utf-8?Q?Gr=FC=DFe?=", "utf-8"),
+    ] {
+        let out = enqueue(
+            "bad-charset.eml",
+            format!("{head}Subject: {subject}\r\n\r\nhi\r\n").as_bytes(),
+        );
+        assert_status(&out, 65);
+        let err = stderr(&out);
+        assert!(err.contains("Subject") && err.contains(says), "{err}");
+    }
+
+    // Bodies with the Content-Type charset: 8bit, quoted-printable and base64.
+    let out = enqueue(
+        "latin1-body.eml",
+        &[
+            head.as_bytes(),
+            b"Subject: s\r\nContent-Type: text/plain; charset=\"ISO-8859-1\"\r\n\
+              Content-Transfer-Encoding: 8bit\r\n\r\nGr\xfc\xdfe\r\n",
+        ]
+        .concat(),
+    );
+    assert_eq!(stored(&out).1.as_deref(), Some("Grüße\n"));
+    let out = enqueue(
+        "cp1252-body.eml",
+        format!(
+            "{head}Subject: s\r\nContent-Type: text/html; charset=windows-1252\r\n\
+             Content-Transfer-Encoding: quoted-printable\r\n\r\n<p>=80 5</p>\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(stored(&out).2.as_deref(), Some("<p>€ 5</p>\n"));
+    let out = enqueue(
+        "latin9-body.eml",
+        format!(
+            "{head}Subject: s\r\nContent-Type: text/plain; charset=iso-8859-15\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\npCA1\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(stored(&out).1.as_deref(), Some("€ 5"));
+    // A body that is not in its declared charset, or in an unknown one: refused.
+    for (name, raw) in [
+        (
+            "utf8-body.eml",
+            [
+                head.as_bytes(),
+                b"Subject: s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGr\xfc\xdfe\r\n",
+            ]
+            .concat(),
+        ),
+        (
+            "unknown-body.eml",
+            [
+                head.as_bytes(),
+                b"Subject: s\r\nContent-Type: text/plain; charset=x-unknown\r\n\r\nhi\r\n",
+            ]
+            .concat(),
+        ),
+    ] {
+        let out = enqueue(name, &raw);
+        assert_status(&out, 65);
+        assert!(stderr(&out).contains("body"), "{name}: {}", stderr(&out));
+    }
+    let mangled = count(
+        &url,
+        "SELECT count(*) FROM mailrun.messages
+         WHERE subject LIKE '%' || chr(65533) || '%' OR text_body LIKE '%' || chr(65533) || '%'",
+    );
+    assert_eq!(mangled, 0);
+}
+
 fn jsonl(n: usize) -> Vec<u8> {
     let mut s = String::with_capacity(n * 100);
     for i in 0..n {

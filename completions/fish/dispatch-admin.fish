@@ -254,7 +254,7 @@ complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand enqueue" -
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand enqueue" -l send-at -d 'Send no earlier than this: "in 2 hours", "tomorrow 9am", "friday 17:30", "2026-12-01 08:00" (local, see --time-zone) or RFC 3339' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand enqueue" -l time-zone -d 'IANA time zone for local --send-at times [default: time_zone in the config file, else UTC]' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand enqueue" -l message-id -d 'Message-ID to use instead of a generated <uuid@from-domain>' -r
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand enqueue" -l eml -d 'Read the message from an RFC 5322 file (single-part text); flags override its headers' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand enqueue" -l eml -d 'Read the message from an RFC 5322 file (single-part text in UTF-8, US-ASCII, ISO-8859-1, ISO-8859-15 or windows-1252); flags override its headers' -r -F
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand enqueue" -l jsonl -d 'Read one JSON message per line from stdin (or the file given); all or nothing' -r -F
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand enqueue" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand enqueue" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F

@@ -270,7 +270,8 @@ pub struct EnqueueArgs {
     /// Message-ID to use instead of a generated <uuid@from-domain>.
     #[arg(long, value_name = "ID")]
     pub message_id: Option<String>,
-    /// Read the message from an RFC 5322 file (single-part text); flags override its headers.
+    /// Read the message from an RFC 5322 file (single-part text in UTF-8, US-ASCII,
+    /// ISO-8859-1, ISO-8859-15 or windows-1252); flags override its headers.
     #[arg(long, value_name = "PATH", conflicts_with = "jsonl")]
     pub eml: Option<PathBuf>,
     /// Read one JSON message per line from stdin (or the file given); all or nothing.
