@@ -435,11 +435,7 @@ fn accounts_hide_passwords_and_test_logs_in() {
         b"pw\n",
     );
     assert_status(&out, 64);
-    assert!(
-        stderr(&out).contains("--insecure-plain-auth"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("starttls"), "{}", stderr(&out));
     assert_eq!(
         count(
             &url,
@@ -508,6 +504,117 @@ fn accounts_hide_passwords_and_test_logs_in() {
         "{err}"
     );
     assert!(!err.contains("correct horse"), "{err}");
+}
+
+/// Runners never send a password in clear to a host that is not loopback (src/smtp.rs),
+/// so `account add` refuses such an account even with --insecure-plain-auth (its mail
+/// would wait until it expired); one stored earlier is flagged by `account list` and
+/// `status`, and `account test` does not send its password.
+#[test]
+fn a_clear_text_login_to_a_remote_host_is_refused_as_the_runner_refuses_it() {
+    let url = init("admin_plain_auth");
+    let add = |name: &str, host: &str, extra: &[&str]| {
+        let args = [
+            &[
+                "account",
+                "add",
+                name,
+                "--host",
+                host,
+                "--port",
+                "25",
+                "--security",
+                "none",
+                "--username",
+                "u",
+                "--password-file",
+                "-",
+            ][..],
+            extra,
+        ]
+        .concat();
+        admin_stdin(&url, &args, b"canary-pw-913\n")
+    };
+    let out = add("remote", "smtp.example.net", &["--insecure-plain-auth"]);
+    assert_status(&out, 64);
+    let err = stderr(&out);
+    assert!(
+        err.contains("smtp.example.net") && err.contains("in clear") && err.contains("starttls"),
+        "{err}"
+    );
+    let out = add("remote-ip", "192.0.2.7", &["--insecure-plain-auth"]);
+    assert_status(&out, 64);
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM mailrun.smtp_accounts WHERE name LIKE 'remote%'"
+        ),
+        0
+    );
+    // Loopback (as the runner counts it: 127.0.0.0/8, ::1, localhost) needs no opt-in.
+    for (name, host) in [
+        ("lo2", "127.0.0.2"),
+        ("lo6", "::1"),
+        ("lohost", "LocalHost"),
+    ] {
+        assert_status(&add(name, host, &[]), 0);
+    }
+    assert_status(&add("lo-flag", "127.0.0.1", &["--insecure-plain-auth"]), 0);
+
+    // An account stored before this check (or by SQL).
+    Client::connect(&url, NoTls)
+        .unwrap()
+        .execute(
+            "INSERT INTO mailrun.smtp_accounts (name, host, port, security, username, password)
+             VALUES ('legacy', 'smtp.example.net', 25, 'none', 'u', 'canary-pw-913')",
+            &[],
+        )
+        .unwrap();
+    let out = admin(&url, &["account", "list"]);
+    assert_status(&out, 0);
+    let text = stdout(&out);
+    let legacy = text.lines().find(|l| l.starts_with("legacy")).unwrap();
+    assert!(legacy.contains("UNUSABLE"), "{text}");
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("lo2") && l.contains("UNUSABLE")),
+        "{text}"
+    );
+    let out = admin(&url, &["account", "list", "--json"]);
+    let list = json_out(&out);
+    let by_name = |n: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == n)
+            .cloned()
+            .unwrap()
+    };
+    assert!(
+        by_name("legacy")["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("in clear")),
+        "{list}"
+    );
+    assert_eq!(by_name("lo2")["problem"], Value::Null);
+    let out = admin(&url, &["status"]);
+    assert_status(&out, 0);
+    assert!(
+        stdout(&out).contains("account legacy") && stdout(&out).contains("in clear"),
+        "{}",
+        stdout(&out)
+    );
+    let out = admin(&url, &["status", "--json"]);
+    let problems = json_out(&out)["account_problems"].clone();
+    assert_eq!(problems.as_array().map(Vec::len), Some(1), "{problems}");
+    assert_eq!(problems[0]["account"], "legacy");
+    // account test refuses before connecting, as the runner would.
+    let out = admin(&url, &["account", "test", "legacy"]);
+    assert_status(&out, 78);
+    assert!(stderr(&out).contains("in clear"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("canary-pw-913"));
+    assert!(!stdout(&out).contains("canary-pw-913"));
 }
 
 #[test]

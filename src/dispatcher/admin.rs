@@ -193,8 +193,9 @@ pub enum AccountCommand {
         /// File holding the password (first line), `-` for stdin.
         #[arg(long, value_name = "PATH", requires = "username")]
         password_file: Option<PathBuf>,
-        /// Allow a login over --security none to a host other than localhost (the
-        /// password then crosses the network in clear).
+        /// No effect, kept for old scripts: a login over --security none is accepted
+        /// for loopback hosts only (127.0.0.0/8, ::1, localhost), without this flag,
+        /// because runners never send a password in clear to any other host.
         #[arg(long)]
         insecure_plain_auth: bool,
     },
@@ -640,16 +641,22 @@ fn account(db: &mut postgres::Client, cmd: AccountCommand, out: Output) -> anyho
             password_file,
             insecure_plain_auth,
         } => {
-            let loopback = matches!(host.as_str(), "localhost" | "127.0.0.1" | "::1" | "[::1]");
-            if username.is_some()
-                && matches!(security, SecurityArg::None)
-                && !loopback
-                && !insecure_plain_auth
-            {
+            // The runner's own rule (accounts::clear_text_login): checked before the
+            // password is read, so nothing is asked for an account that cannot work.
+            let loopback = crate::web::is_loopback_host(&host);
+            if username.is_some() && matches!(security, SecurityArg::None) && !loopback {
+                let flag = if insecure_plain_auth {
+                    " (--insecure-plain-auth cannot allow it)"
+                } else {
+                    ""
+                };
                 return Err(CliError::new(
                     EXIT_USAGE,
-                    "a login over --security none would send the password in clear: use \
-                     starttls or tls, or give --insecure-plain-auth",
+                    format!(
+                        "a login over --security none to {host}, which is not loopback, \
+                         would send the password in clear; runners refuse that, so its mail \
+                         would wait until it expired: use --security starttls or tls{flag}"
+                    ),
                 )
                 .into());
             }
@@ -694,6 +701,7 @@ fn account(db: &mut postgres::Client, cmd: AccountCommand, out: Output) -> anyho
                         "name": a.name, "host": a.host, "port": a.port,
                         "security": security_str(a.security), "username": a.username,
                         "password": if a.password.is_some() { "set" } else { "none" },
+                        "problem": accounts::clear_text_login(a),
                     })
                 })
                 .collect();
@@ -702,16 +710,26 @@ fn account(db: &mut postgres::Client, cmd: AccountCommand, out: Output) -> anyho
                     "{:<20} {:<30} {:>5} {:<9} {:<24} {}\n",
                     "NAME", "HOST", "PORT", "SECURITY", "USERNAME", "PASSWORD"
                 );
+                let mut problems = String::new();
                 for a in &list {
+                    let problem = accounts::clear_text_login(a);
                     s.push_str(&format!(
-                        "{:<20} {:<30} {:>5} {:<9} {:<24} {}\n",
+                        "{:<20} {:<30} {:>5} {:<9} {:<24} {}{}\n",
                         a.name,
                         a.host,
                         a.port,
                         security_str(a.security),
                         a.username.as_deref().unwrap_or("-"),
-                        if a.password.is_some() { "set" } else { "none" }
+                        if a.password.is_some() { "set" } else { "none" },
+                        if problem.is_some() { "  UNUSABLE" } else { "" }
                     ));
+                    if let Some(p) = problem {
+                        problems.push_str(&format!("account {}: {p}\n", a.name));
+                    }
+                }
+                if !problems.is_empty() {
+                    s.push('\n');
+                    s.push_str(&problems);
                 }
                 s
             });
@@ -1127,7 +1145,15 @@ fn status(db: &mut postgres::Client, out: Output) -> anyhow::Result<u8> {
         .map(|r| (r.get(0), r.get(1)));
     let list = runners::list(db)?;
     let (quota_value, quota_text) = quota_admin::status_section(db)?;
+    let account_problems: Vec<(String, String)> = accounts::list(db)?
+        .iter()
+        .filter_map(|a| accounts::clear_text_login(a).map(|p| (a.name.clone(), p)))
+        .collect();
     let mut value = json!({
+        "account_problems": account_problems
+            .iter()
+            .map(|(name, problem)| json!({"account": name, "problem": problem}))
+            .collect::<Vec<_>>(),
         "counts": counts,
         "due": due,
         "oldest_due": oldest.map(|(id, at)| json!({"id": id, "due_since": at})),
@@ -1156,6 +1182,12 @@ fn status(db: &mut postgres::Client, out: Output) -> anyhow::Result<u8> {
         }
         s.push('\n');
         s.push_str(&runner_table(&list));
+        if !account_problems.is_empty() {
+            s.push('\n');
+            for (name, problem) in &account_problems {
+                s.push_str(&format!("account {name}: {problem}\n"));
+            }
+        }
         if !quota_text.is_empty() {
             s.push('\n');
             s.push_str(&quota_text);
