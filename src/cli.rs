@@ -63,6 +63,7 @@ impl CliError {
 /// chain (`{:#}`) to stderr. A `CliError` anywhere in the chain picks the code; any other
 /// error is an internal error unless it is a broken pipe, which exits 0 (like ripgrep).
 pub fn run(command: &str, body: impl FnOnce() -> anyhow::Result<u8>) -> ExitCode {
+    disable_core_dumps(command);
     exit_quietly_when_stdout_closes();
     match body() {
         Ok(code) => ExitCode::from(code),
@@ -73,6 +74,27 @@ pub fn run(command: &str, body: impl FnOnce() -> anyhow::Result<u8>) -> ExitCode
             eprintln!("{command}: error: {err:#}");
             ExitCode::from(exit_code_of(&err))
         }
+    }
+}
+
+/// Every command holds secrets (SMTP passwords, runner keys, the database URL): no core
+/// dump may write them to disk. Core size limit 0 (hard too, so nothing raises it again)
+/// and, on Linux, not dumpable, which also stops ptrace and /proc/PID/mem reads by the
+/// same user. Before anything else runs; a failure is said, not fatal.
+fn disable_core_dumps(command: &str) {
+    use rustix::process::{setrlimit, Resource, Rlimit};
+    let zero = Rlimit {
+        current: Some(0),
+        maximum: Some(0),
+    };
+    if let Err(e) = setrlimit(Resource::Core, zero) {
+        eprintln!("{command}: warning: cannot turn core dumps off: {e}");
+    }
+    #[cfg(target_os = "linux")]
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        eprintln!("{command}: warning: cannot make the process non-dumpable: {e}");
     }
 }
 
