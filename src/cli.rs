@@ -63,6 +63,7 @@ impl CliError {
 /// chain (`{:#}`) to stderr. A `CliError` anywhere in the chain picks the code; any other
 /// error is an internal error unless it is a broken pipe, which exits 0 (like ripgrep).
 pub fn run(command: &str, body: impl FnOnce() -> anyhow::Result<u8>) -> ExitCode {
+    disable_core_dumps(command);
     exit_quietly_when_stdout_closes();
     match body() {
         Ok(code) => ExitCode::from(code),
@@ -73,6 +74,27 @@ pub fn run(command: &str, body: impl FnOnce() -> anyhow::Result<u8>) -> ExitCode
             eprintln!("{command}: error: {err:#}");
             ExitCode::from(exit_code_of(&err))
         }
+    }
+}
+
+/// Every command holds secrets (SMTP passwords, runner keys, the database URL): no core
+/// dump may write them to disk. Core size limit 0 (hard too, so nothing raises it again)
+/// and, on Linux, not dumpable, which also stops ptrace and /proc/PID/mem reads by the
+/// same user. Before anything else runs; a failure is said, not fatal.
+fn disable_core_dumps(command: &str) {
+    use rustix::process::{setrlimit, Resource, Rlimit};
+    let zero = Rlimit {
+        current: Some(0),
+        maximum: Some(0),
+    };
+    if let Err(e) = setrlimit(Resource::Core, zero) {
+        eprintln!("{command}: warning: cannot turn core dumps off: {e}");
+    }
+    #[cfg(target_os = "linux")]
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        eprintln!("{command}: warning: cannot make the process non-dumpable: {e}");
     }
 }
 
@@ -110,6 +132,76 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+/// Reads an on/off switch: 1/0, yes/no, on/off, true/false (any case, surrounding
+/// blanks ignored); empty is off, as an unset variable is. `None` for anything else.
+pub fn parse_switch(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "yes" | "on" | "true" => Some(true),
+        "" | "0" | "no" | "off" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// What [`parse_switch`] accepts, for error messages and help.
+pub const SWITCH_SPELLINGS: &str = "1/0, yes/no, on/off or true/false";
+
+/// An environment variable that is a switch (unset: off), read with [`parse_switch`].
+pub fn env_switch(name: &str) -> Result<bool, String> {
+    match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => Ok(false),
+        Ok(value) => {
+            parse_switch(&value).ok_or_else(|| format!("{name}={value:?}: want {SWITCH_SPELLINGS}"))
+        }
+        Err(std::env::VarError::NotUnicode(value)) => {
+            Err(format!("{name}={value:?}: want {SWITCH_SPELLINGS}"))
+        }
+    }
+}
+
+/// The value parser of every flag that an environment variable can also set
+/// (`#[arg(long, env = "MAILRUN_...", value_parser = cli::SwitchParser)]`): clap's own
+/// bool parser takes only "true" and "false", so `MAILRUN_VERBOSE=1` was an error.
+#[derive(Debug, Clone, Copy)]
+pub struct SwitchParser;
+
+impl clap::builder::TypedValueParser for SwitchParser {
+    type Value = bool;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<bool, clap::Error> {
+        if let Some(on) = value.to_str().and_then(parse_switch) {
+            return Ok(on);
+        }
+        // Name the variable too: a bad value almost always comes from the environment.
+        let name = match arg {
+            Some(arg) => {
+                let long = arg
+                    .get_long()
+                    .map(|l| format!("--{l}"))
+                    .unwrap_or_else(|| arg.get_id().to_string());
+                match arg.get_env() {
+                    Some(env) => format!("{long} (or {})", env.to_string_lossy()),
+                    None => long,
+                }
+            }
+            None => "a switch".to_string(),
+        };
+        let mut err = clap::Error::raw(
+            clap::error::ErrorKind::InvalidValue,
+            format!(
+                "invalid value {:?} for {name}: want {SWITCH_SPELLINGS}\n",
+                value.to_string_lossy()
+            ),
+        );
+        err = err.with_cmd(cmd);
+        Err(err)
+    }
+}
+
 /// Parses the command line like `T::parse()`, but exits with EXIT_USAGE (64) on a usage
 /// error instead of clap's 2, so every command keeps the documented exit codes. Help and
 /// version requests print and exit 0.
@@ -127,5 +219,40 @@ pub fn parse_args<T: clap::Parser>() -> T {
             let _ = err.print();
             std::process::exit(code);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Switches {
+        #[arg(long, env = "MAILRUN_TEST_SWITCH_CLI", value_parser = SwitchParser)]
+        verbose: bool,
+    }
+
+    #[test]
+    fn switch_spellings() {
+        for on in ["1", "yes", "YES", "On", "true", "TRUE", " 1 "] {
+            assert_eq!(parse_switch(on), Some(true), "{on:?}");
+        }
+        for off in ["", "0", "no", "No", "off", "OFF", "false", "False"] {
+            assert_eq!(parse_switch(off), Some(false), "{off:?}");
+        }
+        for bad in ["maybe", "2", "y", "enable", "-1"] {
+            assert_eq!(parse_switch(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn switch_flag_on_the_command_line() {
+        assert!(
+            Switches::try_parse_from(["x", "--verbose"])
+                .unwrap()
+                .verbose
+        );
+        assert!(!Switches::try_parse_from(["x"]).unwrap().verbose);
     }
 }

@@ -435,11 +435,7 @@ fn accounts_hide_passwords_and_test_logs_in() {
         b"pw\n",
     );
     assert_status(&out, 64);
-    assert!(
-        stderr(&out).contains("--insecure-plain-auth"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("starttls"), "{}", stderr(&out));
     assert_eq!(
         count(
             &url,
@@ -508,6 +504,117 @@ fn accounts_hide_passwords_and_test_logs_in() {
         "{err}"
     );
     assert!(!err.contains("correct horse"), "{err}");
+}
+
+/// Runners never send a password in clear to a host that is not loopback (src/smtp.rs),
+/// so `account add` refuses such an account even with --insecure-plain-auth (its mail
+/// would wait until it expired); one stored earlier is flagged by `account list` and
+/// `status`, and `account test` does not send its password.
+#[test]
+fn a_clear_text_login_to_a_remote_host_is_refused_as_the_runner_refuses_it() {
+    let url = init("admin_plain_auth");
+    let add = |name: &str, host: &str, extra: &[&str]| {
+        let args = [
+            &[
+                "account",
+                "add",
+                name,
+                "--host",
+                host,
+                "--port",
+                "25",
+                "--security",
+                "none",
+                "--username",
+                "u",
+                "--password-file",
+                "-",
+            ][..],
+            extra,
+        ]
+        .concat();
+        admin_stdin(&url, &args, b"canary-pw-913\n")
+    };
+    let out = add("remote", "smtp.example.net", &["--insecure-plain-auth"]);
+    assert_status(&out, 64);
+    let err = stderr(&out);
+    assert!(
+        err.contains("smtp.example.net") && err.contains("in clear") && err.contains("starttls"),
+        "{err}"
+    );
+    let out = add("remote-ip", "192.0.2.7", &["--insecure-plain-auth"]);
+    assert_status(&out, 64);
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM mailrun.smtp_accounts WHERE name LIKE 'remote%'"
+        ),
+        0
+    );
+    // Loopback (as the runner counts it: 127.0.0.0/8, ::1, localhost) needs no opt-in.
+    for (name, host) in [
+        ("lo2", "127.0.0.2"),
+        ("lo6", "::1"),
+        ("lohost", "LocalHost"),
+    ] {
+        assert_status(&add(name, host, &[]), 0);
+    }
+    assert_status(&add("lo-flag", "127.0.0.1", &["--insecure-plain-auth"]), 0);
+
+    // An account stored before this check (or by SQL).
+    Client::connect(&url, NoTls)
+        .unwrap()
+        .execute(
+            "INSERT INTO mailrun.smtp_accounts (name, host, port, security, username, password)
+             VALUES ('legacy', 'smtp.example.net', 25, 'none', 'u', 'canary-pw-913')",
+            &[],
+        )
+        .unwrap();
+    let out = admin(&url, &["account", "list"]);
+    assert_status(&out, 0);
+    let text = stdout(&out);
+    let legacy = text.lines().find(|l| l.starts_with("legacy")).unwrap();
+    assert!(legacy.contains("UNUSABLE"), "{text}");
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("lo2") && l.contains("UNUSABLE")),
+        "{text}"
+    );
+    let out = admin(&url, &["account", "list", "--json"]);
+    let list = json_out(&out);
+    let by_name = |n: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == n)
+            .cloned()
+            .unwrap()
+    };
+    assert!(
+        by_name("legacy")["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("in clear")),
+        "{list}"
+    );
+    assert_eq!(by_name("lo2")["problem"], Value::Null);
+    let out = admin(&url, &["status"]);
+    assert_status(&out, 0);
+    assert!(
+        stdout(&out).contains("account legacy") && stdout(&out).contains("in clear"),
+        "{}",
+        stdout(&out)
+    );
+    let out = admin(&url, &["status", "--json"]);
+    let problems = json_out(&out)["account_problems"].clone();
+    assert_eq!(problems.as_array().map(Vec::len), Some(1), "{problems}");
+    assert_eq!(problems[0]["account"], "legacy");
+    // account test refuses before connecting, as the runner would.
+    let out = admin(&url, &["account", "test", "legacy"]);
+    assert_status(&out, 78);
+    assert!(stderr(&out).contains("in clear"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("canary-pw-913"));
+    assert!(!stdout(&out).contains("canary-pw-913"));
 }
 
 #[test]
@@ -709,6 +816,257 @@ fn enqueue_an_eml_file() {
     let out = admin(&url, &["enqueue", "--eml", multipart.to_str().unwrap()]);
     assert_status(&out, 65);
     assert!(stderr(&out).contains("multipart"), "{}", stderr(&out));
+}
+
+/// A NUL character (valid JSON as `\u0000`, but PostgreSQL's jsonb cannot store it) or
+/// bytes that are not UTF-8 are bad input: exit 65 naming the line or the field, never
+/// the database's "internal error" 70.
+#[test]
+fn nul_characters_and_invalid_utf8_are_bad_data_not_internal_errors() {
+    let url = init("admin_bad_bytes");
+    let good = "{\"from\":\"news@example.com\",\"to\":\"a@example.org\",\"text\":\"ok\"}\n";
+    let mut input = good.repeat(2).into_bytes();
+    input.extend_from_slice(
+        b"{\"from\":\"news@example.com\",\"to\":\"a@example.org\",\"subject\":\"a\\u0000b\",\"text\":\"x\"}\n",
+    );
+    // The NUL alone (the reported "db error: unsupported Unicode escape sequence").
+    let out = admin_stdin(&url, &["enqueue", "--jsonl"], &input);
+    assert_status(&out, 65);
+    assert!(
+        stderr(&out).contains("line 3: \"subject\""),
+        "{}",
+        stderr(&out)
+    );
+    input.extend_from_slice(
+        b"{\"from\":\"news@example.com\",\"to\":\"a@example.org\",\"text\":\"Gr\xfc\xdfe\"}\n",
+    );
+    input.extend_from_slice(good.as_bytes());
+    let out = admin_stdin(&url, &["enqueue", "--jsonl"], &input);
+    assert_status(&out, 65);
+    let err = stderr(&out);
+    assert!(err.contains("line 3") && err.contains("NUL"), "{err}");
+    assert!(err.contains("line 4") && err.contains("UTF-8"), "{err}");
+    assert!(err.contains("nothing enqueued"), "{err}");
+    assert_eq!(count(&url, "SELECT count(*) FROM mailrun.messages"), 0);
+    let out = admin_stdin(
+        &url,
+        &["enqueue", "--jsonl", "--skip-invalid", "--json"],
+        &input,
+    );
+    assert_status(&out, 0);
+    assert_eq!(json_out(&out)["enqueued"], 3);
+    assert_eq!(count(&url, "SELECT count(*) FROM mailrun.messages"), 3);
+
+    // The same through the other inputs: a body file, stdin, an .eml file, a template.
+    let dir = common::temp_dir();
+    let nul_text = dir.path().join("nul.txt");
+    std::fs::write(&nul_text, b"a\0b").unwrap();
+    let latin1_text = dir.path().join("latin1.txt");
+    std::fs::write(&latin1_text, b"Gr\xfc\xdfe").unwrap();
+    let nul_eml = dir.path().join("nul.eml");
+    std::fs::write(
+        &nul_eml,
+        b"From: a@example.com\r\nTo: b@example.org\r\nSubject: s\r\n\r\na\0b\r\n",
+    )
+    .unwrap();
+    let nul_template = dir.path().join("nul.json");
+    std::fs::write(
+        &nul_template,
+        b"{\"from\":\"news@example.com\",\"to\":\"a@example.org\",\"text\":\"a\\u0000b\"}",
+    )
+    .unwrap();
+    let flags = [
+        "enqueue",
+        "--from",
+        "me@example.com",
+        "--to",
+        "a@example.org",
+    ];
+    let cases: Vec<(Vec<&str>, &[u8], &str)> = vec![
+        (
+            [&flags[..], &["--text-file", nul_text.to_str().unwrap()]].concat(),
+            b"",
+            "NUL",
+        ),
+        (
+            [&flags[..], &["--html-file", nul_text.to_str().unwrap()]].concat(),
+            b"",
+            "NUL",
+        ),
+        (
+            [&flags[..], &["--text-file", latin1_text.to_str().unwrap()]].concat(),
+            b"",
+            "UTF-8",
+        ),
+        (
+            [&flags[..], &["--text-file", "-"]].concat(),
+            b"Gr\xfc\xdfe",
+            "UTF-8",
+        ),
+        (
+            vec!["enqueue", "--eml", nul_eml.to_str().unwrap()],
+            b"",
+            "NUL",
+        ),
+        (
+            vec![
+                "schedule",
+                "add",
+                "--cron",
+                "@daily",
+                "--template",
+                nul_template.to_str().unwrap(),
+            ],
+            b"",
+            "NUL",
+        ),
+    ];
+    for (args, stdin, want) in cases {
+        let out = admin_stdin(&url, &args, stdin);
+        assert_status(&out, 65);
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(count(&url, "SELECT count(*) FROM mailrun.messages"), 3);
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM mailrun.recurring_jobs"),
+        0
+    );
+}
+
+/// Header text and bodies in other charsets are decoded with the charset they declare
+/// (RFC 2047 encoded words, the Content-Type charset); raw 8-bit header bytes that are
+/// not UTF-8 are refused naming the header, never stored mangled (U+FFFD).
+#[test]
+fn eml_charsets_are_decoded_or_refused_never_mangled() {
+    let url = init("admin_eml_charsets");
+    let dir = common::temp_dir();
+    let enqueue = |name: &str, raw: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, raw).unwrap();
+        admin(
+            &url,
+            &["enqueue", "--eml", path.to_str().unwrap(), "--json"],
+        )
+    };
+    let stored = |out: &Output| -> (String, Option<String>, Option<String>) {
+        assert_status(out, 0);
+        let id = json_out(out)["id"].as_i64().unwrap();
+        let row = Client::connect(&url, NoTls)
+            .unwrap()
+            .query_one(
+                "SELECT subject, text_body, html_body FROM mailrun.messages WHERE id = $1",
+                &[&id],
+            )
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    let head = "From: a@example.com\r\nTo: b@example.org\r\n";
+
+    // Raw Latin-1 in a header: refused, naming the header.
+    let out = enqueue(
+        "latin1-subject.eml",
+        &[head.as_bytes(), b"Subject: Gr\xfc\xdfe\r\n\r\nhi\r\n"].concat(),
+    );
+    assert_status(&out, 65);
+    let err = stderr(&out);
+    assert!(err.contains("Subject") && err.contains("UTF-8"), "{err}");
+    assert_eq!(count(&url, "SELECT count(*) FROM mailrun.messages"), 0);
+
+    // Raw UTF-8 in a header (RFC 6532) stays accepted.
+    let out = enqueue(
+        "utf8-subject.eml",
+        &[head.as_bytes(), "Subject: Grüße\r\n\r\nhi\r\n".as_bytes()].concat(),
+    );
+    assert_eq!(stored(&out).0, "Grüße");
+
+    // Encoded words in the charsets they declare.
+    for (subject, want) in [
+        ("=?ISO-8859-1?Q?Gr=FC=DFe?=", "Grüße"),
+        ("=?latin1?B?R3L832Ug?=", "Grüße "),
+        ("=?iso-8859-15?q?=A4_5?=", "€ 5"),
+        ("=?windows-1252?Q?=80_=93ok=94?=", "€ “ok”"),
+        ("=?us-ascii?Q?plain?=", "plain"),
+        ("=?UTF-8?Q?=C3=BC?= =?utf-8?b?w58=?=", "üß"),
+    ] {
+        let out = enqueue(
+            "encoded.eml",
+            format!("{head}Subject: {subject}\r\n\r\nhi\r\n").as_bytes(),
+        );
+        assert_eq!(stored(&out).0, want, "{subject}");
+    }
+    // An unknown charset, or bytes the declared charset does not have: refused.
+    for (subject, says) in [
+        ("=?koi8-r?B?0NLJ18XU?=", "koi8-r"),
+        ("=?us-ascii?Q?Gr=FC=DFe?=", "us-ascii"),
+        ("=?utf-8?Q?Gr=FC=DFe?=", "utf-8"),
+    ] {
+        let out = enqueue(
+            "bad-charset.eml",
+            format!("{head}Subject: {subject}\r\n\r\nhi\r\n").as_bytes(),
+        );
+        assert_status(&out, 65);
+        let err = stderr(&out);
+        assert!(err.contains("Subject") && err.contains(says), "{err}");
+    }
+
+    // Bodies with the Content-Type charset: 8bit, quoted-printable and base64.
+    let out = enqueue(
+        "latin1-body.eml",
+        &[
+            head.as_bytes(),
+            b"Subject: s\r\nContent-Type: text/plain; charset=\"ISO-8859-1\"\r\n\
+              Content-Transfer-Encoding: 8bit\r\n\r\nGr\xfc\xdfe\r\n",
+        ]
+        .concat(),
+    );
+    assert_eq!(stored(&out).1.as_deref(), Some("Grüße\n"));
+    let out = enqueue(
+        "cp1252-body.eml",
+        format!(
+            "{head}Subject: s\r\nContent-Type: text/html; charset=windows-1252\r\n\
+             Content-Transfer-Encoding: quoted-printable\r\n\r\n<p>=80 5</p>\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(stored(&out).2.as_deref(), Some("<p>€ 5</p>\n"));
+    let out = enqueue(
+        "latin9-body.eml",
+        format!(
+            "{head}Subject: s\r\nContent-Type: text/plain; charset=iso-8859-15\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\npCA1\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(stored(&out).1.as_deref(), Some("€ 5"));
+    // A body that is not in its declared charset, or in an unknown one: refused.
+    for (name, raw) in [
+        (
+            "utf8-body.eml",
+            [
+                head.as_bytes(),
+                b"Subject: s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGr\xfc\xdfe\r\n",
+            ]
+            .concat(),
+        ),
+        (
+            "unknown-body.eml",
+            [
+                head.as_bytes(),
+                b"Subject: s\r\nContent-Type: text/plain; charset=x-unknown\r\n\r\nhi\r\n",
+            ]
+            .concat(),
+        ),
+    ] {
+        let out = enqueue(name, &raw);
+        assert_status(&out, 65);
+        assert!(stderr(&out).contains("body"), "{name}: {}", stderr(&out));
+    }
+    let mangled = count(
+        &url,
+        "SELECT count(*) FROM mailrun.messages
+         WHERE subject LIKE '%' || chr(65533) || '%' OR text_body LIKE '%' || chr(65533) || '%'",
+    );
+    assert_eq!(mangled, 0);
 }
 
 fn jsonl(n: usize) -> Vec<u8> {

@@ -422,6 +422,71 @@ fn cgi_misconfigured_still_answers_a_fault() {
     }
 }
 
+/// Switches set in the environment take the usual spellings (1/0, yes/no, on/off,
+/// true/false, any case; empty is off): MAILRUN_VERBOSE=1 used to take every CGI
+/// request down (500, exit 78) because only "true" and "false" were accepted.
+#[test]
+fn cgi_verbose_switch_takes_the_usual_spellings() {
+    let db = Db::new("cgi_verbose_spellings");
+    let key = db.add_runner("r1", "https://runner.example/", 10);
+    let body = request("r1", 1, vec![]);
+    for (value, on) in [
+        ("1", true),
+        ("yes", true),
+        ("On", true),
+        ("TRUE", true),
+        ("0", false),
+        ("no", false),
+        ("off", false),
+        ("False", false),
+        ("", false),
+    ] {
+        let server = lighttpd(&db, &[("MAILRUN_VERBOSE", value)]);
+        let url = server.url("dispatch-cgi");
+        let headers = signed_headers(
+            &key,
+            &url_path(&url),
+            &body,
+            sign::now_unix(),
+            &sign::new_nonce(),
+        );
+        let raw = raw_post(&url, &headers, &body);
+        assert_eq!(
+            raw.status,
+            200,
+            "MAILRUN_VERBOSE={value:?}: {}\n{}",
+            String::from_utf8_lossy(&raw.body),
+            server.error_log()
+        );
+        assert!(matches!(codec::decode(&raw.body), Ok(Body::JobRun(_))));
+        let logged = server.error_log().contains("runner=r1");
+        assert_eq!(
+            logged,
+            on,
+            "MAILRUN_VERBOSE={value:?}:\n{}",
+            server.error_log()
+        );
+    }
+    // Nonsense is a configuration error naming the variable and what it takes.
+    let server = lighttpd(&db, &[("MAILRUN_VERBOSE", "maybe")]);
+    let url = server.url("dispatch-cgi");
+    let headers = signed_headers(
+        &key,
+        &url_path(&url),
+        &body,
+        sign::now_unix(),
+        &sign::new_nonce(),
+    );
+    let raw = raw_post(&url, &headers, &body);
+    assert_eq!(raw.status, 500);
+    assert!(fault_of(&raw).message.contains("not configured"));
+    let log = server.error_log();
+    assert!(
+        log.contains("MAILRUN_VERBOSE") && log.contains("maybe") && log.contains("yes/no"),
+        "{log}"
+    );
+}
+
 #[test]
 fn cgi_get_is_a_health_line() {
     let db = Db::new("cgi_get");
@@ -964,6 +1029,58 @@ fn tick_refuses_plain_http_to_a_remote_runner_unless_allowed() {
     let summary: serde_json::Value = serde_json::from_str(&common::stdout(&out)).expect("json");
     let error = summary["runners"][0]["error"].as_str().unwrap_or_default();
     assert!(error.contains("plain http"), "{summary}");
+
+    // MAILRUN_ALLOW_PLAIN_HTTP in any usual spelling: on, the runner is contacted (and
+    // is unreachable); off, still refused; nonsense, a usage error naming the variable.
+    for (value, on) in [
+        ("1", true),
+        ("yes", true),
+        ("ON", true),
+        ("true", true),
+        ("0", false),
+        ("off", false),
+        ("", false),
+    ] {
+        let out = common::run(
+            common::command(TICK)
+                .args(["--database-url", &db.url, "--json", "--timeout", "1"])
+                .env("MAILRUN_ALLOW_PLAIN_HTTP", value),
+        );
+        common::assert_status(&out, 69);
+        let summary: serde_json::Value = serde_json::from_str(&common::stdout(&out)).expect("json");
+        let error = summary["runners"][0]["error"].as_str().unwrap_or_default();
+        assert_eq!(
+            !error.contains("plain http"),
+            on,
+            "MAILRUN_ALLOW_PLAIN_HTTP={value:?}: {summary}"
+        );
+    }
+    for (program, args) in [(TICK, &[][..]), (PUSH, &["show"][..])] {
+        let out = common::run(
+            common::command(program)
+                .args(args)
+                .args(["--database-url", &db.url])
+                .env("MAILRUN_ALLOW_PLAIN_HTTP", "perhaps"),
+        );
+        common::assert_status(&out, 64);
+        let err = common::stderr(&out);
+        assert!(
+            err.contains("MAILRUN_ALLOW_PLAIN_HTTP") && err.contains("perhaps"),
+            "{err}"
+        );
+    }
+    let out = common::run(
+        common::command(PUSH)
+            .args(["show", "--database-url", &db.url])
+            .env("MAILRUN_ALLOW_PLAIN_HTTP", "1"),
+    );
+    // Past the command line: it reads the database (which holds no version yet).
+    common::assert_status(&out, 78);
+    assert!(
+        common::stderr(&out).contains("no config version"),
+        "{}",
+        common::stderr(&out)
+    );
 }
 
 #[test]

@@ -23,7 +23,7 @@ fn message_count() -> i64 {
     if let Ok(n) = std::env::var("MAILRUN_E2E_MESSAGES") {
         return n.parse().expect("MAILRUN_E2E_MESSAGES is a number");
     }
-    if std::env::var("MAILRUN_SOAK").is_ok_and(|v| v == "1") {
+    if mailrun::cli::env_switch("MAILRUN_SOAK").unwrap_or_else(|e| panic!("{e}")) {
         100_000
     } else {
         10_000

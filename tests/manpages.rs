@@ -35,7 +35,7 @@ fn files_under(dir: &str) -> BTreeSet<PathBuf> {
 #[test]
 fn man_pages_and_completions_are_fresh() {
     let generated = manpages::generated_files().expect("generate");
-    if std::env::var_os("MAILRUN_BLESS").is_some() {
+    if mailrun::cli::env_switch("MAILRUN_BLESS").unwrap_or_else(|e| panic!("{e}")) {
         // Remove pages of commands that no longer exist, keep the hand-written ones.
         for old in files_under("man")
             .into_iter()

@@ -65,7 +65,7 @@ fn generated_bodies_round_trip() {
 #[test]
 fn examples_are_current() {
     let dir = examples_dir();
-    let bless = std::env::var_os("MAILRUN_BLESS").is_some();
+    let bless = mailrun::cli::env_switch("MAILRUN_BLESS").unwrap_or_else(|e| panic!("{e}"));
     for (file, body) in examples() {
         let path = dir.join(&file);
         let expected = encode(&body);

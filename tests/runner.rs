@@ -730,6 +730,136 @@ fn disk_full_while_journalling_stops_sending_with_a_clear_error() {
     assert!(server.messages().len() <= 4);
 }
 
+/// Signed JobRunnerReady headers and body for runner-cgi in CGI mode.
+fn signed_ready() -> (Vec<(String, String)>, Vec<u8>) {
+    let body = codec::encode(&Body::JobRunnerReady(JobRunnerReady {
+        runner_id: "r1".into(),
+        queued: 1,
+    }));
+    let action = "urn:mailrun:soap:v1#JobRunnerReady";
+    let sig = sign::sign(&key(), "POST", "/cgi-bin/runner-cgi", action, &body);
+    let mut headers: Vec<(String, String)> = sig
+        .to_headers()
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v))
+        .collect();
+    headers.push(("SOAPAction".into(), format!("\"{action}\"")));
+    (headers, body)
+}
+
+/// A state folder on a file system mounted read-only: every command that writes there
+/// exits 75 (temporary failure) saying what it could not write and why, not 70; under
+/// CGI the peer gets an Internal fault and the web server's log the reason.
+#[test]
+fn a_read_only_state_folder_is_a_temporary_failure_with_a_clear_message() {
+    assert!(
+        common::is_root(),
+        "this test mounts a tmpfs and must run as root (see scripts/test-setup.sh)"
+    );
+    let dir = common::temp_dir();
+    let mount = dir.path().join("ro");
+    std::fs::create_dir_all(&mount).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .expect("mount");
+    assert!(status.success(), "mount -t tmpfs failed");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mount.clone());
+    let state = mount.join("state");
+    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    let status = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&mount)
+        .status()
+        .expect("mount -o remount,ro");
+    assert!(status.success(), "remount read-only failed");
+
+    for (name, args) in [
+        ("runner-poll", &["--force"][..]),
+        ("runner-send", &[][..]),
+        ("runner-admin", &["cycle", "--force"][..]),
+    ] {
+        let out = run(name, &state, args);
+        assert_status(&out, 75);
+        let err = stderr(&out);
+        assert!(err.contains("Read-only file system"), "{name}: {err}");
+        assert!(err.contains(state.to_str().unwrap()), "{name}: {err}");
+        assert!(!err.contains(&key().secret_hex()), "{name}: {err}");
+    }
+    let (headers, body) = signed_ready();
+    let ((status, _, resp), out) = cgi_request_as(None, &state, &headers, &body);
+    assert_eq!(status, 500, "{}", String::from_utf8_lossy(&resp));
+    assert!(
+        matches!(codec::decode(&resp), Ok(Body::Fault(f)) if f.reason == FaultReason::Internal),
+        "{}",
+        String::from_utf8_lossy(&resp)
+    );
+    assert_status(&out, 75);
+    assert!(
+        stderr(&out).contains("Read-only file system"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// The same when the folder belongs to another user (the runner run as `nobody` on a
+/// folder of root's, mode 0755): exit 75 with the reason, not 70.
+#[test]
+fn a_state_folder_the_user_cannot_write_is_a_temporary_failure_with_a_clear_message() {
+    assert!(
+        common::is_root(),
+        "this test runs the runner as nobody with runuser and must run as root"
+    );
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    // nobody may enter the folders and read runner.toml (its own, mode 0600), not write.
+    for path in [dir.path(), state.as_path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let chown = Command::new("chown")
+        .arg("nobody")
+        .arg(state.join("runner.toml"))
+        .status()
+        .unwrap();
+    assert!(chown.success());
+
+    let out = common::run(
+        Command::new("runuser")
+            .args([
+                "-u",
+                "nobody",
+                "--",
+                env!("CARGO_BIN_EXE_runner-poll"),
+                "--force",
+            ])
+            .arg("--state-dir")
+            .arg(&state),
+    );
+    assert_status(&out, 75);
+    let err = stderr(&out);
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(err.contains(state.to_str().unwrap()), "{err}");
+
+    let (headers, body) = signed_ready();
+    let ((status, _, _), out) = cgi_request_as(Some("nobody"), &state, &headers, &body);
+    assert_eq!(status, 500);
+    assert_status(&out, 75);
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!state.join("ready").exists());
+}
+
 #[test]
 fn a_held_lock_makes_commands_exit_no_work_at_once() {
     let dir = common::temp_dir();
@@ -1249,8 +1379,28 @@ fn cgi_request(
     headers: &[(String, String)],
     body: &[u8],
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let (response, _) = cgi_request_as(None, state, headers, body);
+    response
+}
+
+/// [`cgi_request`] as `user` (via runuser; `None`: this user), also returning the
+/// process output (exit status, stderr).
+#[allow(clippy::type_complexity)]
+fn cgi_request_as(
+    user: Option<&str>,
+    state: &Path,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> ((u16, Vec<(String, String)>, Vec<u8>), Output) {
     use std::io::Write;
-    let mut cmd = bin("runner-cgi");
+    let mut cmd = match user {
+        Some(user) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", user, "--", env!("CARGO_BIN_EXE_runner-cgi")]);
+            c
+        }
+        None => bin("runner-cgi"),
+    };
     cmd.env("MAILRUN_RUNNER_DIR", state)
         .env("GATEWAY_INTERFACE", "CGI/1.1")
         .env("REQUEST_METHOD", "POST")
@@ -1272,7 +1422,7 @@ fn cgi_request(
     let mut child = cmd.spawn().unwrap();
     child.stdin.take().unwrap().write_all(body).unwrap();
     let out = child.wait_with_output().unwrap();
-    let raw = out.stdout;
+    let raw = out.stdout.clone();
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -1290,7 +1440,7 @@ fn cgi_request(
             hdrs.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
-    (status, hdrs, raw[split.0 + split.1..].to_vec())
+    ((status, hdrs, raw[split.0 + split.1..].to_vec()), out)
 }
 
 #[test]

@@ -3,6 +3,6 @@ complete -c dispatch-cgi -l database-url -d 'PostgreSQL URL (default: MAILRUN_DA
 complete -c dispatch-cgi -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
 complete -c dispatch-cgi -l lease-seconds -d 'Lease granted with each batch, in seconds' -r
 complete -c dispatch-cgi -l max-body -d 'Largest request body accepted, in bytes' -r
-complete -c dispatch-cgi -s v -l verbose -d 'Log one line per request to stderr (errors are always logged)'
+complete -c dispatch-cgi -s v -l verbose -d 'Log one line per request to stderr (errors are always logged). MAILRUN_VERBOSE takes 1/0, yes/no, on/off or true/false'
 complete -c dispatch-cgi -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dispatch-cgi -s V -l version -d 'Print version'

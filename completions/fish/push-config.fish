@@ -30,7 +30,7 @@ complete -c push-config -n "__fish_push_config_needs_command" -l config -d 'Disp
 complete -c push-config -n "__fish_push_config_needs_command" -l timeout -d 'Connect and read timeout for each runner, in seconds' -r
 complete -c push-config -n "__fish_push_config_needs_command" -l all -d 'Push to every enabled runner'
 complete -c push-config -n "__fish_push_config_needs_command" -l force -d 'Push even to runners whose recorded version is already current'
-complete -c push-config -n "__fish_push_config_needs_command" -l allow-plain-http -d 'Allow plain http:// to runners that are not on loopback (TLS is the default)'
+complete -c push-config -n "__fish_push_config_needs_command" -l allow-plain-http -d 'Allow plain http:// to runners that are not on loopback (TLS is the default). MAILRUN_ALLOW_PLAIN_HTTP takes 1/0, yes/no, on/off or true/false'
 complete -c push-config -n "__fish_push_config_needs_command" -s v -l verbose -d 'Print a line per runner to stderr'
 complete -c push-config -n "__fish_push_config_needs_command" -l json -d 'Print the result as JSON on stdout'
 complete -c push-config -n "__fish_push_config_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -44,7 +44,7 @@ complete -c push-config -n "__fish_push_config_using_subcommand set" -l timeout 
 complete -c push-config -n "__fish_push_config_using_subcommand set" -l no-push -d 'Only create the version; push later'
 complete -c push-config -n "__fish_push_config_using_subcommand set" -l all -d 'Push to every enabled runner'
 complete -c push-config -n "__fish_push_config_using_subcommand set" -l force -d 'Push even to runners whose recorded version is already current'
-complete -c push-config -n "__fish_push_config_using_subcommand set" -l allow-plain-http -d 'Allow plain http:// to runners that are not on loopback (TLS is the default)'
+complete -c push-config -n "__fish_push_config_using_subcommand set" -l allow-plain-http -d 'Allow plain http:// to runners that are not on loopback (TLS is the default). MAILRUN_ALLOW_PLAIN_HTTP takes 1/0, yes/no, on/off or true/false'
 complete -c push-config -n "__fish_push_config_using_subcommand set" -s v -l verbose -d 'Print a line per runner to stderr'
 complete -c push-config -n "__fish_push_config_using_subcommand set" -l json -d 'Print the result as JSON on stdout'
 complete -c push-config -n "__fish_push_config_using_subcommand set" -s h -l help -d 'Print help'
@@ -54,7 +54,7 @@ complete -c push-config -n "__fish_push_config_using_subcommand show" -l config 
 complete -c push-config -n "__fish_push_config_using_subcommand show" -l timeout -d 'Connect and read timeout for each runner, in seconds' -r
 complete -c push-config -n "__fish_push_config_using_subcommand show" -l all -d 'Push to every enabled runner'
 complete -c push-config -n "__fish_push_config_using_subcommand show" -l force -d 'Push even to runners whose recorded version is already current'
-complete -c push-config -n "__fish_push_config_using_subcommand show" -l allow-plain-http -d 'Allow plain http:// to runners that are not on loopback (TLS is the default)'
+complete -c push-config -n "__fish_push_config_using_subcommand show" -l allow-plain-http -d 'Allow plain http:// to runners that are not on loopback (TLS is the default). MAILRUN_ALLOW_PLAIN_HTTP takes 1/0, yes/no, on/off or true/false'
 complete -c push-config -n "__fish_push_config_using_subcommand show" -s v -l verbose -d 'Print a line per runner to stderr'
 complete -c push-config -n "__fish_push_config_using_subcommand show" -l json -d 'Print the result as JSON on stdout'
 complete -c push-config -n "__fish_push_config_using_subcommand show" -s h -l help -d 'Print help'

@@ -32,6 +32,23 @@ pub fn validate_name(name: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Why runners will not deliver through this account, if they will not: a login over
+/// `security none` to a host that is not loopback. The runner refuses to send the
+/// password in clear (src/smtp.rs, same test), so its mail would only be deferred until
+/// it expired.
+pub fn clear_text_login(account: &SmtpAccount) -> Option<String> {
+    let login = account.username.is_some() && account.password.is_some();
+    (login && account.security == Security::None && !crate::web::is_loopback_host(&account.host))
+        .then(|| {
+            format!(
+                "a login over security none to {}, which is not loopback: runners never \
+                 send a password in clear, so mail through it waits until it expires; use \
+                 security starttls or tls",
+                account.host
+            )
+        })
+}
+
 fn validate(account: &SmtpAccount) -> anyhow::Result<()> {
     validate_name(&account.name)?;
     let host_ok = !account.host.is_empty()
@@ -124,6 +141,13 @@ pub fn test(account: &SmtpAccount) -> anyhow::Result<String> {
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::transport::smtp::client::{Tls, TlsParameters};
     use lettre::SmtpTransport;
+
+    // Decided before connecting, as the runner does: the password never goes in clear.
+    if let Some(problem) = clear_text_login(account) {
+        return Err(
+            CliError::new(EXIT_CONFIG, format!("account {}: {problem}", account.name)).into(),
+        );
+    }
 
     let tls = match account.security {
         Security::None => Tls::None,

@@ -193,8 +193,9 @@ pub enum AccountCommand {
         /// File holding the password (first line), `-` for stdin.
         #[arg(long, value_name = "PATH", requires = "username")]
         password_file: Option<PathBuf>,
-        /// Allow a login over --security none to a host other than localhost (the
-        /// password then crosses the network in clear).
+        /// No effect, kept for old scripts: a login over --security none is accepted
+        /// for loopback hosts only (127.0.0.0/8, ::1, localhost), without this flag,
+        /// because runners never send a password in clear to any other host.
         #[arg(long)]
         insecure_plain_auth: bool,
     },
@@ -270,7 +271,8 @@ pub struct EnqueueArgs {
     /// Message-ID to use instead of a generated <uuid@from-domain>.
     #[arg(long, value_name = "ID")]
     pub message_id: Option<String>,
-    /// Read the message from an RFC 5322 file (single-part text); flags override its headers.
+    /// Read the message from an RFC 5322 file (single-part text in UTF-8, US-ASCII,
+    /// ISO-8859-1, ISO-8859-15 or windows-1252); flags override its headers.
     #[arg(long, value_name = "PATH", conflicts_with = "jsonl")]
     pub eml: Option<PathBuf>,
     /// Read one JSON message per line from stdin (or the file given); all or nothing.
@@ -608,9 +610,14 @@ fn runner_table(list: &[runners::Runner]) -> String {
 fn read_secret_file(path: &Path) -> anyhow::Result<String> {
     let mut text = String::new();
     if path == Path::new("-") {
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("cannot read the password from stdin")?;
+        std::io::stdin().read_to_string(&mut text).map_err(|e| {
+            let code = if e.kind() == std::io::ErrorKind::InvalidData {
+                EXIT_DATA
+            } else {
+                crate::cli::EXIT_SOFTWARE
+            };
+            CliError::new(code, format!("cannot read the password from stdin: {e}"))
+        })?;
     } else {
         text = std::fs::read_to_string(path).map_err(|e| {
             CliError::new(EXIT_DATA, format!("cannot read {}: {e}", path.display()))
@@ -634,16 +641,22 @@ fn account(db: &mut postgres::Client, cmd: AccountCommand, out: Output) -> anyho
             password_file,
             insecure_plain_auth,
         } => {
-            let loopback = matches!(host.as_str(), "localhost" | "127.0.0.1" | "::1" | "[::1]");
-            if username.is_some()
-                && matches!(security, SecurityArg::None)
-                && !loopback
-                && !insecure_plain_auth
-            {
+            // The runner's own rule (accounts::clear_text_login): checked before the
+            // password is read, so nothing is asked for an account that cannot work.
+            let loopback = crate::web::is_loopback_host(&host);
+            if username.is_some() && matches!(security, SecurityArg::None) && !loopback {
+                let flag = if insecure_plain_auth {
+                    " (--insecure-plain-auth cannot allow it)"
+                } else {
+                    ""
+                };
                 return Err(CliError::new(
                     EXIT_USAGE,
-                    "a login over --security none would send the password in clear: use \
-                     starttls or tls, or give --insecure-plain-auth",
+                    format!(
+                        "a login over --security none to {host}, which is not loopback, \
+                         would send the password in clear; runners refuse that, so its mail \
+                         would wait until it expired: use --security starttls or tls{flag}"
+                    ),
                 )
                 .into());
             }
@@ -688,6 +701,7 @@ fn account(db: &mut postgres::Client, cmd: AccountCommand, out: Output) -> anyho
                         "name": a.name, "host": a.host, "port": a.port,
                         "security": security_str(a.security), "username": a.username,
                         "password": if a.password.is_some() { "set" } else { "none" },
+                        "problem": accounts::clear_text_login(a),
                     })
                 })
                 .collect();
@@ -696,16 +710,26 @@ fn account(db: &mut postgres::Client, cmd: AccountCommand, out: Output) -> anyho
                     "{:<20} {:<30} {:>5} {:<9} {:<24} {}\n",
                     "NAME", "HOST", "PORT", "SECURITY", "USERNAME", "PASSWORD"
                 );
+                let mut problems = String::new();
                 for a in &list {
+                    let problem = accounts::clear_text_login(a);
                     s.push_str(&format!(
-                        "{:<20} {:<30} {:>5} {:<9} {:<24} {}\n",
+                        "{:<20} {:<30} {:>5} {:<9} {:<24} {}{}\n",
                         a.name,
                         a.host,
                         a.port,
                         security_str(a.security),
                         a.username.as_deref().unwrap_or("-"),
-                        if a.password.is_some() { "set" } else { "none" }
+                        if a.password.is_some() { "set" } else { "none" },
+                        if problem.is_some() { "  UNUSABLE" } else { "" }
                     ));
+                    if let Some(p) = problem {
+                        problems.push_str(&format!("account {}: {p}\n", a.name));
+                    }
+                }
+                if !problems.is_empty() {
+                    s.push('\n');
+                    s.push_str(&problems);
                 }
                 s
             });
@@ -780,14 +804,22 @@ fn message_from_flags(args: &EnqueueArgs) -> anyhow::Result<Value> {
         }
     }
     let read = |path: &Path| -> anyhow::Result<String> {
-        if path == Path::new("-") {
-            let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s)?;
-            Ok(s)
+        let bytes = if path == Path::new("-") {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("cannot read stdin")?;
+            bytes
         } else {
-            std::fs::read_to_string(path)
-                .map_err(|e| data_err(format!("cannot read {}: {e}", path.display())).into())
-        }
+            std::fs::read(path)
+                .map_err(|e| data_err(format!("cannot read {}: {e}", path.display())))?
+        };
+        let name = if path == Path::new("-") {
+            "stdin".to_string()
+        } else {
+            path.display().to_string()
+        };
+        Ok(utf8(bytes).map_err(|e| data_err(format!("{name}: {e}")))?)
     };
     if let Some(path) = &args.text_file {
         set("text", json!(read(path)?));
@@ -877,6 +909,7 @@ fn enqueue(
         read_as = Some(at.read_as);
     }
     message::apply_defaults(&mut m, &config.defaults);
+    message::check_no_nul(&m).map_err(|e| CliError::new(EXIT_DATA, e))?;
     message::check(&m, Some(policy.max_message_bytes)).map_err(|e| CliError::new(EXIT_DATA, e))?;
     let id = queue::enqueue(db, &m).map_err(enqueue_error)?;
     if out.json {
@@ -923,6 +956,14 @@ impl SendAtReader {
     }
 }
 
+/// Reads input that must be UTF-8; the error names the first bad byte and its offset.
+pub(crate) fn utf8(bytes: Vec<u8>) -> Result<String, String> {
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        format!("not UTF-8 (byte 0x{:02X} at offset {at})", e.as_bytes()[at])
+    })
+}
+
 fn enqueue_error(e: EnqueueError) -> anyhow::Error {
     match e {
         EnqueueError::Invalid { message, .. } => CliError::new(EXIT_DATA, message).into(),
@@ -954,15 +995,23 @@ fn enqueue_jsonl(
     // (line number, message) of every valid line; errors by line.
     let mut messages: Vec<(usize, Value)> = Vec::new();
     let mut errors: Vec<(usize, String)> = Vec::new();
-    for (i, line) in reader.lines().enumerate() {
+    // Split on bytes, not `lines()`: a line that is not UTF-8 is that line's error, not
+    // an I/O error that ends the whole run.
+    for (i, line) in reader.split(b'\n').enumerate() {
         let n = i + 1;
-        let line = line.with_context(|| format!("cannot read line {n}"))?;
-        if line.trim().is_empty() {
+        let mut line = line.with_context(|| format!("cannot read line {n}"))?;
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        let parsed = serde_json::from_str::<Value>(&line)
-            .map_err(|e| format!("not JSON: {e}"))
+        let parsed = utf8(line)
+            .and_then(|line| {
+                serde_json::from_str::<Value>(&line).map_err(|e| format!("not JSON: {e}"))
+            })
             .and_then(|mut m| {
+                message::check_no_nul(&m)?;
                 if let Some(input) = m.get("send_at").and_then(Value::as_str) {
                     let at = when.read(input)?;
                     m["send_at"] = json!(at.at.to_rfc3339());
@@ -1096,7 +1145,15 @@ fn status(db: &mut postgres::Client, out: Output) -> anyhow::Result<u8> {
         .map(|r| (r.get(0), r.get(1)));
     let list = runners::list(db)?;
     let (quota_value, quota_text) = quota_admin::status_section(db)?;
+    let account_problems: Vec<(String, String)> = accounts::list(db)?
+        .iter()
+        .filter_map(|a| accounts::clear_text_login(a).map(|p| (a.name.clone(), p)))
+        .collect();
     let mut value = json!({
+        "account_problems": account_problems
+            .iter()
+            .map(|(name, problem)| json!({"account": name, "problem": problem}))
+            .collect::<Vec<_>>(),
         "counts": counts,
         "due": due,
         "oldest_due": oldest.map(|(id, at)| json!({"id": id, "due_since": at})),
@@ -1125,6 +1182,12 @@ fn status(db: &mut postgres::Client, out: Output) -> anyhow::Result<u8> {
         }
         s.push('\n');
         s.push_str(&runner_table(&list));
+        if !account_problems.is_empty() {
+            s.push('\n');
+            for (name, problem) in &account_problems {
+                s.push_str(&format!("account {name}: {problem}\n"));
+            }
+        }
         if !quota_text.is_empty() {
             s.push('\n');
             s.push_str(&quota_text);

@@ -171,13 +171,15 @@ fn read_template(path: &Path) -> anyhow::Result<Value> {
         std::fs::read_to_string(path).map(|t| text = t)
     };
     read.map_err(|e| CliError::new(EXIT_DATA, format!("cannot read {}: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| {
+    let template: Value = serde_json::from_str(&text).map_err(|e| {
         CliError::new(
             EXIT_DATA,
             format!("{}: not a JSON object: {e}", path.display()),
         )
-        .into()
-    })
+    })?;
+    message::check_no_nul(&template)
+        .map_err(|e| CliError::new(EXIT_DATA, format!("{}: {e}", path.display())))?;
+    Ok(template)
 }
 
 fn fmt_time(t: Option<DateTime<Utc>>) -> String {

@@ -75,8 +75,9 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
     pub max_body: u64,
 
-    /// Log one line per request to stderr (errors are always logged).
-    #[arg(short, long, env = "MAILRUN_VERBOSE")]
+    /// Log one line per request to stderr (errors are always logged). MAILRUN_VERBOSE
+    /// takes 1/0, yes/no, on/off or true/false.
+    #[arg(short, long, env = "MAILRUN_VERBOSE", value_parser = crate::cli::SwitchParser)]
     pub verbose: bool,
 }
 

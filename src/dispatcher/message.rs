@@ -311,15 +311,43 @@ const EML_SKIPPED: &[&str] = &[
 /// Reads a single-part text/plain or text/html RFC 5322 message into a message object.
 /// Multipart messages and transfer encodings other than 7bit/8bit/base64/quoted-printable
 /// are refused: mailrun rebuilds the MIME structure itself.
+///
+/// Text is decoded with the charset it declares (encoded words in headers, the
+/// Content-Type charset for the body; see `charset`); raw header bytes must be UTF-8
+/// (RFC 6532). Anything else is refused, never guessed at or mangled.
 pub fn from_eml(raw: &[u8]) -> Result<Value, String> {
-    let text = String::from_utf8_lossy(raw).replace("\r\n", "\n");
-    let (head, body) = match text.find("\n\n") {
-        Some(i) => (&text[..i], &text[i + 2..]),
-        None => return Err("no blank line between headers and body".into()),
-    };
+    // CRLF to LF on bytes, before anything is decoded (quoted-printable soft breaks).
+    let mut lf = Vec::with_capacity(raw.len());
+    let mut bytes = raw.iter().copied().peekable();
+    while let Some(b) = bytes.next() {
+        if !(b == b'\r' && bytes.peek() == Some(&b'\n')) {
+            lf.push(b);
+        }
+    }
+    let raw = lf;
+    let split = raw
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .ok_or("no blank line between headers and body")?;
+    let (head, body) = (&raw[..split], &raw[split + 2..]);
     let mut headers: Vec<(String, String)> = Vec::new();
-    for line in head.split('\n') {
-        if line.starts_with([' ', '\t']) {
+    for line in head.split(|&b| b == b'\n') {
+        let continuation = line.starts_with(b" ") || line.starts_with(b"\t");
+        let line = std::str::from_utf8(line).map_err(|e| {
+            let name = if continuation {
+                headers.last().map(|h| h.0.clone()).unwrap_or_default()
+            } else {
+                let name = line.split(|&b| b == b':').next().unwrap_or_default();
+                String::from_utf8_lossy(name).trim().to_string()
+            };
+            let at = e.valid_up_to();
+            format!(
+                "header {name}: byte 0x{:02X} is not UTF-8; 8-bit header text must be UTF-8 \
+                 (RFC 6532) or RFC 2047 encoded words such as =?ISO-8859-1?Q?...?=",
+                line[at]
+            )
+        })?;
+        if continuation {
             let last = headers
                 .last_mut()
                 .ok_or_else(|| "the first header line is a continuation".to_string())?;
@@ -338,6 +366,10 @@ pub fn from_eml(raw: &[u8]) -> Result<Value, String> {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
     };
+    // Encoded words decoded; an error names the header (its canonical spelling).
+    let decoded = |name: &str, value: &str| {
+        decode_encoded_words(value).map_err(|e| format!("header {name}: {e}"))
+    };
     let content_type = get("content-type").unwrap_or_else(|| "text/plain".into());
     let mime = content_type
         .split(';')
@@ -351,24 +383,42 @@ pub fn from_eml(raw: &[u8]) -> Result<Value, String> {
              message, or use flags (--text-file, --html-file, --attach)"
         ));
     }
+    let charset = content_type.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches('"').to_string())
+    });
     let encoding = get("content-transfer-encoding")
         .unwrap_or_else(|| "7bit".into())
         .to_ascii_lowercase();
     let body = match encoding.as_str() {
-        "7bit" | "8bit" | "binary" => body.to_string(),
+        "7bit" | "8bit" | "binary" => body.to_vec(),
         "base64" => {
-            let compact: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-            let bytes = base64::engine::general_purpose::STANDARD
+            let compact: Vec<u8> = body
+                .iter()
+                .copied()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
+            base64::engine::general_purpose::STANDARD
                 .decode(compact)
-                .map_err(|e| format!("the base64 body does not decode: {e}"))?;
-            String::from_utf8(bytes).map_err(|_| "the body is not UTF-8".to_string())?
+                .map_err(|e| format!("the base64 body does not decode: {e}"))?
         }
-        "quoted-printable" => decode_quoted_printable(body)?,
+        "quoted-printable" => {
+            decode_quoted_printable(body).ok_or("invalid quoted-printable body")?
+        }
         other => {
             return Err(format!(
                 "Content-Transfer-Encoding {other} is not supported"
             ))
         }
+    };
+    let body = match &charset {
+        Some(label) => crate::dispatcher::charset::decode(label, &body)
+            .map_err(|e| format!("the body (charset {label}): {e}"))?,
+        None => String::from_utf8(body).map_err(|_| {
+            "the body is not UTF-8 and its Content-Type names no charset".to_string()
+        })?,
     };
 
     let mut m = Map::new();
@@ -380,7 +430,7 @@ pub fn from_eml(raw: &[u8]) -> Result<Value, String> {
         ("bcc", "bcc", true),
     ] {
         if let Some(v) = get(header) {
-            let v = decode_encoded_words(&v);
+            let v = decoded(header, &v)?;
             let value = if list {
                 Value::Array(
                     split_address_list(&v)
@@ -397,7 +447,7 @@ pub fn from_eml(raw: &[u8]) -> Result<Value, String> {
     if let Some(subject) = get("subject") {
         m.insert(
             "subject".into(),
-            Value::String(decode_encoded_words(&subject)),
+            Value::String(decoded("Subject", &subject)?),
         );
     }
     if let Some(id) = get("message-id") {
@@ -414,6 +464,50 @@ pub fn from_eml(raw: &[u8]) -> Result<Value, String> {
     let key = if mime == "text/html" { "html" } else { "text" };
     m.insert(key.into(), Value::String(body));
     Ok(Value::Object(m))
+}
+
+/// Refuses a NUL character anywhere in the message (a JSON `\u0000` is valid JSON, but
+/// PostgreSQL's jsonb and text cannot store it), naming the field it is in.
+pub fn check_no_nul(m: &Value) -> Result<(), String> {
+    fn find(v: &Value, path: &mut String) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                let found = find(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            Value::Object(map) => map.iter().any(|(k, item)| {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                let found = k.contains('\0') || find(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let mut path = String::new();
+    if find(m, &mut path) {
+        let field = if path.is_empty() {
+            "the message".to_string()
+        } else {
+            format!("{path:?}")
+        };
+        return Err(format!(
+            "{field} contains a NUL character (U+0000), which cannot be stored"
+        ));
+    }
+    Ok(())
 }
 
 /// Splits "a@x, "Doe, J" <j@y>" at commas outside quotes and angle brackets.
@@ -443,9 +537,9 @@ pub fn split_address_list(s: &str) -> Vec<String> {
     out
 }
 
-fn decode_quoted_printable(s: &str) -> Result<String, String> {
-    let mut out = Vec::with_capacity(s.len());
-    let bytes = s.as_bytes();
+/// Quoted-printable (RFC 2045 6.7) to bytes; `None` for a bad `=` escape.
+fn decode_quoted_printable(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'=' {
@@ -456,8 +550,7 @@ fn decode_quoted_printable(s: &str) -> Result<String, String> {
             let hex = bytes
                 .get(i + 1..i + 3)
                 .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| "invalid quoted-printable body".to_string())?;
+                .and_then(|h| u8::from_str_radix(h, 16).ok())?;
             out.push(hex);
             i += 3;
         } else {
@@ -465,42 +558,68 @@ fn decode_quoted_printable(s: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| "the body is not UTF-8".to_string())
+    Some(out)
 }
 
-/// Decodes RFC 2047 encoded words in UTF-8 or US-ASCII (others are left as they are).
-pub fn decode_encoded_words(s: &str) -> String {
+/// One RFC 2047 encoded word at the start of `s` ("=?charset?B|Q?text?="): its decoded
+/// text and length. `Ok(None)` when `s` does not have that form (then it is plain text).
+fn encoded_word(s: &str) -> Result<Option<(String, usize)>, String> {
+    let Some(inner) = s.strip_prefix("=?") else {
+        return Ok(None);
+    };
+    let mut parts = inner.splitn(3, '?');
+    let (Some(charset), Some(enc), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+        return Ok(None);
+    };
+    let Some(end) = rest.find("?=") else {
+        return Ok(None);
+    };
+    let text = &rest[..end];
+    let plain = |t: &str| !t.is_empty() && !t.contains(|c: char| c.is_whitespace() || c == '?');
+    if !plain(charset)
+        || !matches!(enc, "B" | "b" | "Q" | "q")
+        || text.contains(char::is_whitespace)
+    {
+        return Ok(None);
+    }
+    let len = 2 + charset.len() + 1 + enc.len() + 1 + end + 2;
+    let word = &s[..len];
+    let bytes = if enc.eq_ignore_ascii_case("b") {
+        // Padding is often left out by mail software; accept it either way.
+        let engine = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        engine
+            .decode(text)
+            .map_err(|e| format!("encoded word {word:?} does not decode: {e}"))?
+    } else {
+        decode_quoted_printable(text.replace('_', " ").as_bytes())
+            .ok_or_else(|| format!("encoded word {word:?} does not decode"))?
+    };
+    let decoded = crate::dispatcher::charset::decode(charset, &bytes)
+        .map_err(|e| format!("encoded word {word:?}: {e}"))?;
+    Ok(Some((decoded, len)))
+}
+
+/// Decodes RFC 2047 encoded words with the charset each declares (`charset`); an
+/// unknown charset, or bytes the charset does not have, is an error. Text that is not
+/// an encoded word is kept as it is.
+pub fn decode_encoded_words(s: &str) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = s;
     let mut last_was_word = false;
     while let Some(start) = rest.find("=?") {
-        let decoded = rest[start + 2..].find("?=").and_then(|end| {
-            let inner = &rest[start + 2..start + 2 + end];
-            let mut parts = inner.splitn(3, '?');
-            let (charset, enc, text) = (parts.next()?, parts.next()?, parts.next()?);
-            if !charset.eq_ignore_ascii_case("utf-8") && !charset.eq_ignore_ascii_case("us-ascii") {
-                return None;
-            }
-            let bytes = match enc {
-                "B" | "b" => base64::engine::general_purpose::STANDARD
-                    .decode(text)
-                    .ok()?,
-                "Q" | "q" => decode_quoted_printable(&text.replace('_', " "))
-                    .ok()?
-                    .into_bytes(),
-                _ => return None,
-            };
-            Some((String::from_utf8(bytes).ok()?, start + 2 + end + 2))
-        });
-        match decoded {
-            Some((text, consumed)) => {
+        match encoded_word(&rest[start..])? {
+            Some((text, len)) => {
                 let between = &rest[..start];
                 // Whitespace between two encoded words is dropped (RFC 2047 6.2).
                 if !(last_was_word && between.trim().is_empty()) {
                     out.push_str(between);
                 }
                 out.push_str(&text);
-                rest = &rest[consumed..];
+                rest = &rest[start + len..];
                 last_was_word = true;
             }
             None => {
@@ -511,7 +630,7 @@ pub fn decode_encoded_words(s: &str) -> String {
         }
     }
     out.push_str(rest);
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -548,12 +667,61 @@ mod tests {
 
     #[test]
     fn encoded_words() {
-        assert_eq!(decode_encoded_words("=?UTF-8?B?R3LDvMOfZQ==?="), "Grüße");
-        assert_eq!(
-            decode_encoded_words("=?utf-8?q?a_b=C3=BC?= =?utf-8?q?c?="),
-            "a büc"
-        );
-        assert_eq!(decode_encoded_words("plain"), "plain");
+        let d = |s: &str| decode_encoded_words(s).unwrap();
+        assert_eq!(d("=?UTF-8?B?R3LDvMOfZQ==?="), "Grüße");
+        assert_eq!(d("=?UTF-8?B?R3LDvMOfZQ?="), "Grüße");
+        assert_eq!(d("=?utf-8?q?a_b=C3=BC?= =?utf-8?q?c?="), "a büc");
+        // A Q word that starts with an escape (its "?=" is not the end).
+        assert_eq!(d("=?UTF-8?Q?=C3=BC?="), "ü");
+        assert_eq!(d("=?ISO-8859-1?Q?Gr=FC=DFe?= und mehr"), "Grüße und mehr");
+        assert_eq!(d("=?iso-8859-15?B?pA==?="), "€");
+        assert_eq!(d("=?windows-1252?Q?=93x=94?="), "“x”");
+        assert_eq!(d("Re: =?latin1?q?caf=E9?="), "Re: café");
+        assert_eq!(d("plain"), "plain");
+        // Not encoded words: kept as they are.
+        assert_eq!(d("a =? b ?= c"), "a =? b ?= c");
+        assert_eq!(d("=?utf-8?x?abc?="), "=?utf-8?x?abc?=");
+        assert_eq!(d("1+1=?"), "1+1=?");
+    }
+
+    #[test]
+    fn encoded_words_in_unknown_or_wrong_charsets_are_refused() {
+        let e = decode_encoded_words("=?koi8-r?B?0NLJ18XU?=").unwrap_err();
+        assert!(e.contains("koi8-r"), "{e}");
+        assert!(decode_encoded_words("=?us-ascii?Q?=FC?=").is_err());
+        assert!(decode_encoded_words("=?utf-8?Q?=FC?=").is_err());
+        assert!(decode_encoded_words("=?utf-8?B?!!!?=").is_err());
+    }
+
+    #[test]
+    fn eml_headers_and_bodies_in_their_charsets() {
+        let m = from_eml(
+            b"From: a@example.com\r\nSubject: =?ISO-8859-1?Q?Gr=FC=DFe?=\r\n\
+              Content-Type: text/plain; charset=\"iso-8859-1\"\r\n\r\nGr\xfc\xdfe\r\n",
+        )
+        .unwrap();
+        assert_eq!(m["subject"], "Grüße");
+        assert_eq!(m["text"], "Grüße\n");
+        let m = from_eml("Subject: Grüße\n\nhi".as_bytes()).unwrap();
+        assert_eq!(m["subject"], "Grüße");
+        let e = from_eml(b"To: b@example.org\nSubject: Gr\xfc\xdfe\n\nhi").unwrap_err();
+        assert!(e.starts_with("header Subject: byte 0xFC"), "{e}");
+        let e = from_eml(b"Subject: x\n\tGr\xfc\n\nhi").unwrap_err();
+        assert!(e.starts_with("header Subject:"), "{e}");
+        let e = from_eml(b"Subject: x\n\nGr\xfc\xdfe").unwrap_err();
+        assert!(e.contains("body"), "{e}");
+        let e = from_eml(b"Content-Type: text/plain; charset=big5\n\nhi").unwrap_err();
+        assert!(e.contains("big5"), "{e}");
+    }
+
+    #[test]
+    fn nul_characters_are_found_by_field() {
+        assert!(check_no_nul(&serde_json::json!({"subject": "ok", "to": ["a"]})).is_ok());
+        let e = check_no_nul(&serde_json::json!({"subject": "a\u{0}b"})).unwrap_err();
+        assert!(e.starts_with("\"subject\" contains a NUL"), "{e}");
+        let e = check_no_nul(&serde_json::json!({"headers": [{"name": "X", "value": "\u{0}"}]}))
+            .unwrap_err();
+        assert!(e.starts_with("\"headers[0].value\""), "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod admin_results;
+pub mod charset;
 pub mod connection;
 pub mod endpoint;
 pub mod message;

@@ -86,7 +86,9 @@ pub struct Args {
     pub timeout: u64,
 
     /// Allow plain http:// to runners that are not on loopback (TLS is the default).
-    #[arg(long, env = "MAILRUN_ALLOW_PLAIN_HTTP", global = true)]
+    /// MAILRUN_ALLOW_PLAIN_HTTP takes 1/0, yes/no, on/off or true/false.
+    #[arg(long, env = "MAILRUN_ALLOW_PLAIN_HTTP", global = true,
+          value_parser = crate::cli::SwitchParser)]
     pub allow_plain_http: bool,
 
     /// Print a line per runner to stderr.

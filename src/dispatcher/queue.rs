@@ -91,7 +91,7 @@ pub fn enqueue_many(
 
 /// An invalid_parameter_value from the procedures becomes `Invalid`, with the position
 /// from DETAIL "position N" (1-based there, 0-based here) and the message without its
-/// "message N: " prefix.
+/// "message N: " prefix; another data exception becomes `Invalid` without a position.
 fn invalid_or_db(e: postgres::Error) -> EnqueueError {
     if let Some(db) = e.as_db_error() {
         if *db.code() == SqlState::INVALID_PARAMETER_VALUE {
@@ -109,6 +109,17 @@ fn invalid_or_db(e: postgres::Error) -> EnqueueError {
                 None => db.message().to_string(),
             };
             return EnqueueError::Invalid { position, message };
+        }
+        // Any other data exception (class 22, e.g. 22P05 for a \u0000 the JSON carried)
+        // is the input's fault too: bad data, not an internal error.
+        if db.code().code().starts_with("22") {
+            return EnqueueError::Invalid {
+                position: None,
+                message: match db.detail() {
+                    Some(detail) => format!("{}: {detail}", db.message()),
+                    None => db.message().to_string(),
+                },
+            };
         }
     }
     EnqueueError::Database(e)

@@ -66,7 +66,8 @@ pub struct Args {
     pub parallel: u64,
 
     /// Allow plain http:// to runners that are not on loopback (TLS is the default).
-    #[arg(long, env = "MAILRUN_ALLOW_PLAIN_HTTP")]
+    /// MAILRUN_ALLOW_PLAIN_HTTP takes 1/0, yes/no, on/off or true/false.
+    #[arg(long, env = "MAILRUN_ALLOW_PLAIN_HTTP", value_parser = crate::cli::SwitchParser)]
     pub allow_plain_http: bool,
 
     /// Print a line per runner contacted to stderr.

@@ -64,7 +64,7 @@ Crontab line: `* * * * * runner-admin cycle --max-seconds 55` (add --force on ru
 that accept no inbound HTTP).\n\n\
 Exit status: 0 work was done, 3 no work (or another run holds the lock), 69 the \
 dispatcher is unreachable or timed out, 65 it answered something invalid, 75 the journal \
-could not be written, 78 configuration error."
+or the state folder could not be written, 78 configuration error."
     )]
     Cycle(CycleArgs),
     /// Switch to a new signing key; the old one stays accepted on inbound requests until

@@ -10,6 +10,7 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -44,7 +45,9 @@ and writes runner.toml atomically; a version that does not increase, or any inva
 setting or rule, leaves the old config in force. An update without a reply policy keeps \
 the one in force.\n\n\
 The state folder must be outside the web root: set MAILRUN_RUNNER_DIR in the web \
-server's environment for the CGI (see docs/runner.md).",
+server's environment for the CGI (see docs/runner.md). A request it cannot record there \
+(a read-only or foreign folder) gets an Internal fault; the reason goes to stderr (the \
+web server's error log) and a CGI run exits 75.",
     after_help = EXIT_CODES_HELP
 )]
 pub struct Args {
@@ -78,6 +81,7 @@ pub fn main(args: Args) -> Result<u8> {
     let endpoint = Endpoint {
         state,
         start_cycle: !args.no_start,
+        failed: AtomicU8::new(EXIT_OK),
     };
     match &args.listen {
         Some(addr) => {
@@ -90,6 +94,8 @@ pub fn main(args: Args) -> Result<u8> {
             web::cgi::serve_once(&|req| endpoint.handle(req), MAX_REQUEST_BYTES)
                 .context("cannot answer the CGI request")?;
             config_check?;
+            // The request was answered with a fault; the reason is already logged.
+            return Ok(endpoint.failed.load(Ordering::Relaxed));
         }
     }
     Ok(EXIT_OK)
@@ -100,6 +106,8 @@ pub struct Endpoint {
     pub state: StateDir,
     /// Start `runner-admin cycle` detached after JobRunnerReady.
     pub start_cycle: bool,
+    /// The exit code of a failure behind an Internal fault (a CGI run exits with it).
+    failed: AtomicU8,
 }
 
 /// A refused request: the fault and, once a key was verified, the key to sign it with.
@@ -154,11 +162,8 @@ impl Endpoint {
                     "nonce already used",
                 )))
             }
-            Err(_) => {
-                return Err(signed(Fault::new(
-                    FaultReason::Internal,
-                    "cannot record the request nonce",
-                )))
+            Err(e) => {
+                return Err(signed(self.internal(&e, "cannot record the request nonce")));
             }
         }
         let body = codec::decode_with(&req.body, &Limits::REQUEST).map_err(signed)?;
@@ -199,11 +204,11 @@ impl Endpoint {
         // A unique marker content lets runner-poll tell a new hint from the one it used.
         let marker = format!("{} {}\n", now_unix(), sign::new_nonce());
         write_atomic(&self.state.ready_path(), marker.as_bytes(), 0o600)
-            .map_err(|_| Fault::new(FaultReason::Internal, "cannot write the ready marker"))?;
+            .map_err(|e| self.internal(&e, "cannot write the ready marker"))?;
         let busy = self
             .state
             .is_locked()
-            .map_err(|_| Fault::new(FaultReason::Internal, "cannot check the runner lock"))?;
+            .map_err(|e| self.internal(&e, "cannot check the runner lock"))?;
         if busy {
             // The running cycle polls again before it ends and sees the marker.
             return answer(ReadyStatus::Busy);
@@ -224,7 +229,7 @@ impl Endpoint {
     ) -> Result<Body, Fault> {
         // Serialise updates so two pushes cannot interleave read-modify-write.
         let lock = ConfigLock::take(&self.state)
-            .map_err(|_| Fault::new(FaultReason::Internal, "cannot lock the configuration"))?;
+            .map_err(|e| self.internal(&e, "cannot lock the configuration"))?;
         let mut config = RunnerConfig::load(&self.state)
             .map_err(|_| Fault::new(FaultReason::Internal, "runner is not configured"))?;
         check_runner_id(&config, &update.runner_id)?;
@@ -242,13 +247,27 @@ impl Endpoint {
             .map_err(|e| Fault::new(FaultReason::InvalidValue, e))?;
         config
             .save(&self.state)
-            .map_err(|_| Fault::new(FaultReason::Internal, "cannot write runner.toml"))?;
+            .map_err(|e| self.internal(&e, "cannot write runner.toml"))?;
         drop(lock);
         Ok(Body::JobRunnerConfigUpdateResponse(
             JobRunnerConfigUpdateResponse {
                 applied_version: config.settings.version,
             },
         ))
+    }
+}
+
+impl Endpoint {
+    /// An Internal fault for the peer; the reason (paths, OS error) goes to the log only,
+    /// and a CGI run then exits with the error's code (75 for a state folder it cannot
+    /// write) instead of 0.
+    fn internal(&self, err: &anyhow::Error, message: &str) -> Fault {
+        eprintln!("runner-cgi: error: {message}: {err:#}");
+        let code = crate::cli::exit_code_of(err);
+        let _ = self
+            .failed
+            .compare_exchange(EXIT_OK, code, Ordering::Relaxed, Ordering::Relaxed);
+        Fault::new(FaultReason::Internal, message)
     }
 }
 

@@ -9,9 +9,9 @@ use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use crate::runner::state::StateDir;
+use crate::runner::state::{write_failed, StateDir};
 
 /// How long a nonce is remembered (the ±300 s window, doubled).
 pub const NONCE_TTL: Duration = Duration::from_secs(600);
@@ -29,7 +29,8 @@ pub fn remember(state: &StateDir, key_id: &str, nonce: &str) -> Result<bool> {
         anyhow::bail!("key id or nonce is not a safe file name");
     }
     let dir = state.nonces_dir();
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    fs::create_dir_all(&dir)
+        .map_err(|e| write_failed(format!("cannot create {}", dir.display()), e))?;
     purge(state);
     let path = dir.join(format!("{key_id}-{nonce}"));
     match OpenOptions::new()
@@ -40,7 +41,10 @@ pub fn remember(state: &StateDir, key_id: &str, nonce: &str) -> Result<bool> {
     {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("cannot record nonce in {}", dir.display())),
+        Err(e) => Err(write_failed(
+            format!("cannot record nonce in {}", dir.display()),
+            e,
+        )),
     }
 }
 

@@ -19,10 +19,24 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::cli::{CliError, EXIT_CONFIG};
+use crate::cli::{CliError, EXIT_CONFIG, EXIT_TEMPFAIL};
 
 /// Environment variable naming the state folder (for CGI: set it in the web server).
 pub const STATE_DIR_ENV: &str = "MAILRUN_RUNNER_DIR";
+
+/// A write in the state folder failed (read-only file system, no permission, disk full):
+/// exit 75, like a spool or journal write that fails (runner-poll, runner-send), since
+/// the folder can become writable again without any change to the runner's settings.
+pub fn write_failed(what: String, e: std::io::Error) -> anyhow::Error {
+    CliError::new(
+        EXIT_TEMPFAIL,
+        format!(
+            "{what}: {e}; the runner's state folder must be writable by the user running \
+             it, on a file system mounted read-write"
+        ),
+    )
+    .into()
+}
 
 /// The state folder and the paths inside it.
 #[derive(Debug, Clone)]
@@ -91,7 +105,7 @@ impl StateDir {
                 .recursive(true)
                 .mode(0o700)
                 .create(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+                .map_err(|e| write_failed(format!("cannot create {}", dir.display()), e))?;
         }
         Ok(())
     }
@@ -105,7 +119,7 @@ impl StateDir {
             .write(true)
             .mode(0o600)
             .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+            .map_err(|e| write_failed(format!("cannot open {}", path.display()), e))?;
         match file.try_lock() {
             Ok(()) => Ok(Some(StateLock { _file: file })),
             Err(TryLockError::WouldBlock) => Ok(None),
@@ -135,7 +149,7 @@ impl ConfigLock {
             .write(true)
             .mode(0o600)
             .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+            .map_err(|e| write_failed(format!("cannot open {}", path.display()), e))?;
         file.lock()
             .with_context(|| format!("cannot lock {}", path.display()))?;
         Ok(ConfigLock { _file: file })
@@ -170,11 +184,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
             .create_new(true)
             .mode(mode)
             .open(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
+            .map_err(|e| write_failed(format!("cannot create {}", tmp.display()), e))?;
         file.write_all(bytes)
             .and_then(|()| file.sync_all())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        fs::rename(&tmp, path).with_context(|| format!("cannot rename into {}", path.display()))?;
+            .map_err(|e| write_failed(format!("cannot write {}", tmp.display()), e))?;
+        fs::rename(&tmp, path)
+            .map_err(|e| write_failed(format!("cannot rename into {}", path.display()), e))?;
         sync_dir(dir)
     })();
     if result.is_err() {
@@ -187,7 +202,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot fsync folder {}", dir.display()))
+        .map_err(|e| write_failed(format!("cannot fsync folder {}", dir.display()), e))
 }
 
 /// Removes a file; a file that is already gone is fine.
@@ -195,7 +210,7 @@ pub fn remove_if_exists(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+        Err(e) => Err(write_failed(format!("cannot remove {}", path.display()), e)),
     }
 }
 
