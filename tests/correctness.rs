@@ -598,7 +598,7 @@ fn long_header_values_are_folded_or_encoded() {
         .expect("Subject header");
     assert_eq!(
         mailrun::dispatcher::message::decode_encoded_words(raw),
-        subject
+        Ok(subject)
     );
 }
 
