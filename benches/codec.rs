@@ -27,6 +27,7 @@ fn job_run(messages: usize, body_bytes: usize) -> JobRun {
                     security: Security::StartTls,
                     username: Some("mailer".into()),
                     password: Some("not-a-real-password".into()),
+                    max_connections: None,
                 },
                 from: "News <news@example.com>".into(),
                 reply_to: None,

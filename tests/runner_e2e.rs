@@ -230,6 +230,8 @@ fn runner_cgi_behind_lighttpd_answers_ready_and_config_updates() {
                 dispatcher_url: "http://127.0.0.1:9/cgi-bin/dispatch-cgi".into(),
                 software: None,
                 reply_policy: None,
+                max_sessions: None,
+                max_sessions_per_account: None,
             },
         })
     };

@@ -16,6 +16,7 @@ fn account(port: u16, security: Security) -> SmtpAccount {
         security,
         username: None,
         password: None,
+        max_connections: None,
     }
 }
 

@@ -110,6 +110,7 @@ fn from_row(row: &postgres::Row) -> anyhow::Result<SmtpAccount> {
         security: parse_security(&security)?,
         username: row.get(4),
         password: row.get(5),
+        max_connections: None,
     })
 }
 

@@ -686,6 +686,7 @@ fn account(db: &mut postgres::Client, cmd: AccountCommand, out: Output) -> anyho
                 },
                 username,
                 password,
+                max_connections: None,
             };
             accounts::add(db, &account)?;
             out.result(json!({"account": name, "added": true}), || {

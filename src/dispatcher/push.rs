@@ -19,6 +19,9 @@ use crate::cli::{
 use crate::dispatcher::outbound::{self, CallError};
 use crate::dispatcher::runners::{self, Runner};
 use crate::dispatcher::{connection, reply_policy, schema};
+use crate::protocol::limits::{
+    DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_ACCOUNT, MAX_CONNECTIONS,
+};
 use crate::protocol::{
     Body, FaultReason, JobRunnerConfigUpdate, ReplyAction, ReplyRule, ReplyThrottle,
     RunnerSettings, SoftwareUpdate,
@@ -43,6 +46,9 @@ const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
         smtp_connect_timeout_seconds (1-600), smtp_command_timeout_seconds (1-3600), \
         smtp_data_timeout_seconds (1-3600), poll_interval_seconds (1-86400), \
         lease_safety_margin_seconds (0-3600), dispatcher_url (http or https URL), \
+        max_sessions (1-1000: SMTP sessions a runner keeps busy at once, default 100), \
+        max_sessions_per_account (1-1000: sessions to one account unless the account \
+        sets its own, default 20), \
         software_version, software_url (http or https URL), software_sha256 (64 hex \
         digits); the three software_* keys go together, and `software_version=` (empty) \
         clears them.\n\n\
@@ -129,12 +135,25 @@ pub struct StoredSettings {
     pub poll_interval_seconds: u32,
     pub lease_safety_margin_seconds: u32,
     pub dispatcher_url: String,
+    /// Versions stored before these existed read as the defaults.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: u32,
+    #[serde(default = "default_max_sessions_per_account")]
+    pub max_sessions_per_account: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub software_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub software_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub software_sha256: Option<String>,
+}
+
+fn default_max_sessions() -> u32 {
+    DEFAULT_MAX_SESSIONS
+}
+
+fn default_max_sessions_per_account() -> u32 {
+    DEFAULT_MAX_SESSIONS_PER_ACCOUNT
 }
 
 impl StoredSettings {
@@ -151,6 +170,8 @@ impl StoredSettings {
             poll_interval_seconds: 60,
             lease_safety_margin_seconds: 60,
             dispatcher_url: String::new(),
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_sessions_per_account: DEFAULT_MAX_SESSIONS_PER_ACCOUNT,
             software_version: None,
             software_url: None,
             software_sha256: None,
@@ -187,6 +208,10 @@ impl StoredSettings {
                 self.lease_safety_margin_seconds = parse_range(key, value, 0, 3600)?
             }
             "dispatcher_url" => self.dispatcher_url = check_url(key, value)?,
+            "max_sessions" => self.max_sessions = parse_range(key, value, 1, MAX_CONNECTIONS)?,
+            "max_sessions_per_account" => {
+                self.max_sessions_per_account = parse_range(key, value, 1, MAX_CONNECTIONS)?
+            }
             "software_version" => {
                 if value.is_empty() {
                     self.software_version = None;
@@ -222,7 +247,7 @@ impl StoredSettings {
     /// Checks the whole set: every value in range and the software triple complete.
     pub fn validate(&self) -> Result<(), String> {
         let mut copy = self.clone();
-        let checks: [(&str, String); 8] = [
+        let checks: [(&str, String); 10] = [
             ("batch_size", self.batch_size.to_string()),
             (
                 "send_rate_per_second",
@@ -249,6 +274,11 @@ impl StoredSettings {
                 self.lease_safety_margin_seconds.to_string(),
             ),
             ("dispatcher_url", self.dispatcher_url.clone()),
+            ("max_sessions", self.max_sessions.to_string()),
+            (
+                "max_sessions_per_account",
+                self.max_sessions_per_account.to_string(),
+            ),
         ];
         for (key, value) in checks {
             if key == "dispatcher_url" && value.is_empty() {
@@ -302,6 +332,8 @@ impl StoredSettings {
             dispatcher_url: self.dispatcher_url.clone(),
             software,
             reply_policy: None,
+            max_sessions: Some(self.max_sessions),
+            max_sessions_per_account: Some(self.max_sessions_per_account),
         }
     }
 }

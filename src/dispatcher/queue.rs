@@ -176,6 +176,7 @@ pub fn claim_batch(
                 security: parse_security(&security)?,
                 username: row.get(18),
                 password: row.get(19),
+                max_connections: None,
             },
             from: row.get(4),
             reply_to: row.get(5),

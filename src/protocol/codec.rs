@@ -16,8 +16,8 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::limits::field;
 pub use super::limits::Limits;
+use super::limits::{field, MAX_CONNECTIONS};
 use super::types::*;
 use super::xml::{self, clip, is_xml_char, is_xml_space, Element, Ns};
 use super::{NAMESPACE, SOAP_ENV_NAMESPACE};
@@ -156,6 +156,9 @@ fn encode_job_run(w: &mut Writer, r: &JobRun) {
         w.leaf("security", security_str(m.account.security));
         w.opt("username", m.account.username.as_deref());
         w.opt("password", m.account.password.as_deref());
+        if let Some(n) = m.account.max_connections {
+            w.leaf("maxConnections", &n.to_string());
+        }
         w.close("account");
         w.leaf("from", &m.from);
         w.opt("replyTo", m.reply_to.as_deref());
@@ -238,6 +241,12 @@ fn encode_config_update(w: &mut Writer, r: &JobRunnerConfigUpdate) {
             w.leaf("throttle", r.throttle.as_str());
             w.close("rule");
         });
+    }
+    if let Some(n) = s.max_sessions {
+        w.leaf("maxSessions", &n.to_string());
+    }
+    if let Some(n) = s.max_sessions_per_account {
+        w.leaf("maxSessionsPerAccount", &n.to_string());
     }
     w.close("settings");
     w.close("JobRunnerConfigUpdate");
@@ -725,11 +734,19 @@ fn decode_message(el: &Element, path: &str) -> Result<OutboundMessage, Fault> {
             ],
         )?;
     let account_path = format!("{path}/account");
-    let [name, host, port, security_el, username, password] = fields(
+    let [name, host, port, security_el, username, password, max_connections] = fields(
         one(account),
         &account_path,
-        [ONE, ONE, ONE, ONE, OPT, OPT],
-        ["name", "host", "port", "security", "username", "password"],
+        [ONE, ONE, ONE, ONE, OPT, OPT, OPT],
+        [
+            "name",
+            "host",
+            "port",
+            "security",
+            "username",
+            "password",
+            "maxConnections",
+        ],
     )?;
     let account = SmtpAccount {
         name: string(one(name), &account_path, field::ACCOUNT_NAME)?,
@@ -741,6 +758,9 @@ fn decode_message(el: &Element, path: &str) -> Result<OutboundMessage, Fault> {
         })?,
         password: optional(password, |e| {
             string(e, &account_path, field::ACCOUNT_PASSWORD)
+        })?,
+        max_connections: optional(max_connections, |e| {
+            ranged(e, &account_path, 1, MAX_CONNECTIONS)
         })?,
     };
     let addresses = |list: Vec<&Element>| -> Result<Vec<String>, Fault> {
@@ -798,23 +818,26 @@ fn decode_config_update(el: &Element, path: &str) -> Result<JobRunnerConfigUpdat
         ["runnerId", "version", "settings"],
     )?;
     let spath = format!("{path}/settings");
-    let [batch, rate, connect, command, data, poll, margin, url, software, policy] = fields(
-        one(settings),
-        &spath,
-        [ONE, ONE, ONE, ONE, ONE, ONE, ONE, ONE, OPT, OPT],
-        [
-            "batchSize",
-            "sendRatePerSecond",
-            "smtpConnectTimeoutSeconds",
-            "smtpCommandTimeoutSeconds",
-            "smtpDataTimeoutSeconds",
-            "pollIntervalSeconds",
-            "leaseSafetyMarginSeconds",
-            "dispatcherUrl",
-            "software",
-            "replyPolicy",
-        ],
-    )?;
+    let [batch, rate, connect, command, data, poll, margin, url, software, policy, sessions, per_account] =
+        fields(
+            one(settings),
+            &spath,
+            [ONE, ONE, ONE, ONE, ONE, ONE, ONE, ONE, OPT, OPT, OPT, OPT],
+            [
+                "batchSize",
+                "sendRatePerSecond",
+                "smtpConnectTimeoutSeconds",
+                "smtpCommandTimeoutSeconds",
+                "smtpDataTimeoutSeconds",
+                "pollIntervalSeconds",
+                "leaseSafetyMarginSeconds",
+                "dispatcherUrl",
+                "software",
+                "replyPolicy",
+                "maxSessions",
+                "maxSessionsPerAccount",
+            ],
+        )?;
     let reply_policy = optional(policy, |p| {
         decode_reply_policy(p, &format!("{spath}/replyPolicy"))
     })?;
@@ -854,6 +877,10 @@ fn decode_config_update(el: &Element, path: &str) -> Result<JobRunnerConfigUpdat
             dispatcher_url: http_url(one(url), &spath)?,
             software,
             reply_policy,
+            max_sessions: optional(sessions, |e| ranged(e, &spath, 1, MAX_CONNECTIONS))?,
+            max_sessions_per_account: optional(per_account, |e| {
+                ranged(e, &spath, 1, MAX_CONNECTIONS)
+            })?,
         },
     })
 }

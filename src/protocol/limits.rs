@@ -59,6 +59,15 @@ impl Default for Limits {
     }
 }
 
+/// Most sessions to one SMTP account a JobRun may allow (`maxConnections`), and the
+/// upper bound of a runner's `maxSessions` and `maxSessionsPerAccount` (a thread each).
+pub const MAX_CONNECTIONS: u32 = 1000;
+/// SMTP sessions a runner keeps busy at once over all accounts, by default (Postfix's
+/// process limit).
+pub const DEFAULT_MAX_SESSIONS: u32 = 100;
+/// Sessions to one SMTP account at once, by default (Postfix's destination limit).
+pub const DEFAULT_MAX_SESSIONS_PER_ACCOUNT: u32 = 20;
+
 /// The longest value, in characters, the protocol carries in a message's fields. One
 /// table for the codec (which refuses longer values in a JobRun), the enqueue checks of
 /// `dispatch-admin` and the stored procedure (`mailrun.field_limits`, tested to hold the

@@ -132,6 +132,9 @@ pub struct SmtpAccount {
     pub security: Security,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// Most sessions a runner may hold to this account at once (providers cap it);
+    /// `None`: the runner's `max_sessions_per_account`.
+    pub max_connections: Option<u32>,
 }
 
 impl std::fmt::Debug for SmtpAccount {
@@ -209,6 +212,11 @@ pub struct RunnerSettings {
     /// `None` (element absent, an older dispatcher): the runner keeps the policy it has;
     /// `Some(empty)`: no rules.
     pub reply_policy: Option<Vec<ReplyRule>>,
+    /// SMTP sessions a runner keeps busy at once over all accounts; `None` (an older
+    /// dispatcher): the runner keeps its value.
+    pub max_sessions: Option<u32>,
+    /// Sessions to one SMTP account unless the account carries `maxConnections`.
+    pub max_sessions_per_account: Option<u32>,
 }
 
 /// One rule of the reply policy; every condition given must match, the first matching

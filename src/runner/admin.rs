@@ -15,9 +15,9 @@ use crate::cli::{
 use crate::protocol::codec::{self, Limits};
 use crate::protocol::Body;
 use crate::runner::config::{RunnerConfig, Settings};
+use crate::runner::deliver::{self, Engine, EngineOptions};
 use crate::runner::poll::{self, PollOptions, PollOutcome};
-use crate::runner::send;
-use crate::runner::spool::{self, Journal};
+use crate::runner::spool::{self, Journal, SpooledBatch};
 use crate::runner::state::{ConfigLock, StateDir};
 
 /// Manage a runner's state folder and run delivery cycles.
@@ -448,7 +448,11 @@ fn policy(state: &StateDir, args: StatusArgs) -> Result<u8> {
     })
 }
 
-/// Poll → send → poll ... under one lock.
+/// Poll → deliver → poll ... under one lock, with no idle gap: the next batch is asked
+/// for while the sessions still deliver the last messages of the current one (when no
+/// more than `max_sessions` are waiting for a session), so sessions never wait for the
+/// HTTP round trip and the claim. The results of a batch ride on the first request after
+/// it finished.
 fn cycle(state: &StateDir, args: CycleArgs) -> Result<u8> {
     let config = RunnerConfig::load(state)?;
     state.create()?;
@@ -469,12 +473,23 @@ fn cycle(state: &StateDir, args: CycleArgs) -> Result<u8> {
         }
     };
     let mut did_work = false;
-
+    spool::remove_orphans(state)?;
+    let engine = Engine::new(
+        state,
+        EngineOptions::from_config(&config, args.verbose)?,
+        deliver::reply_policy(&config),
+    );
     // Batches left by an interrupted run go first: their leases are running.
-    let report = send::send_all(state, &config, args.verbose)?;
-    if report.batches > 0 {
+    let leftovers = spool::list_batches(state)?;
+    if !leftovers.is_empty() {
         did_work = true;
-        log(&format!("delivered {} leftover batch(es)", report.batches));
+        log(&format!(
+            "delivering {} leftover batch(es)",
+            leftovers.len()
+        ));
+    }
+    for batch in leftovers {
+        engine.add(batch)?;
     }
 
     let mut opts = PollOptions {
@@ -482,50 +497,82 @@ fn cycle(state: &StateDir, args: CycleArgs) -> Result<u8> {
         timeout: Duration::from_secs(args.timeout.max(1)),
         capacity: None,
     };
-    loop {
+    let low_water = config.settings.max_sessions as usize;
+    let mut dry = false;
+    let polled: Result<()> = (|| loop {
+        if engine.stopped().is_some() || !engine.lease_too_short().is_empty() {
+            return Ok(());
+        }
         if started.elapsed() >= budget {
-            // Out of time: report what was done, ask for nothing new.
-            if !spool::read_outbox(state)?.is_empty() {
-                opts.capacity = Some(0);
-                let outcome = poll::poll_once(state, &config, &opts)?;
-                log(&format!("final report: {outcome}"));
-            }
             log("time budget used up");
-            break;
+            return Ok(());
         }
-        let outcome = poll::poll_once(state, &config, &opts)?;
-        log(&outcome.to_string());
-        match outcome {
-            PollOutcome::Spooled { job_run_id, .. } => {
-                did_work = true;
-                let sent = send::send_all(state, &config, args.verbose)?;
-                if sent.not_attempted > 0 && sent.sent + sent.deferred + sent.failed == 0 {
-                    // Not one message could start before the local lease deadline (a
-                    // lease no longer than the safety margin): asking again at once would
-                    // get the same messages back, forever. Report them and stop.
-                    opts.capacity = Some(0);
-                    let outcome = poll::poll_once(state, &config, &opts)?;
-                    log(&format!("final report: {outcome}"));
-                    return Err(CliError::new(
-                        EXIT_TEMPFAIL,
-                        format!(
-                            "batch {job_run_id}: no message could start before the local lease \
-                             deadline (lease minus lease_safety_margin_seconds = {}); the \
-                             dispatcher's lease is too short for this runner",
-                            config.settings.lease_safety_margin_seconds
-                        ),
-                    )
-                    .into());
+        if !dry && engine.queued() <= low_water {
+            let outcome = poll::poll_once(state, &config, &opts)?;
+            log(&outcome.to_string());
+            match outcome {
+                PollOutcome::Spooled { job_run_id, .. } => {
+                    did_work = true;
+                    engine.add(SpooledBatch::new(state, &job_run_id))?;
+                    // The hint was acted on; keep asking until the dispatcher runs dry.
+                    opts.force = true;
                 }
-                // The hint was acted on; keep asking until the dispatcher runs dry.
-                opts.force = true;
+                PollOutcome::Empty { acknowledged } => {
+                    did_work |= acknowledged > 0;
+                    dry = true;
+                }
+                PollOutcome::NotReady | PollOutcome::Disabled => dry = true,
             }
-            PollOutcome::Empty { acknowledged } => {
-                did_work |= acknowledged > 0;
-                break;
-            }
-            PollOutcome::NotReady | PollOutcome::Disabled => break,
+            continue;
         }
+        if dry && engine.idle() {
+            // Outcomes that finished since the last request go back now, with a request
+            // that may bring new work.
+            if spool::read_outbox(state)?.is_empty() || !opts.force {
+                return Ok(());
+            }
+            dry = false;
+            continue;
+        }
+        engine.wait(Duration::from_millis(500));
+    })();
+    // Batches in hand are leased to this runner: they are delivered whatever happened.
+    let lease_too_short = engine.lease_too_short();
+    let delivered = engine.finish();
+    if polled.is_ok() && !spool::read_outbox(state)?.is_empty() {
+        // Report what was done, ask for nothing new.
+        opts.capacity = Some(0);
+        let outcome = poll::poll_once(state, &config, &opts)?;
+        log(&format!("final report: {outcome}"));
+    }
+    let report = delivered?;
+    polled?;
+    if report.peak_sessions > 0 {
+        log(&format!(
+            "{} sent, {} deferred, {} failed, {} not attempted, {} unknown; at most {} \
+             session(s) at once",
+            report.sent,
+            report.deferred,
+            report.failed,
+            report.not_attempted,
+            report.unknown,
+            report.peak_sessions
+        ));
+    }
+    if let Some(job_run_id) = lease_too_short.first() {
+        // Not one message could start before the local lease deadline (a lease no
+        // longer than the safety margin): asking again at once would get the same
+        // messages back, forever.
+        return Err(CliError::new(
+            EXIT_TEMPFAIL,
+            format!(
+                "batch {job_run_id}: no message could start before the local lease \
+                 deadline (lease minus lease_safety_margin_seconds = {}); the \
+                 dispatcher's lease is too short for this runner",
+                config.settings.lease_safety_margin_seconds
+            ),
+        )
+        .into());
     }
     Ok(if did_work { EXIT_OK } else { EXIT_NO_WORK })
 }

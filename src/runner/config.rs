@@ -65,6 +65,10 @@ impl std::fmt::Debug for RunnerConfig {
     }
 }
 
+use crate::protocol::limits::{
+    DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_ACCOUNT, MAX_CONNECTIONS as MAX_SESSIONS_LIMIT,
+};
+
 /// Settings pushed by JobRunnerConfigUpdate, with the version they came with
 /// (0 until the first push; then only increasing).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,6 +82,10 @@ pub struct Settings {
     pub smtp_data_timeout_seconds: u32,
     pub poll_interval_seconds: u32,
     pub lease_safety_margin_seconds: u32,
+    /// SMTP sessions this runner keeps busy at once, over all accounts.
+    pub max_sessions: u32,
+    /// Sessions to one SMTP account at once, unless the account says fewer or more.
+    pub max_sessions_per_account: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub software_version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -160,6 +168,9 @@ impl Default for Settings {
             poll_interval_seconds: 60,
             // The same as the dispatcher's first pushed version (dispatcher::push).
             lease_safety_margin_seconds: 60,
+            // Postfix's defaults: 100 processes in all, 20 per destination.
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_sessions_per_account: DEFAULT_MAX_SESSIONS_PER_ACCOUNT,
             software_version: None,
             software_url: None,
             software_sha256: None,
@@ -239,6 +250,13 @@ impl Settings {
             0,
             86_400,
         )?;
+        range("max_sessions", self.max_sessions, 1, MAX_SESSIONS_LIMIT)?;
+        range(
+            "max_sessions_per_account",
+            self.max_sessions_per_account,
+            1,
+            MAX_SESSIONS_LIMIT,
+        )?;
         if let Some(sha) = &self.software_sha256 {
             if sha.len() != 64 || !sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
                 return Err("software sha256 must be 64 lowercase hex characters".into());
@@ -302,6 +320,11 @@ impl RunnerConfig {
             smtp_data_timeout_seconds: s.smtp_data_timeout_seconds,
             poll_interval_seconds: s.poll_interval_seconds,
             lease_safety_margin_seconds: s.lease_safety_margin_seconds,
+            // An update without them (an older dispatcher) keeps the values in force.
+            max_sessions: s.max_sessions.unwrap_or(self.settings.max_sessions),
+            max_sessions_per_account: s
+                .max_sessions_per_account
+                .unwrap_or(self.settings.max_sessions_per_account),
             software_version: software.map(|u| u.version.clone()),
             software_url: software.map(|u| u.url.clone()),
             software_sha256: software.map(|u| u.sha256.clone()),

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod deliver;
 pub mod endpoint;
 pub mod nonces;
 pub mod poll;

@@ -15,6 +15,7 @@
 //! throttled account.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::protocol::{
     MessageResult, OutboundMessage, Outcome, ReplyAction, ReplyRule, ReplyThrottle,
@@ -35,14 +36,15 @@ pub struct SetAside {
 }
 
 /// The policy's state for one batch: which accounts and domains are set aside, and why.
-pub struct BatchGuard<'a> {
-    policy: &'a Policy,
+pub struct BatchGuard {
+    policy: Arc<Policy>,
     accounts: HashMap<String, SetAside>,
     domains: HashMap<String, SetAside>,
 }
 
-impl<'a> BatchGuard<'a> {
-    pub fn new(policy: &'a Policy) -> BatchGuard<'a> {
+impl BatchGuard {
+    /// The guard of one batch; the policy is shared by every batch of a run.
+    pub fn new(policy: Arc<Policy>) -> BatchGuard {
         BatchGuard {
             policy,
             accounts: HashMap::new(),
@@ -287,6 +289,7 @@ mod tests {
                 security: Security::None,
                 username: None,
                 password: None,
+                max_connections: None,
             },
             from: "a@example.com".into(),
             reply_to: None,
@@ -318,7 +321,7 @@ mod tests {
     #[test]
     fn a_421_sets_the_account_aside_and_defers() {
         let p = policy();
-        let mut g = BatchGuard::new(&p);
+        let mut g = BatchGuard::new(Arc::new(p.clone()));
         let m = msg("slow", &["u@example.org"]);
         assert!(g.skip_reason(&m).is_none());
         let mut r = result(
@@ -342,7 +345,7 @@ mod tests {
     #[test]
     fn rate_limits_sent_as_5xx_are_deferred_and_throttle() {
         let p = policy();
-        let mut g = BatchGuard::new(&p);
+        let mut g = BatchGuard::new(Arc::new(p.clone()));
         let m = msg("main", &["u@example.org"]);
         let mut r = result(
             Outcome::Failed,
@@ -357,7 +360,7 @@ mod tests {
     #[test]
     fn domain_throttles_set_only_that_domain_aside() {
         let p = policy();
-        let mut g = BatchGuard::new(&p);
+        let mut g = BatchGuard::new(Arc::new(p.clone()));
         let m = msg("main", &["u@Gmail.com"]);
         let mut r = result(
             Outcome::Deferred,
@@ -379,7 +382,7 @@ mod tests {
     #[test]
     fn recipient_answers_follow_the_policy() {
         let p = policy();
-        let mut g = BatchGuard::new(&p);
+        let mut g = BatchGuard::new(Arc::new(p.clone()));
         let m = msg("main", &["a@example.org", "b@example.org"]);
         let mut r = result(Outcome::Sent, Some(250), "ok");
         r.recipients = vec![RecipientResult {
@@ -398,7 +401,7 @@ mod tests {
         g.review(&m, &mut r);
         assert_eq!(r.outcome, Outcome::Failed);
         let empty = Policy::default();
-        let mut g = BatchGuard::new(&empty);
+        let mut g = BatchGuard::new(Arc::new(empty.clone()));
         let mut r = result(Outcome::Deferred, Some(421), "bye");
         g.review(&m, &mut r);
         assert!(g.skip_reason(&m).is_none());

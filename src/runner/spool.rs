@@ -14,7 +14,6 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use anyhow::{bail, Context, Result};
@@ -307,80 +306,48 @@ impl ResultRecord {
     }
 }
 
-/// The append-only outcome log of one batch.
+/// The append-only outcome log of one batch, shared by the sessions delivering it.
+///
+/// An append writes the line at once (a killed process keeps it in the page cache) and
+/// wakes the journal's fsync thread; [`Journal::synced`] waits until every line appended
+/// before the call is on disk. One fdatasync covers every line appended while the
+/// previous one ran (group commit), so many sessions cost few fsyncs, and the fsync of
+/// one message's outcome overlaps the next message's MAIL, RCPT and DATA.
 pub struct Journal {
     path: PathBuf,
+    shared: std::sync::Arc<JournalShared>,
+    /// Started by the first append: a journal opened only to be read needs no thread.
+    syncer: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+struct JournalShared {
+    state: std::sync::Mutex<JournalState>,
+    changed: std::sync::Condvar,
+}
+
+struct JournalState {
     file: File,
     entries: Vec<MessageResult>,
-    /// Started by the first append: a journal opened only to be read needs no thread.
-    syncer: Option<Syncer>,
-    /// File length and entry count covered by the last fsync that succeeded.
+    /// File length and entry count written so far, and covered by the last fsync that
+    /// succeeded.
+    written_len: u64,
     durable_len: u64,
     durable_entries: usize,
-    /// Length and entry count the pending fsync requests will cover.
-    written_len: u64,
+    /// An fsync failed: what is not durable was cut off, nothing more is accepted.
+    failed: Option<String>,
+    closing: bool,
 }
 
-/// fdatasync on a helper thread, so the caller can talk SMTP meanwhile.
-struct Syncer {
-    requests: Option<mpsc::Sender<()>>,
-    done: mpsc::Receiver<std::io::Result<()>>,
-    pending: usize,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Syncer {
-    fn start(file: File) -> Syncer {
-        let (requests, incoming) = mpsc::channel::<()>();
-        let (report, done) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            while incoming.recv().is_ok() {
-                if report.send(file.sync_data()).is_err() {
-                    break;
-                }
-            }
-        });
-        Syncer {
-            requests: Some(requests),
-            done,
-            pending: 0,
-            thread: Some(thread),
-        }
-    }
-
-    fn request(&mut self) -> std::io::Result<()> {
-        let sent = self.requests.as_ref().is_some_and(|r| r.send(()).is_ok());
-        if !sent {
-            return Err(std::io::Error::other("journal sync thread stopped"));
-        }
-        self.pending += 1;
-        Ok(())
-    }
-
-    /// Waits for every requested fsync; the first failure, if any.
-    fn wait(&mut self) -> std::io::Result<()> {
-        let mut first = Ok(());
-        while self.pending > 0 {
-            let r = self
-                .done
-                .recv()
-                .unwrap_or_else(|_| Err(std::io::Error::other("journal sync thread stopped")));
-            self.pending -= 1;
-            if first.is_ok() {
-                first = r;
-            }
-        }
-        first
-    }
-}
-
-impl Drop for Syncer {
-    fn drop(&mut self) {
-        let _ = self.wait();
-        self.requests = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+impl JournalState {
+    /// Back to what is certainly on disk, with no partial line for the next reader to
+    /// trip over: an outcome that may be lost is not claimed done.
+    fn truncate_to_durable(&mut self) {
+        let _ = self
+            .file
+            .set_len(self.durable_len)
+            .and_then(|()| self.file.sync_all());
+        self.written_len = self.durable_len;
+        self.entries.truncate(self.durable_entries);
     }
 }
 
@@ -418,79 +385,183 @@ impl Journal {
             sync_dir(dir)?;
         }
         let durable_entries = entries.len();
-        Ok(Journal {
-            path: path.to_path_buf(),
+        let state = JournalState {
             file,
             entries,
-            syncer: None,
+            written_len: complete as u64,
             durable_len: complete as u64,
             durable_entries,
-            written_len: complete as u64,
+            failed: None,
+            closing: false,
+        };
+        Ok(Journal {
+            path: path.to_path_buf(),
+            shared: std::sync::Arc::new(JournalShared {
+                state: std::sync::Mutex::new(state),
+                changed: std::sync::Condvar::new(),
+            }),
+            syncer: std::sync::Mutex::new(None),
         })
     }
 
-    pub fn entries(&self) -> &[MessageResult] {
-        &self.entries
+    fn lock(&self) -> std::sync::MutexGuard<'_, JournalState> {
+        // A panic in another session cannot leave the state half-changed: every change
+        // is one assignment after the I/O. Go on with it.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every outcome recorded so far (a copy: other sessions may append meanwhile).
+    pub fn entries(&self) -> Vec<MessageResult> {
+        self.lock().entries.clone()
+    }
+
+    /// The last outcome recorded for a message.
+    pub fn outcome_of(&self, message_id: i64) -> Option<MessageResult> {
+        self.lock()
+            .entries
+            .iter()
+            .rev()
+            .find(|r| r.message_id == message_id)
+            .cloned()
     }
 
     /// Message ids with a recorded outcome.
     pub fn done(&self) -> HashSet<i64> {
-        self.entries.iter().map(|r| r.message_id).collect()
+        self.lock().entries.iter().map(|r| r.message_id).collect()
     }
 
-    /// Appends one outcome and starts its fsync; [`Journal::synced`] waits for it. Call
-    /// `synced` before the next message's final dot.
-    pub fn append(&mut self, result: MessageResult) -> Result<()> {
+    /// Appends one outcome and wakes the fsync thread; [`Journal::synced`] waits for it.
+    /// Call `synced` before the next final dot on any session.
+    pub fn append(&self, result: MessageResult) -> Result<()> {
         let mut line =
             serde_json::to_vec(&ResultRecord::from(&result)).context("cannot serialise result")?;
         line.push(b'\n');
-        if self.syncer.is_none() {
-            let file = self
-                .file
-                .try_clone()
-                .with_context(|| format!("cannot open journal {}", self.path.display()))?;
-            self.syncer = Some(Syncer::start(file));
+        self.start_syncer()?;
+        let mut st = self.lock();
+        if let Some(e) = &st.failed {
+            anyhow::bail!("cannot write journal {}: {e}", self.path.display());
         }
-        let syncer = self.syncer.as_mut().expect("started above");
-        let written = self.file.write_all(&line).and_then(|()| syncer.request());
-        if let Err(e) = written {
-            // What was appended before this line may still reach the disk.
-            if syncer.wait().is_ok() {
-                self.durable_len = self.written_len;
-                self.durable_entries = self.entries.len();
+        if let Err(e) = st.file.write_all(&line) {
+            // A partial line would make the journal unreadable: cut back to what is
+            // certainly there (what was synced).
+            st.failed = Some(e.to_string());
+            st.truncate_to_durable();
+            self.shared.changed.notify_all();
+            return Err(e).with_context(|| {
+                format!("cannot write journal {} (disk full?)", self.path.display())
+            });
+        }
+        st.written_len += line.len() as u64;
+        st.entries.push(result);
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
+    /// Waits until every outcome appended before this call is on disk.
+    pub fn synced(&self) -> Result<()> {
+        let mut st = self.lock();
+        let target = st.entries.len();
+        loop {
+            if let Some(e) = &st.failed {
+                anyhow::bail!(
+                    "cannot write journal {} (disk full?): {e}",
+                    self.path.display()
+                );
             }
-            self.truncate_to_durable();
-            return Err(e).with_context(|| {
-                format!("cannot write journal {} (disk full?)", self.path.display())
-            });
+            if st.durable_entries >= target {
+                return Ok(());
+            }
+            st = self
+                .shared
+                .changed
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
-        self.written_len += line.len() as u64;
-        self.entries.push(result);
-        Ok(())
     }
 
-    /// Waits until every appended outcome is on disk.
-    pub fn synced(&mut self) -> Result<()> {
-        if let Err(e) = self.syncer.as_mut().map_or(Ok(()), Syncer::wait) {
-            self.truncate_to_durable();
-            return Err(e).with_context(|| {
-                format!("cannot write journal {} (disk full?)", self.path.display())
-            });
+    fn start_syncer(&self) -> Result<()> {
+        let mut syncer = self
+            .syncer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if syncer.is_some() {
+            return Ok(());
         }
-        self.durable_len = self.written_len;
-        self.durable_entries = self.entries.len();
-        Ok(())
-    }
-
-    /// Back to what is certainly on disk, with no partial line for the next reader to
-    /// trip over: an outcome that may be lost is not claimed done.
-    fn truncate_to_durable(&mut self) {
-        let _ = self
+        let file = self
+            .lock()
             .file
-            .set_len(self.durable_len)
-            .and_then(|()| self.file.sync_all());
-        self.written_len = self.durable_len;
-        self.entries.truncate(self.durable_entries);
+            .try_clone()
+            .with_context(|| format!("cannot open journal {}", self.path.display()))?;
+        let shared = self.shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("journal-fsync".into())
+            .stack_size(64 * 1024)
+            .spawn(move || sync_loop(&shared, &file))
+            .with_context(|| format!("cannot start the fsync of {}", self.path.display()))?;
+        *syncer = Some(thread);
+        Ok(())
+    }
+}
+
+/// The fsync thread: whenever lines were appended beyond what is durable, one
+/// fdatasync for all of them.
+fn sync_loop(shared: &JournalShared, file: &File) {
+    let lock = || {
+        shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    let mut st = lock();
+    loop {
+        if st.failed.is_some() {
+            return;
+        }
+        if st.entries.len() > st.durable_entries {
+            let (len, count) = (st.written_len, st.entries.len());
+            drop(st);
+            let result = file.sync_data();
+            st = lock();
+            match result {
+                Ok(()) => {
+                    if count > st.durable_entries {
+                        st.durable_entries = count;
+                        st.durable_len = len;
+                    }
+                }
+                Err(e) => {
+                    st.failed = Some(e.to_string());
+                    st.truncate_to_durable();
+                }
+            }
+            shared.changed.notify_all();
+            continue;
+        }
+        if st.closing {
+            return;
+        }
+        st = shared
+            .changed
+            .wait(st)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.lock().closing = true;
+        self.shared.changed.notify_all();
+        let thread = self
+            .syncer
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
     }
 }
 
@@ -597,14 +668,14 @@ mod tests {
     fn journal_survives_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b1.journal");
-        let mut j = Journal::open(&path).unwrap();
+        let j = Journal::open(&path).unwrap();
         j.append(result(1)).unwrap();
         j.append(result(2)).unwrap();
         drop(j);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"job_run_id\":\"b1\",\"mess").unwrap();
         drop(f);
-        let mut j = Journal::open(&path).unwrap();
+        let j = Journal::open(&path).unwrap();
         assert_eq!(j.done(), HashSet::from([1, 2]));
         j.append(result(3)).unwrap();
         drop(j);
@@ -616,7 +687,7 @@ mod tests {
     fn appended_outcomes_are_on_disk_after_synced() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b2.journal");
-        let mut j = Journal::open(&path).unwrap();
+        let j = Journal::open(&path).unwrap();
         for id in 1..=50 {
             j.append(result(id)).unwrap();
             if id % 7 == 0 {

@@ -26,6 +26,7 @@ pub fn account(full: bool) -> SmtpAccount {
         },
         username: full.then(|| "mailer@example.net".into()),
         password: full.then(|| "s3cret <&> pass".into()),
+        max_connections: full.then_some(10),
     }
 }
 
@@ -196,6 +197,8 @@ pub fn settings(software: bool) -> RunnerSettings {
             sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
         }),
         reply_policy: software.then(reply_policy),
+        max_sessions: software.then_some(50),
+        max_sessions_per_account: software.then_some(10),
     }
 }
 

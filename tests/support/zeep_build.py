@@ -127,6 +127,8 @@ def main():
                 {"position": 120, "pattern": "spam", "action": "fail", "throttle": "none"},
             ]
         },
+        "maxSessions": 50,
+        "maxSessionsPerAccount": 10,
     }
     build(
         runner,
@@ -139,6 +141,8 @@ def main():
     without_software = dict(settings_value)
     del without_software["software"]
     del without_software["replyPolicy"]
+    del without_software["maxSessions"]
+    del without_software["maxSessionsPerAccount"]
     build(
         runner,
         "JobRunnerConfigUpdate",
