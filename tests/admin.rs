@@ -1330,3 +1330,69 @@ fn send_at_is_read_in_the_time_zone_against_the_database_clock() {
     args.extend_from_slice(&base);
     assert_status(&admin(&url, &args), 78);
 }
+
+/// An account's cap on sessions: set at `account add` or with `account limit`, listed,
+/// and carried with the account in every claimed batch (runners honour it).
+#[test]
+fn an_accounts_session_cap_travels_with_its_messages() {
+    let url = common::cluster().fresh_db("admin_account_limit");
+    assert_status(&admin(&url, &["init"]), 0);
+    assert_status(
+        &admin(
+            &url,
+            &[
+                "account",
+                "add",
+                "capped",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "2525",
+                "--security",
+                "none",
+                "--max-connections",
+                "7",
+            ],
+        ),
+        0,
+    );
+    let out = admin(&url, &["--json", "account", "list"]);
+    assert_status(&out, 0);
+    let list: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(list[0]["max_connections"], 7, "{list}");
+    assert_eq!(
+        admin(
+            &url,
+            &["account", "limit", "capped", "--max-connections", "0"]
+        )
+        .status
+        .code(),
+        Some(64),
+        "0 sessions is no limit"
+    );
+    assert_status(
+        &admin(
+            &url,
+            &["account", "limit", "nobody", "--max-connections", "3"],
+        ),
+        65,
+    );
+
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    let key = mailrun::protocol::sign::SigningKey::generate("k");
+    c.execute(
+        "INSERT INTO mailrun.runners (id, endpoint, batch_size, key_id, secret)
+         VALUES ('r1', 'http://127.0.0.1:9/r1', 10, $1, $2)",
+        &[&key.key_id, &key.secret.to_vec()],
+    )
+    .unwrap();
+    let m = serde_json::json!({"from": "s@example.org", "to": ["r@example.org"], "text": "t"});
+    mailrun::dispatcher::queue::enqueue(&mut c, &m).unwrap();
+    let run = mailrun::dispatcher::queue::claim_batch(&mut c, "r1", 10, 60).unwrap();
+    assert_eq!(run.messages[0].account.max_connections, Some(7));
+
+    assert_status(&admin(&url, &["account", "limit", "capped", "--clear"]), 0);
+    mailrun::dispatcher::queue::enqueue(&mut c, &m).unwrap();
+    let run = mailrun::dispatcher::queue::claim_batch(&mut c, "r1", 10, 60).unwrap();
+    assert_eq!(run.messages[0].account.max_connections, None);
+}

@@ -1716,3 +1716,258 @@ fn runner_send_trusts_the_smtp_ca_file_of_runner_toml() {
         .filter(|c| c.verb == "MAIL")
         .all(|c| c.secure));
 }
+
+// ---------------------------------------------------------------------------------------
+// Many sessions at once (docs/runner.md, "Concurrency"), against the benchmarks' server
+// whose replies come late, as on the internet.
+
+use common::delay_smtp::{DelayOptions, DelaySmtp};
+
+fn delayed_account(name: &str, port: u16, max_connections: Option<u32>) -> SmtpAccount {
+    SmtpAccount {
+        name: name.into(),
+        max_connections,
+        ..smtp_account(port)
+    }
+}
+
+fn outcome_counts(state: &Path) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for r in outbox(state) {
+        *counts
+            .entry(r["outcome"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+/// One account with a cap of 8 sessions: several sessions are busy at once, never more
+/// than the cap, and every message arrives once.
+#[test]
+fn sessions_run_side_by_side_within_the_accounts_cap() {
+    let mut server = DelaySmtp::start(DelayOptions {
+        delay: 0.2,
+        ports: 1,
+        ..Default::default()
+    });
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    let acct = delayed_account("capped", server.port_base, Some(8));
+    spool(
+        &state,
+        &job_run("jr-cap", 600, (1..=60).map(|i| message(i, &acct)).collect()),
+        now(),
+    );
+    let out = run("runner-send", &state, &["--json"]);
+    assert_status(&out, 0);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["sent"], 60);
+    let stats = server.stop();
+    let per_port = stats["sessions_max_per_port"].as_u64().unwrap();
+    assert!(per_port <= 8, "the account's cap: {stats}");
+    assert!(
+        stats["busy_max"].as_u64().unwrap() >= 5,
+        "several transactions at once: {stats}"
+    );
+    assert!(report["peak_sessions"].as_u64().unwrap() <= 8, "{report}");
+    let mut ids: Vec<String> = server.received().into_iter().map(|(_, id)| id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 60);
+}
+
+/// Three accounts, 20 sessions allowed each, 4 in all: the runner-wide cap holds.
+#[test]
+fn max_sessions_caps_the_sessions_over_all_accounts() {
+    let mut server = DelaySmtp::start(DelayOptions {
+        delay: 0.1,
+        ports: 3,
+        ..Default::default()
+    });
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    set_setting(&state, "max_sessions", "4");
+    let messages: Vec<OutboundMessage> = (1..=45)
+        .map(|i| {
+            let port = server.port_base + (i % 3) as u16;
+            message(i, &delayed_account(&format!("acct{}", i % 3), port, None))
+        })
+        .collect();
+    spool(&state, &job_run("jr-total", 600, messages), now());
+    let out = run("runner-send", &state, &["--json"]);
+    assert_status(&out, 0);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["sent"], 45);
+    let stats = server.stop();
+    assert!(stats["sessions_max"].as_u64().unwrap() <= 4, "{stats}");
+    assert!(stats["sessions_max"].as_u64().unwrap() >= 2, "{stats}");
+    assert_eq!(server.received().len(), 45);
+}
+
+/// A server that takes only 3 sessions (421 to the greeting of a fourth): the runner's
+/// slow start backs off to the sessions that work, and every message is delivered, none
+/// deferred.
+#[test]
+fn a_server_capping_connections_gets_fewer_sessions_and_all_the_mail() {
+    let mut server = DelaySmtp::start(DelayOptions {
+        delay: 0.1,
+        ports: 1,
+        max_sessions: Some(3),
+    });
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    let acct = delayed_account("strict", server.port_base, None);
+    spool(
+        &state,
+        &job_run("jr-421", 600, (1..=40).map(|i| message(i, &acct)).collect()),
+        now(),
+    );
+    let out = run("runner-send", &state, &["--json"]);
+    assert_status(&out, 0);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["sent"], 40, "{report}\n{}", stderr(&out));
+    let stats = server.stop();
+    assert!(stats["refused_sessions"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(stats["sessions_max_per_port"].as_u64().unwrap() <= 3);
+    assert_eq!(server.received().len(), 40);
+}
+
+/// kill -9 of runner-send while 20 sessions are busy: nothing is lost, no journalled
+/// message is sent again, and at most the messages in their final dot (one per open
+/// session) are sent twice.
+#[test]
+fn kill_9_with_twenty_sessions_busy_loses_nothing() {
+    let server = DelaySmtp::start(DelayOptions {
+        delay: 0.3,
+        ports: 1,
+        ..Default::default()
+    });
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    let acct = delayed_account("busy", server.port_base, Some(20));
+    let n = 300;
+    spool(
+        &state,
+        &job_run(
+            "jr-kill20",
+            600,
+            (1..=n).map(|i| message(i, &acct)).collect(),
+        ),
+        now(),
+    );
+    let mut child: Child = bin("runner-send")
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    // Safety bound only. Killed once the window has grown to 20 busy sessions.
+    while server.received().len() < 80 || server.stats()["busy_max"].as_u64() < Some(20) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{}",
+            server.stats()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let journal =
+        std::fs::read_to_string(state.join("spool/jr-kill20.journal")).unwrap_or_default();
+    let journalled: Vec<String> = journal
+        .lines()
+        .map(|l| {
+            let id = serde_json::from_str::<serde_json::Value>(l).unwrap()["message_id"]
+                .as_i64()
+                .unwrap();
+            format!("<m{id}@mailrun.test>")
+        })
+        .collect();
+
+    assert_status(&run("runner-send", &state, &[]), 0);
+    let mut copies: HashMap<String, usize> = HashMap::new();
+    for (_, id) in server.received() {
+        *copies.entry(id).or_default() += 1;
+    }
+    for id in &journalled {
+        assert_eq!(copies.get(id), Some(&1), "journalled {id} was sent again");
+    }
+    assert_eq!(copies.len(), n as usize, "every message arrived");
+    let duplicates: usize = copies.values().map(|c| c - 1).sum();
+    assert!(duplicates <= 20, "{duplicates} duplicates with 20 sessions");
+    let counts = outcome_counts(&state);
+    assert_eq!(counts.get("sent"), Some(&(n as usize)), "{counts:?}");
+    assert!(spool_files(&state).is_empty());
+}
+
+/// The lease deadline with several sessions: no message starts after it, the rest are
+/// reported not attempted, and what started went out.
+#[test]
+fn the_lease_deadline_holds_with_several_sessions() {
+    let mut server = DelaySmtp::start(DelayOptions {
+        delay: 1.0,
+        ports: 1,
+        ..Default::default()
+    });
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    set_setting(&state, "lease_safety_margin_seconds", "0");
+    let acct = delayed_account("slow", server.port_base, Some(4));
+    // Each message takes about 3 s (greeting, RCPT, final dot); the deadline is 4 s after
+    // receipt: the first round of 4 sessions starts in time, later rounds would not.
+    spool(
+        &state,
+        &job_run(
+            "jr-deadline",
+            4,
+            (1..=20).map(|i| message(i, &acct)).collect(),
+        ),
+        now(),
+    );
+    let out = run("runner-send", &state, &["--json"]);
+    assert_status(&out, 0);
+    let counts = outcome_counts(&state);
+    let sent = counts.get("sent").copied().unwrap_or(0);
+    let not_attempted = counts.get("not_attempted").copied().unwrap_or(0);
+    assert!((1..=8).contains(&sent), "{counts:?}");
+    assert_eq!(sent + not_attempted, 20, "{counts:?}");
+    server.stop();
+    assert_eq!(server.received().len(), sent);
+}
+
+/// send_rate_per_second spaces starts across all sessions.
+#[test]
+fn the_rate_limit_holds_across_sessions() {
+    let server = DelaySmtp::start(DelayOptions {
+        delay: 0.0,
+        ports: 2,
+        ..Default::default()
+    });
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    set_setting(&state, "send_rate_per_second", "10.0");
+    let messages: Vec<OutboundMessage> = (1..=21)
+        .map(|i| {
+            let port = server.port_base + (i % 2) as u16;
+            message(i, &delayed_account(&format!("r{}", i % 2), port, None))
+        })
+        .collect();
+    spool(&state, &job_run("jr-rate20", 600, messages), now());
+    let start = Instant::now();
+    assert_status(&run("runner-send", &state, &[]), 0);
+    // 21 starts at 10 per second: the last no sooner than 2 s after the first.
+    assert!(
+        start.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(server.received().len(), 21);
+}

@@ -86,8 +86,9 @@ pub fn add(c: &mut impl GenericClient, account: &SmtpAccount) -> anyhow::Result<
         .into());
     }
     c.execute(
-        "INSERT INTO mailrun.smtp_accounts (name, host, port, security, username, password)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO mailrun.smtp_accounts
+             (name, host, port, security, username, password, max_connections)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
         &[
             &account.name,
             &account.host,
@@ -95,8 +96,25 @@ pub fn add(c: &mut impl GenericClient, account: &SmtpAccount) -> anyhow::Result<
             &security_str(account.security),
             &account.username,
             &account.password,
+            &account.max_connections.map(|n| n as i32),
         ],
     )?;
+    Ok(())
+}
+
+/// Sets (or with `None` clears) the most sessions a runner may hold to the account.
+pub fn set_max_connections(
+    c: &mut impl GenericClient,
+    name: &str,
+    max_connections: Option<u32>,
+) -> anyhow::Result<()> {
+    let n = c.execute(
+        "UPDATE mailrun.smtp_accounts SET max_connections = $2 WHERE name = $1",
+        &[&name, &max_connections.map(|n| n as i32)],
+    )?;
+    if n == 0 {
+        return Err(CliError::new(EXIT_DATA, format!("no account {name:?}")).into());
+    }
     Ok(())
 }
 
@@ -110,13 +128,15 @@ fn from_row(row: &postgres::Row) -> anyhow::Result<SmtpAccount> {
         security: parse_security(&security)?,
         username: row.get(4),
         password: row.get(5),
-        max_connections: None,
+        max_connections: row
+            .get::<_, Option<i32>>(6)
+            .and_then(|n| u32::try_from(n).ok()),
     })
 }
 
 pub fn get(c: &mut impl GenericClient, name: &str) -> anyhow::Result<Option<SmtpAccount>> {
     c.query_opt(
-        "SELECT name, host, port, security, username, password
+        "SELECT name, host, port, security, username, password, max_connections
          FROM mailrun.smtp_accounts WHERE name = $1",
         &[&name],
     )?
@@ -126,7 +146,7 @@ pub fn get(c: &mut impl GenericClient, name: &str) -> anyhow::Result<Option<Smtp
 
 pub fn list(c: &mut impl GenericClient) -> anyhow::Result<Vec<SmtpAccount>> {
     c.query(
-        "SELECT name, host, port, security, username, password
+        "SELECT name, host, port, security, username, password, max_connections
          FROM mailrun.smtp_accounts ORDER BY name",
         &[],
     )?

@@ -198,6 +198,22 @@ pub enum AccountCommand {
         /// because runners never send a password in clear to any other host.
         #[arg(long)]
         insecure_plain_auth: bool,
+        /// Most SMTP sessions a runner may hold to this account at once (the provider's
+        /// cap) [default: the runner's max_sessions_per_account, 20].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+        max_connections: Option<u32>,
+    },
+    /// Set the most SMTP sessions a runner may hold to an account at once (sent to
+    /// runners with every batch).
+    Limit {
+        name: String,
+        /// Sessions at once (1-1000).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000),
+              required_unless_present = "clear")]
+        max_connections: Option<u32>,
+        /// Remove the account's own limit: runners use their max_sessions_per_account.
+        #[arg(long, conflicts_with = "max_connections")]
+        clear: bool,
     },
     /// List accounts (passwords show as "set" or "none").
     List,
@@ -640,6 +656,7 @@ fn account(db: &mut postgres::Client, cmd: AccountCommand, out: Output) -> anyho
             username,
             password_file,
             insecure_plain_auth,
+            max_connections,
         } => {
             // The runner's own rule (accounts::clear_text_login): checked before the
             // password is read, so nothing is asked for an account that cannot work.
@@ -686,7 +703,7 @@ fn account(db: &mut postgres::Client, cmd: AccountCommand, out: Output) -> anyho
                 },
                 username,
                 password,
-                max_connections: None,
+                max_connections,
             };
             accounts::add(db, &account)?;
             out.result(json!({"account": name, "added": true}), || {
@@ -702,26 +719,29 @@ fn account(db: &mut postgres::Client, cmd: AccountCommand, out: Output) -> anyho
                         "name": a.name, "host": a.host, "port": a.port,
                         "security": security_str(a.security), "username": a.username,
                         "password": if a.password.is_some() { "set" } else { "none" },
+                        "max_connections": a.max_connections,
                         "problem": accounts::clear_text_login(a),
                     })
                 })
                 .collect();
             out.listing(Value::Array(rows), || {
                 let mut s = format!(
-                    "{:<20} {:<30} {:>5} {:<9} {:<24} {}\n",
-                    "NAME", "HOST", "PORT", "SECURITY", "USERNAME", "PASSWORD"
+                    "{:<20} {:<30} {:>5} {:<9} {:<24} {:<8} {}\n",
+                    "NAME", "HOST", "PORT", "SECURITY", "USERNAME", "PASSWORD", "SESSIONS"
                 );
                 let mut problems = String::new();
                 for a in &list {
                     let problem = accounts::clear_text_login(a);
                     s.push_str(&format!(
-                        "{:<20} {:<30} {:>5} {:<9} {:<24} {}{}\n",
+                        "{:<20} {:<30} {:>5} {:<9} {:<24} {:<8} {}{}\n",
                         a.name,
                         a.host,
                         a.port,
                         security_str(a.security),
                         a.username.as_deref().unwrap_or("-"),
                         if a.password.is_some() { "set" } else { "none" },
+                        a.max_connections
+                            .map_or_else(|| "runner".to_string(), |n| n.to_string()),
                         if problem.is_some() { "  UNUSABLE" } else { "" }
                     ));
                     if let Some(p) = problem {
@@ -734,6 +754,21 @@ fn account(db: &mut postgres::Client, cmd: AccountCommand, out: Output) -> anyho
                 }
                 s
             });
+        }
+        AccountCommand::Limit {
+            name,
+            max_connections,
+            clear,
+        } => {
+            let limit = if clear { None } else { max_connections };
+            accounts::set_max_connections(db, &name, limit)?;
+            out.result(
+                json!({"account": name, "max_connections": limit}),
+                || match limit {
+                    Some(n) => format!("account {name}: at most {n} session(s) per runner"),
+                    None => format!("account {name}: runners use their max_sessions_per_account"),
+                },
+            );
         }
         AccountCommand::Disable { name } => {
             quota::set_account_enabled(db, &name, false)?;

@@ -138,11 +138,13 @@ pub fn claim_batch(
     let lease = i32::try_from(lease_seconds).unwrap_or(i32::MAX);
     // query_typed: one round trip, no statement to prepare and close per claim.
     let rows = c.query_typed(
-        "SELECT job_run_id, message_id, lease_token, message_id_header, from_addr, reply_to,
-                to_addrs, cc_addrs, bcc_addrs, subject, text_body, html_body, headers,
-                attachments, account_name, account_host, account_port, account_security,
-                account_username, account_password
-         FROM mailrun.claim_batch($1, $2, $3)",
+        "SELECT b.job_run_id, b.message_id, b.lease_token, b.message_id_header, b.from_addr,
+                b.reply_to, b.to_addrs, b.cc_addrs, b.bcc_addrs, b.subject, b.text_body,
+                b.html_body, b.headers, b.attachments, b.account_name, b.account_host,
+                b.account_port, b.account_security, b.account_username, b.account_password,
+                (SELECT a.max_connections FROM mailrun.smtp_accounts a
+                  WHERE a.name = b.account_name)
+         FROM mailrun.claim_batch($1, $2, $3) b",
         &[
             (&runner_id, Type::TEXT),
             (&limit, Type::INT4),
@@ -176,7 +178,10 @@ pub fn claim_batch(
                 security: parse_security(&security)?,
                 username: row.get(18),
                 password: row.get(19),
-                max_connections: None,
+                // The account's cap on sessions travels with it (docs/runner.md).
+                max_connections: row
+                    .get::<_, Option<i32>>(20)
+                    .and_then(|n| u32::try_from(n).ok()),
             },
             from: row.get(4),
             reply_to: row.get(5),

@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "carriable",
         include_str!("../../migrations/0006_carriable.sql"),
     ),
+    (
+        7,
+        "account_connections",
+        include_str!("../../migrations/0007_account_connections.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming mailrun's migration lock among the database's advisory locks.

@@ -60,6 +60,11 @@ is missing or invalid."
 the time budget (--max-seconds) ends, or the dispatcher does not answer. Spooled batches \
 left by an earlier run are delivered first. Without --force the first poll happens only \
 if the `ready` marker exists (JobRunnerReady wrote it).\n\n\
+Delivery runs on many SMTP sessions at once (see runner-send), and the next batch is asked \
+for while the last messages of the current one are still being delivered (once no more \
+than max_sessions wait for a session), so sessions do not wait for the dispatcher; \
+sessions stay open across batches. When the time budget ends, the batches in hand are \
+delivered and reported, and nothing new is asked for.\n\n\
 Crontab line: `* * * * * runner-admin cycle --max-seconds 55` (add --force on runners \
 that accept no inbound HTTP).\n\n\
 Exit status: 0 work was done, 3 no work (or another run holds the lock), 69 the \

@@ -113,7 +113,10 @@ struct Sched {
     accounts: HashMap<String, AccountRun>,
     /// Messages not yet taken by a worker.
     queued: usize,
+    /// Handles not yet joined.
     workers: Vec<JoinHandle<()>>,
+    /// Workers running (the handles may have been taken by a join already).
+    live_workers: usize,
     idle_workers: usize,
     sessions_open: usize,
     /// No batch will be added any more: workers leave once nothing is queued.
@@ -177,6 +180,7 @@ impl Engine {
                     accounts: HashMap::new(),
                     queued: 0,
                     workers: Vec::new(),
+                    live_workers: 0,
                     idle_workers: 0,
                     sessions_open: 0,
                     closing: false,
@@ -309,59 +313,10 @@ impl Engine {
             // Everything journalled already (a run killed after its last append).
             finish_batch(&self.shared, &mut sched, index)?;
         }
-        self.spawn_workers(&mut sched);
+        spawn_workers(&self.shared, &mut sched);
         drop(sched);
         self.shared.changed.notify_all();
         Ok(())
-    }
-
-    /// Starts workers while queued work could use a session no idle worker offers.
-    fn spawn_workers(&self, sched: &mut Sched) {
-        let max = self.shared.options.max_sessions;
-        loop {
-            let useful: usize = sched
-                .accounts
-                .values()
-                .filter(|a| !a.queue.is_empty())
-                .map(|a| {
-                    if a.given_up.is_some() {
-                        1
-                    } else {
-                        a.window.min(a.limit).saturating_sub(a.active)
-                    }
-                })
-                .sum::<usize>()
-                .min(sched.queued);
-            let live = sched.workers.len();
-            if sched.spawn_failed || live >= max || useful <= sched.idle_workers {
-                return;
-            }
-            let shared = self.shared.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("smtp-{live}"))
-                .stack_size(WORKER_STACK_BYTES)
-                .spawn(move || worker(&shared));
-            match spawned {
-                Ok(handle) => {
-                    sched.workers.push(handle);
-                    // Counted idle until it takes a message, so the next add does not
-                    // start another for the same work.
-                    sched.idle_workers += 1;
-                }
-                Err(e) => {
-                    // Hosts limit threads per account: deliver with what we have.
-                    eprintln!(
-                        "runner-send: warning: cannot start more than {live} SMTP session \
-                         thread(s) ({e}); continuing with those"
-                    );
-                    sched.spawn_failed = true;
-                    if live == 0 {
-                        sched.stopped = Some(format!("cannot start a thread: {e}"));
-                    }
-                    return;
-                }
-            }
-        }
     }
 
     /// Messages not yet taken by a session.
@@ -400,15 +355,7 @@ impl Engine {
     /// outbox write failed (75), or a spooled batch was unreadable (65; the others were
     /// still delivered).
     pub fn finish(self) -> Result<SendReport> {
-        let workers = {
-            let mut sched = self.shared.lock();
-            sched.closing = true;
-            std::mem::take(&mut sched.workers)
-        };
-        self.shared.changed.notify_all();
-        for w in workers {
-            let _ = w.join();
-        }
+        self.join_workers();
         let sched = self.shared.lock();
         if let Some(e) = &sched.stopped {
             return Err(CliError::new(
@@ -424,17 +371,78 @@ impl Engine {
     }
 }
 
+/// Starts workers while queued work could use a session no idle worker offers (a new
+/// batch, or an account whose window grew).
+fn spawn_workers(shared: &Arc<Shared>, sched: &mut Sched) {
+    let max = shared.options.max_sessions;
+    loop {
+        let useful: usize = sched
+            .accounts
+            .values()
+            .filter(|a| !a.queue.is_empty())
+            .map(|a| {
+                if a.given_up.is_some() {
+                    1
+                } else {
+                    a.window.min(a.limit).saturating_sub(a.active)
+                }
+            })
+            .sum::<usize>()
+            .min(sched.queued);
+        let live = sched.live_workers;
+        if sched.spawn_failed || live >= max || useful <= sched.idle_workers {
+            return;
+        }
+        let shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("smtp-{live}"))
+            .stack_size(WORKER_STACK_BYTES)
+            .spawn(move || worker(&shared));
+        match spawned {
+            Ok(handle) => {
+                sched.workers.push(handle);
+                sched.live_workers += 1;
+                // Counted idle until it takes a message, so the next add does not
+                // start another for the same work.
+                sched.idle_workers += 1;
+            }
+            Err(e) => {
+                // Hosts limit threads per account: deliver with what we have.
+                eprintln!(
+                    "runner-send: warning: cannot start more than {live} SMTP session \
+                     thread(s) ({e}); continuing with those"
+                );
+                sched.spawn_failed = true;
+                if live == 0 {
+                    sched.stopped = Some(format!("cannot start a thread: {e}"));
+                }
+                return;
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Lets the workers finish what is queued and waits for them, including any a
+    /// growing window started meanwhile.
+    fn join_workers(&self) {
+        self.shared.lock().closing = true;
+        loop {
+            let workers = std::mem::take(&mut self.shared.lock().workers);
+            if workers.is_empty() {
+                return;
+            }
+            self.shared.changed.notify_all();
+            for w in workers {
+                let _ = w.join();
+            }
+        }
+    }
+}
+
 impl Drop for Engine {
     fn drop(&mut self) {
-        let workers = {
-            let mut sched = self.shared.lock();
-            sched.closing = true;
-            std::mem::take(&mut sched.workers)
-        };
-        self.shared.changed.notify_all();
-        for w in workers {
-            let _ = w.join();
-        }
+        self.join_workers();
     }
 }
 
@@ -518,7 +526,7 @@ enum Task {
 
 /// One session thread: takes messages, keeps its session for the account while that
 /// account has work, moves to another account when it has none.
-fn worker(shared: &Shared) {
+fn worker(shared: &Arc<Shared>) {
     let mut sender = Sender::new(shared.options.smtp.clone());
     // The account whose session this worker holds (counted in its `active`).
     let mut holding: Option<String> = None;
@@ -534,6 +542,7 @@ fn worker(shared: &Shared) {
                 }
                 sched.sessions_open = sched.sessions_open.saturating_sub(1);
             }
+            sched.live_workers -= 1;
             drop(sched);
             sender.close();
             shared.changed.notify_all();
@@ -671,7 +680,7 @@ enum Recorded {
     },
 }
 
-fn deliver_one(shared: &Shared, sender: &mut Sender, holding: &mut Option<String>, job: Job) {
+fn deliver_one(shared: &Arc<Shared>, sender: &mut Sender, holding: &mut Option<String>, job: Job) {
     let (run, deadline_ms) = {
         let sched = shared.lock();
         let b = &sched.batches[job.0];
@@ -748,15 +757,17 @@ fn reserve_start(shared: &Shared, deadline_ms: i64) -> Option<Instant> {
 
 /// Feedback from an answered message: an accepted one widens the account's window by
 /// one (slow start), a 421 narrows it.
-fn adjust_window(shared: &Shared, account: &str, delivery: &Delivery) {
+fn adjust_window(shared: &Arc<Shared>, account: &str, delivery: &Delivery) {
     let mut sched = shared.lock();
     let Some(a) = sched.accounts.get_mut(account) else {
         return;
     };
     if delivery.smtp_code == Some(421) {
         a.window = a.window.saturating_sub(1).max(1);
-    } else if delivery.outcome == Outcome::Sent {
-        a.window = (a.window + 1).min(a.limit);
+    } else if delivery.outcome == Outcome::Sent && a.window < a.limit {
+        a.window += 1;
+        // Room for one more session: a worker for it, if none is idle.
+        spawn_workers(shared, &mut sched);
     }
 }
 

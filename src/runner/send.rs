@@ -25,14 +25,20 @@ use crate::runner::state::StateDir;
     name = "runner-send",
     version,
     about = "Deliver every spooled batch over SMTP, journalling each outcome",
-    long_about = "Deliver every spooled batch over SMTP, journalling each outcome before the \
-next message starts (its fsync completes before the next message's final dot). A restart resumes from the journal and never resends a \
-journalled message; no message starts after the batch's local lease deadline (request time + \
+    long_about = "Deliver every spooled batch over SMTP on many sessions at once: up to \
+max_sessions in all (default 100) and, per SMTP account, up to the account's own \
+maxConnections or max_sessions_per_account (default 20), starting at 5 per account and \
+growing with each accepted message, shrinking on 421 and refused connections \
+(docs/runner.md, \"Concurrency\"). PIPELINING is used where the server offers it.\n\n\
+Each outcome is journalled as soon as it is known, and no session sends a final dot before \
+every outcome journalled so far is on disk. A restart resumes from the journal and never \
+resends a journalled message (after kill -9, at most one message per open session may go \
+out twice); no message starts after the batch's local lease deadline (request time + \
 lease - lease_safety_margin_seconds); those are reported as not attempted. Finished \
 batches move to outbox/ for the next runner-poll.\n\n\
 Every SMTP answer is classified with the reply policy the dispatcher pushed (see \
 `runner-admin policy`): a rule that throttles the account, or moves the message to another \
-account, sets that SMTP account aside for the rest of the batch; one that throttles the \
+account, sets that SMTP account aside for the rest of the run; one that throttles the \
 domain sets the recipient domain aside. Their messages are reported not attempted with the \
 reason, and the reported outcome follows the rule.\n\n\
 Exit status: 0 batches were delivered, 3 no spooled batch (or another run holds the \

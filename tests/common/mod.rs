@@ -3,6 +3,7 @@
 //! fresh database per test, and a clean environment for the commands under test.
 #![allow(dead_code)]
 
+pub mod delay_smtp;
 pub mod smtp;
 
 use std::net::TcpListener;
