@@ -2,11 +2,11 @@
 //! applies").
 //!
 //! Each SMTP answer is classified with the same first-match rules as the dispatcher
-//! ([`crate::reply_rules`]). Effects within one batch:
+//! ([`crate::reply_rules`]). Effects for the rest of the run (every batch it delivers):
 //! - a rule with `throttle = account`, or action `another_account`: no further message
-//!   of the batch goes through that SMTP account;
-//! - a rule with `throttle = domain`: no further message of the batch goes to that
-//!   recipient domain;
+//!   starts through that SMTP account (sessions busy with one finish it);
+//! - a rule with `throttle = domain`: no further message starts to that recipient
+//!   domain;
 //! - the outcome reported follows the rule (retry / another_account: Deferred; fail /
 //!   suppress: Failed). The dispatcher re-decides on arrival anyway.
 //!
@@ -63,7 +63,8 @@ impl BatchGuard {
     }
 
     /// Classifies a delivery's answers: rewrites the outcomes the policy decides and
-    /// sets accounts and domains aside for the rest of the batch.
+    /// sets accounts and domains aside (for the rest of the run: one guard serves every
+    /// batch a run delivers).
     pub fn review(&mut self, msg: &OutboundMessage, result: &mut MessageResult) {
         if self.policy.is_empty() {
             return;
