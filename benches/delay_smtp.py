@@ -131,7 +131,7 @@ async def session(reader, writer, port, args, stats, record):
             else:
                 writer.write(b"250 ok\r\n")
             await writer.drain()
-    except (ConnectionError, asyncio.IncompleteReadError):
+    except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
         pass
     finally:
         if in_transaction:

@@ -99,7 +99,7 @@ def postfix_run(workdir, delay, domains, n, size):
     with open(transport, "w") as f:
         for i in range(domains):
             f.write(f"d{i}.test smtp:[127.0.0.1]:{server.base + i}\n")
-    subprocess.run(["postmap", transport], check=True)
+    subprocess.run(["postmap", "-c", pf.etc, transport], check=True)
     subprocess.run(["postconf", "-c", pf.etc, "-e", f"transport_maps = hash:{transport}"],
                    check=True)
     subprocess.run(["postfix", "-c", pf.etc, "reload"], check=True, stdout=subprocess.DEVNULL,

@@ -458,8 +458,10 @@ def main():
 
         if "ceiling" in only:
             heading("1. ceiling: smtp-source -> smtp-sink (msgs/s)")
+            # At the runner counts (the old, flattering reference) and at -s 8, the
+            # reference a runner with many sessions is held to.
             for size in sizes:
-                for conc in concs:
+                for conc in sorted(set(concs) | {8}):
                     n, vals = cfg["n"].get(size, cfg["n"][2048]), []
                     for _ in range(runs):
                         t = sink.expect(n)
@@ -633,8 +635,12 @@ def main():
 
         for key, v in sorted(e2e.items()):
             size, transport, nr, batch = key
-            ratio(f"e2e {size // 1024} KB {transport} {nr}r b{batch} / ceiling", v,
-                  ceiling.get((size, nr)), (">= 0.5", lambda r: r >= 0.5))
+            ratio(f"e2e {size // 1024} KB {transport} {nr}r b{batch} / ceiling -s 8", v,
+                  ceiling.get((size, 8)), (">= 0.5", lambda r: r >= 0.5))
+        for key, v in sorted(e2e.items()):
+            size, transport, nr, batch = key
+            ratio(f"e2e {size // 1024} KB {transport} {nr}r b{batch} / ceiling -s {nr}", v,
+                  ceiling.get((size, nr)), ("reference only", lambda r: True))
         for key, v in sorted(e2e.items()):
             size, transport, nr, batch = key
             ratio(f"e2e {size // 1024} KB {transport} {nr}r b{batch} / Postfix", v,

@@ -527,6 +527,18 @@ enum Task {
 /// One session thread: takes messages, keeps its session for the account while that
 /// account has work, moves to another account when it has none.
 fn worker(shared: &Arc<Shared>) {
+    // A bug must not leave a taken message without an outcome and the run waiting for it
+    // forever: the run stops (the batch resumes on the next run), and the caller says so.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(shared)));
+    if outcome.is_err() {
+        let mut sched = shared.lock();
+        sched.live_workers = sched.live_workers.saturating_sub(1);
+        drop(sched);
+        shared.stop("internal error in an SMTP session thread (see the message above)");
+    }
+}
+
+fn work(shared: &Arc<Shared>) {
     let mut sender = Sender::new(shared.options.smtp.clone());
     // The account whose session this worker holds (counted in its `active`).
     let mut holding: Option<String> = None;
