@@ -673,6 +673,28 @@ fn kill_9_never_resends_a_journalled_message_and_loses_none() {
     }
 }
 
+/// A small tmpfs mounted for one test (root only), unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mount -t tmpfs failed");
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 #[test]
 fn disk_full_while_journalling_stops_sending_with_a_clear_error() {
     assert!(
@@ -681,22 +703,8 @@ fn disk_full_while_journalling_stops_sending_with_a_clear_error() {
     );
     let server = SmtpServer::start(SmtpServerOptions::default());
     let dir = common::temp_dir();
-    let mount = dir.path().join("small");
-    std::fs::create_dir_all(&mount).unwrap();
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-        .arg(&mount)
-        .status()
-        .expect("mount");
-    assert!(status.success(), "mount -t tmpfs failed");
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mount.clone());
-    let state = mount.join("state");
+    let mount = Tmpfs::mount(&dir.path().join("small"), "256k");
+    let state = mount.0.join("state");
     init_runner(&state, "http://127.0.0.1:9/dispatch");
     // One session, so the stop after the first failed write is exact.
     set_setting(&state, "max_sessions", "1");
@@ -707,7 +715,7 @@ fn disk_full_while_journalling_stops_sending_with_a_clear_error() {
         now(),
     );
     // Fill the file system to the last block.
-    let filler = mount.join("filler");
+    let filler = mount.0.join("filler");
     let _ = Command::new("dd")
         .args(["if=/dev/zero", "bs=4k"])
         .arg(format!("of={}", filler.display()))
@@ -765,21 +773,8 @@ fn a_read_only_state_folder_is_a_temporary_failure_with_a_clear_message() {
         "this test mounts a tmpfs and must run as root (see scripts/test-setup.sh)"
     );
     let dir = common::temp_dir();
-    let mount = dir.path().join("ro");
-    std::fs::create_dir_all(&mount).unwrap();
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&mount)
-        .status()
-        .expect("mount");
-    assert!(status.success(), "mount -t tmpfs failed");
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mount.clone());
+    let tmpfs = Tmpfs::mount(&dir.path().join("ro"), "1m");
+    let mount = tmpfs.0.clone();
     let state = mount.join("state");
     init_runner(&state, "http://127.0.0.1:9/dispatch");
     let status = Command::new("mount")

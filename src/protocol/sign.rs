@@ -281,14 +281,17 @@ pub fn sign_at(
     timestamp: i64,
     nonce: &str,
 ) -> Signature {
+    let text = string_to_sign(method, path, soap_action, timestamp, nonce, body);
+    signature_over(key, &text, timestamp, nonce)
+}
+
+/// The signature headers for a string to sign made with `timestamp` and `nonce`.
+fn signature_over(key: &SigningKey, text: &str, timestamp: i64, nonce: &str) -> Signature {
     Signature {
         key_id: key.key_id.clone(),
         timestamp,
         nonce: nonce.to_string(),
-        signature: hex::encode(mac(
-            key,
-            &string_to_sign(method, path, soap_action, timestamp, nonce, body),
-        )),
+        signature: hex::encode(mac(key, text)),
     }
 }
 
@@ -322,15 +325,8 @@ pub fn sign_response_at(
     timestamp: i64,
     nonce: &str,
 ) -> Signature {
-    Signature {
-        key_id: key.key_id.clone(),
-        timestamp,
-        nonce: nonce.to_string(),
-        signature: hex::encode(mac(
-            key,
-            &response_string_to_sign(path, soap_action, timestamp, nonce, body, request_nonce),
-        )),
-    }
+    let text = response_string_to_sign(path, soap_action, timestamp, nonce, body, request_nonce);
+    signature_over(key, &text, timestamp, nonce)
 }
 
 /// Check a response's signature: as [`verify`], over [`response_string_to_sign`] with
