@@ -1719,6 +1719,31 @@ fn runner_send_trusts_the_smtp_ca_file_of_runner_toml() {
 
 use common::delay_smtp::{DelayOptions, DelaySmtp};
 
+/// The benchmarks' delaying server (`delay` seconds per slow reply, `ports` accounts, an
+/// optional cap on sessions per port) and an initialised runner state folder.
+fn delayed_site(
+    delay: f64,
+    ports: u16,
+    max_sessions: Option<u32>,
+) -> (DelaySmtp, tempfile::TempDir, PathBuf) {
+    let server = DelaySmtp::start(DelayOptions {
+        delay,
+        ports,
+        max_sessions,
+    });
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    (server, dir, state)
+}
+
+/// `runner-send --json`, expected to succeed; its summary.
+fn send_json(state: &Path) -> serde_json::Value {
+    let out = run("runner-send", state, &["--json"]);
+    assert_status(&out, 0);
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
 fn delayed_account(name: &str, port: u16, max_connections: Option<u32>) -> SmtpAccount {
     SmtpAccount {
         name: name.into(),
@@ -1741,23 +1766,14 @@ fn outcome_counts(state: &Path) -> HashMap<String, usize> {
 /// than the cap, and every message arrives once.
 #[test]
 fn sessions_run_side_by_side_within_the_accounts_cap() {
-    let mut server = DelaySmtp::start(DelayOptions {
-        delay: 0.2,
-        ports: 1,
-        ..Default::default()
-    });
-    let dir = common::temp_dir();
-    let state = dir.path().join("state");
-    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    let (mut server, _dir, state) = delayed_site(0.2, 1, None);
     let acct = delayed_account("capped", server.port_base, Some(8));
     spool(
         &state,
         &job_run("jr-cap", 600, (1..=60).map(|i| message(i, &acct)).collect()),
         now(),
     );
-    let out = run("runner-send", &state, &["--json"]);
-    assert_status(&out, 0);
-    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let report = send_json(&state);
     assert_eq!(report["sent"], 60);
     let stats = server.stop();
     let per_port = stats["sessions_max_per_port"].as_u64().unwrap();
@@ -1776,14 +1792,7 @@ fn sessions_run_side_by_side_within_the_accounts_cap() {
 /// Three accounts, 20 sessions allowed each, 4 in all: the runner-wide cap holds.
 #[test]
 fn max_sessions_caps_the_sessions_over_all_accounts() {
-    let mut server = DelaySmtp::start(DelayOptions {
-        delay: 0.1,
-        ports: 3,
-        ..Default::default()
-    });
-    let dir = common::temp_dir();
-    let state = dir.path().join("state");
-    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    let (mut server, _dir, state) = delayed_site(0.1, 3, None);
     set_setting(&state, "max_sessions", "4");
     let messages: Vec<OutboundMessage> = (1..=45)
         .map(|i| {
@@ -1792,9 +1801,7 @@ fn max_sessions_caps_the_sessions_over_all_accounts() {
         })
         .collect();
     spool(&state, &job_run("jr-total", 600, messages), now());
-    let out = run("runner-send", &state, &["--json"]);
-    assert_status(&out, 0);
-    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let report = send_json(&state);
     assert_eq!(report["sent"], 45);
     let stats = server.stop();
     assert!(stats["sessions_max"].as_u64().unwrap() <= 4, "{stats}");
@@ -1807,14 +1814,7 @@ fn max_sessions_caps_the_sessions_over_all_accounts() {
 /// deferred.
 #[test]
 fn a_server_capping_connections_gets_fewer_sessions_and_all_the_mail() {
-    let mut server = DelaySmtp::start(DelayOptions {
-        delay: 0.1,
-        ports: 1,
-        max_sessions: Some(3),
-    });
-    let dir = common::temp_dir();
-    let state = dir.path().join("state");
-    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    let (mut server, _dir, state) = delayed_site(0.1, 1, Some(3));
     let acct = delayed_account("strict", server.port_base, None);
     spool(
         &state,
@@ -1836,14 +1836,7 @@ fn a_server_capping_connections_gets_fewer_sessions_and_all_the_mail() {
 /// session) are sent twice.
 #[test]
 fn kill_9_with_twenty_sessions_busy_loses_nothing() {
-    let server = DelaySmtp::start(DelayOptions {
-        delay: 0.3,
-        ports: 1,
-        ..Default::default()
-    });
-    let dir = common::temp_dir();
-    let state = dir.path().join("state");
-    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    let (server, _dir, state) = delayed_site(0.3, 1, None);
     let acct = delayed_account("busy", server.port_base, Some(20));
     let n = 300;
     spool(
@@ -1906,14 +1899,7 @@ fn kill_9_with_twenty_sessions_busy_loses_nothing() {
 /// reported not attempted, and what started went out.
 #[test]
 fn the_lease_deadline_holds_with_several_sessions() {
-    let mut server = DelaySmtp::start(DelayOptions {
-        delay: 1.0,
-        ports: 1,
-        ..Default::default()
-    });
-    let dir = common::temp_dir();
-    let state = dir.path().join("state");
-    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    let (mut server, _dir, state) = delayed_site(1.0, 1, None);
     set_setting(&state, "lease_safety_margin_seconds", "0");
     let acct = delayed_account("slow", server.port_base, Some(4));
     // Each message takes about 3 s (greeting, RCPT, final dot); the deadline is 4 s after
@@ -1941,14 +1927,7 @@ fn the_lease_deadline_holds_with_several_sessions() {
 /// send_rate_per_second spaces starts across all sessions.
 #[test]
 fn the_rate_limit_holds_across_sessions() {
-    let server = DelaySmtp::start(DelayOptions {
-        delay: 0.0,
-        ports: 2,
-        ..Default::default()
-    });
-    let dir = common::temp_dir();
-    let state = dir.path().join("state");
-    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    let (server, _dir, state) = delayed_site(0.0, 2, None);
     set_setting(&state, "send_rate_per_second", "10.0");
     let messages: Vec<OutboundMessage> = (1..=21)
         .map(|i| {

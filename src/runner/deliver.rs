@@ -151,6 +151,8 @@ struct BatchRun {
 type Job = (usize, usize);
 
 struct AccountRun {
+    /// Host, port and login, to end a session to it.
+    account: crate::protocol::SmtpAccount,
     queue: VecDeque<Job>,
     /// Workers holding (or opening) a session to the account.
     active: usize,
@@ -236,20 +238,21 @@ impl Engine {
         let journal = Arc::new(Journal::open(&batch.journal)?);
         // Accounts and domains the reply policy set aside, rebuilt from the journal when
         // a batch resumes.
+        let latest = latest_outcomes(journal.entries());
         {
             let mut guard = self.shared.guard();
             for msg in &run.messages {
-                if let Some(mut r) = journal.outcome_of(msg.id) {
-                    guard.review(msg, &mut r);
+                if let Some(r) = latest.get(&msg.id) {
+                    guard.review(msg, &mut r.clone());
                 }
             }
         }
-        let done = journal.done();
+        let done = |id: &i64| latest.contains_key(id);
         let run = Arc::new(run);
         let mut sched = self.shared.lock();
         let index = sched.batches.len();
         let mut remaining = 0;
-        for bad in refused.iter().filter(|b| !done.contains(&b.id)) {
+        for bad in refused.iter().filter(|b| !done(&b.id)) {
             // Fails at once with the codec's reason; the rest of the batch goes out.
             let result = MessageResult {
                 job_run_id: run.job_run_id.clone(),
@@ -275,7 +278,7 @@ impl Engine {
             sched.report.count(Outcome::Failed);
         }
         for (i, msg) in run.messages.iter().enumerate() {
-            if done.contains(&msg.id) {
+            if done(&msg.id) {
                 continue; // journalled by an earlier run: never resend
             }
             remaining += 1;
@@ -284,6 +287,7 @@ impl Engine {
                 .accounts
                 .entry(msg.account.name.clone())
                 .or_insert_with(|| AccountRun {
+                    account: msg.account.clone(),
                     queue: VecDeque::new(),
                     active: 0,
                     limit: per_account,
@@ -309,12 +313,12 @@ impl Engine {
             deadline_skips: 0,
             done: false,
         });
-        if remaining == 0 {
-            // Everything journalled already (a run killed after its last append).
-            finish_batch(&self.shared, &mut sched, index)?;
-        }
         spawn_workers(&self.shared, &mut sched);
         drop(sched);
+        if remaining == 0 {
+            // Everything journalled already (a run killed after its last append).
+            finish_batch(&self.shared, index)?;
+        }
         self.shared.changed.notify_all();
         Ok(())
     }
@@ -669,15 +673,9 @@ fn next_task<'a>(
 /// A task and an account whose session must be ended first.
 type Picked = (Task, Option<crate::protocol::SmtpAccount>);
 
-/// The SMTP account (host, port, login) of an account name, from any of its messages.
+/// The SMTP account (host, port, login) of an account name.
 fn account_of(sched: &Sched, name: &str) -> Option<crate::protocol::SmtpAccount> {
-    sched.batches.iter().find_map(|b| {
-        b.run
-            .messages
-            .iter()
-            .find(|m| m.account.name == name)
-            .map(|m| m.account.clone())
-    })
+    sched.accounts.get(name).map(|a| a.account.clone())
 }
 
 /// What becomes of a message taken by a worker.
@@ -904,32 +902,38 @@ fn record(shared: &Shared, job: Job, what: Recorded) {
     if deadline {
         b.deadline_skips += 1;
     }
-    if b.remaining == 0 {
-        if let Err(e) = finish_batch(shared, &mut sched, job.0) {
-            let text = format!("{e:#}");
-            drop(sched);
-            shared.stop(&text);
+    let last = b.remaining == 0;
+    drop(sched);
+    if last {
+        if let Err(e) = finish_batch(shared, job.0) {
+            shared.stop(&format!("{e:#}"));
             return;
         }
     }
-    drop(sched);
     shared.changed.notify_all();
 }
 
 /// Every message of the batch has an outcome: its results go to the outbox, in batch
 /// order, once the journal is on disk.
-fn finish_batch(shared: &Shared, sched: &mut Sched, index: usize) -> Result<()> {
+fn finish_batch(shared: &Shared, index: usize) -> Result<()> {
+    // The fsync wait and the outbox write happen without the schedule's lock: the other
+    // sessions go on meanwhile.
+    let (journal, run, refused_ids, batch) = {
+        let sched = shared.lock();
+        let b = &sched.batches[index];
+        let refused: Vec<i64> = b.refused.iter().map(|r| r.id).collect();
+        (b.journal.clone(), b.run.clone(), refused, b.batch.clone())
+    };
+    journal.synced()?;
+    let latest = latest_outcomes(journal.entries());
+    let results: Vec<MessageResult> = refused_ids
+        .into_iter()
+        .chain(run.messages.iter().map(|m| m.id))
+        .filter_map(|id| latest.get(&id).cloned())
+        .collect();
+    spool::finish_batch(&shared.state_dir, &batch, &results)?;
+    let mut sched = shared.lock();
     let b = &mut sched.batches[index];
-    b.journal.synced()?;
-    let entries = b.journal.entries();
-    let latest = |id: i64| entries.iter().rev().find(|r| r.message_id == id).cloned();
-    let ids = b
-        .refused
-        .iter()
-        .map(|r| r.id)
-        .chain(b.run.messages.iter().map(|m| m.id));
-    let results: Vec<MessageResult> = ids.filter_map(latest).collect();
-    spool::finish_batch(&shared.state_dir, &b.batch, &results)?;
     b.done = true;
     if b.started == 0 && b.deadline_skips > 0 {
         let id = b.run.job_run_id.clone();
@@ -937,6 +941,12 @@ fn finish_batch(shared: &Shared, sched: &mut Sched, index: usize) -> Result<()> 
     }
     sched.report.batches += 1;
     Ok(())
+}
+
+/// The last outcome journalled for each message.
+fn latest_outcomes(entries: Vec<MessageResult>) -> HashMap<i64, MessageResult> {
+    // Later lines win: a message's outcome is appended once per run that reached it.
+    entries.into_iter().map(|r| (r.message_id, r)).collect()
 }
 
 /// Delivers every spooled batch and waits for the outcomes; the caller holds the state

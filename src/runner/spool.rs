@@ -418,16 +418,6 @@ impl Journal {
         self.lock().entries.clone()
     }
 
-    /// The last outcome recorded for a message.
-    pub fn outcome_of(&self, message_id: i64) -> Option<MessageResult> {
-        self.lock()
-            .entries
-            .iter()
-            .rev()
-            .find(|r| r.message_id == message_id)
-            .cloned()
-    }
-
     /// Message ids with a recorded outcome.
     pub fn done(&self) -> HashSet<i64> {
         self.lock().entries.iter().map(|r| r.message_id).collect()
