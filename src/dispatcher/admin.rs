@@ -392,19 +392,26 @@ fn migrate(
     config_path: Option<&Path>,
     out: Output,
 ) -> anyhow::Result<u8> {
-    let applied = schema::migrate(db)?;
+    let migrated = schema::migrate(db)?;
     let (config, path) = DispatcherConfig::load(config_path)?;
     let changed = match path {
         Some(_) => Policy::from_config(&config).store(db)?,
         None => false,
     };
+    let applied = &migrated.versions;
     out.result(
-        json!({"applied": applied, "version": schema::latest_version(), "policy_changed": changed}),
+        json!({"applied": applied, "version": schema::latest_version(),
+               "routines_applied": migrated.sources, "policy_changed": changed}),
         || {
-            let mut s = if applied.is_empty() {
+            let mut s = if migrated.is_noop() {
                 format!("schema already at version {}", schema::latest_version())
+            } else if applied.is_empty() {
+                format!(
+                    "schema at version {}; stored procedures updated from sql/",
+                    schema::latest_version()
+                )
             } else {
-                format!("applied migrations {applied:?}")
+                format!("applied migrations {applied:?} and the stored procedures of sql/")
             };
             if changed {
                 s.push_str("; retry policy updated from the config file");

@@ -1,53 +1,155 @@
-//! Versioned migrations of the `mailrun` schema.
+//! The `mailrun` schema: versioned migrations plus one source file per routine.
 //!
-//! Each file in `migrations/` is embedded and applied once, in order, in its own
-//! transaction, under an advisory lock so two concurrent `migrate`s serialize. A database
-//! migrated by a newer mailrun (a version this binary does not know) is refused: running
-//! old code against a newer schema could corrupt the queue.
+//! `migrations/` holds tables, indexes and data changes, each step applied once, in order.
+//! `sql/` holds every function, procedure and trigger, one file each, applied with
+//! `CREATE OR REPLACE` after the versioned steps, so the business logic has a normal diff
+//! and blame. Everything happens in one transaction under an advisory lock (two
+//! concurrent `migrate`s serialize) and the checksum of each source is recorded; a
+//! database that already has every step and these exact sources is left untouched.
+//! A database migrated by a newer mailrun (a version this binary does not know) is
+//! refused: running old code against a newer schema could corrupt the queue.
 
 use anyhow::Context;
 use postgres::GenericClient;
+use sha2::{Digest, Sha256};
 
 use crate::cli::{CliError, EXIT_CONFIG};
 
-/// The migrations this binary knows, in order: (version, name, SQL).
+/// The migrations this binary knows, in order: (version, name, SQL). Versions 1-7 were
+/// squashed into one baseline before the first release, so it carries version 7.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
-    (1, "queue", include_str!("../../migrations/0001_queue.sql")),
-    (
-        2,
-        "results",
-        include_str!("../../migrations/0002_results.sql"),
-    ),
-    (
-        3,
-        "quotas",
-        include_str!("../../migrations/0003_quotas.sql"),
-    ),
-    (4, "speed", include_str!("../../migrations/0004_speed.sql")),
-    (
-        5,
-        "policy_push",
-        include_str!("../../migrations/0005_policy_push.sql"),
-    ),
-    (
-        6,
-        "carriable",
-        include_str!("../../migrations/0006_carriable.sql"),
-    ),
     (
         7,
-        "account_connections",
-        include_str!("../../migrations/0007_account_connections.sql"),
+        "baseline",
+        include_str!("../../migrations/0007_baseline.sql"),
     ),
+    (
+        8,
+        "routines_as_sources",
+        include_str!("../../migrations/0008_routines_as_sources.sql"),
+    ),
+];
+
+/// A database at a version below this was made by a build from before the squash; its
+/// steps cannot be replayed on the baseline.
+const BASELINE_VERSION: i32 = 7;
+
+/// One file of `sql/`: (path under `sql/`, text).
+pub type Source = (&'static str, &'static str);
+
+macro_rules! source {
+    ($path:literal) => {
+        ($path, include_str!(concat!("../../sql/", $path)))
+    };
+}
+
+/// Helpers that the tables' CHECK constraints call: they use no table, and exist before
+/// any versioned step runs.
+pub const CHECK_SOURCES: &[Source] = &[
+    source!("checks/valid_rules.sql"),
+    source!("checks/valid_regex.sql"),
+];
+
+/// Every other function and trigger, applied after the versioned steps in this order (an
+/// SQL-language body must find what it calls).
+pub const ROUTINE_SOURCES: &[Source] = &[
+    source!("functions/refuse.sql"),
+    source!("functions/addr_spec.sql"),
+    source!("functions/address_list.sql"),
+    source!("functions/header_text.sql"),
+    source!("functions/is_permanent.sql"),
+    source!("functions/backoff_seconds.sql"),
+    source!("functions/pending.sql"),
+    source!("functions/check_text.sql"),
+    source!("functions/check_carriable.sql"),
+    source!("functions/enqueue_at.sql"),
+    source!("functions/enqueue.sql"),
+    source!("functions/enqueue_many.sql"),
+    source!("functions/window_bucket_seconds.sql"),
+    source!("functions/quota_bucket.sql"),
+    source!("functions/throttle_factor.sql"),
+    source!("functions/scaled.sql"),
+    source!("functions/quota_room.sql"),
+    source!("functions/quota_lock.sql"),
+    source!("functions/quota_take.sql"),
+    source!("functions/quota_release.sql"),
+    source!("functions/throttle_signal.sql"),
+    source!("functions/addr_domain.sql"),
+    source!("functions/code_matches.sql"),
+    source!("functions/reply_decision.sql"),
+    source!("functions/held_quota_ids.sql"),
+    source!("functions/claim_batch.sql"),
+    source!("functions/apply_result.sql"),
+    source!("functions/release_frees_now.sql"),
+    source!("functions/reap_expired.sql"),
+    source!("functions/count_due.sql"),
+    source!("functions/cancel.sql"),
+    source!("functions/retry.sql"),
+    source!("functions/resolve_unknown.sql"),
+    source!("functions/purge.sql"),
+    source!("functions/kept_for_review.sql"),
+    source!("functions/purge_finished.sql"),
+    source!("functions/remember_nonce.sql"),
+    source!("triggers/release_review_hold.sql"),
+    source!("triggers/reply_rules_changed.sql"),
+    source!("triggers/quota_releases_wake.sql"),
 ];
 
 /// Arbitrary constant naming mailrun's migration lock among the database's advisory locks.
 const MIGRATION_LOCK: i64 = 0x6d61_696c_7275_6e01;
 
+/// What one `migrate` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Migrated {
+    /// Versioned steps applied, in order.
+    pub versions: Vec<i32>,
+    /// Whether the routines of `sql/` were (re)applied.
+    pub sources: bool,
+}
+
+impl Migrated {
+    /// Nothing changed: the database already had every step and these exact sources.
+    pub fn is_noop(&self) -> bool {
+        self.versions.is_empty() && !self.sources
+    }
+}
+
 /// The highest schema version this binary knows.
 pub fn latest_version() -> i32 {
     MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
 }
+
+fn all_sources() -> impl Iterator<Item = &'static Source> {
+    CHECK_SOURCES.iter().chain(ROUTINE_SOURCES)
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// The digest the database computes over `mailrun.schema_sources` (see `SOURCES_DIGEST`)
+/// when it holds exactly the sources of this binary. Computed once per process.
+fn expected_sources_digest() -> &'static str {
+    static DIGEST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DIGEST.get_or_init(sources_digest)
+}
+
+fn sources_digest() -> String {
+    let mut rows: Vec<(&str, String)> = all_sources()
+        .map(|(path, text)| (*path, sha256_hex(text)))
+        .collect();
+    rows.sort();
+    let joined: String = rows
+        .iter()
+        .map(|(path, sum)| format!("{path}:{sum}\n"))
+        .collect();
+    sha256_hex(&joined)
+}
+
+/// One digest of every recorded source, comparable with `expected_sources_digest`.
+const SOURCES_DIGEST: &str = "SELECT encode(sha256(convert_to(coalesce(string_agg(
+         path || ':' || sha256 || E'\\n', '' ORDER BY path COLLATE \"C\"), ''), 'UTF8')), 'hex')
+     FROM mailrun.schema_sources";
 
 /// The schema version of the database (0 when mailrun was never installed there).
 pub fn current_version(c: &mut impl GenericClient) -> anyhow::Result<i32> {
@@ -66,62 +168,112 @@ pub fn current_version(c: &mut impl GenericClient) -> anyhow::Result<i32> {
     Ok(v.unwrap_or(0))
 }
 
-/// Applies every migration the database lacks; returns the versions applied (empty when
-/// already up to date).
-pub fn migrate(c: &mut impl GenericClient) -> anyhow::Result<Vec<i32>> {
-    let mut applied = Vec::new();
-    for (version, name, sql) in MIGRATIONS {
-        let mut tx = c.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-        tx.batch_execute(
-            "CREATE SCHEMA IF NOT EXISTS mailrun;
-             CREATE TABLE IF NOT EXISTS mailrun.schema_migrations (
-                 version    integer PRIMARY KEY,
-                 name       text NOT NULL,
-                 applied_at timestamptz NOT NULL DEFAULT now())",
-        )?;
-        let current = current_version(&mut tx)?;
-        if current > latest_version() {
-            return Err(CliError::new(
-                EXIT_CONFIG,
-                format!(
-                    "the database schema is at version {current}, newer than this mailrun \
-                     knows ({}); upgrade mailrun instead",
-                    latest_version()
-                ),
-            )
-            .into());
-        }
-        let done = tx
-            .query_opt(
-                "SELECT 1 FROM mailrun.schema_migrations WHERE version = $1",
-                &[version],
-            )?
-            .is_some();
-        if done {
-            tx.commit()?;
-            continue;
-        }
+/// Applies every migration the database lacks, then (when anything changed or differs)
+/// every source of `sql/`, all in one transaction.
+pub fn migrate(c: &mut impl GenericClient) -> anyhow::Result<Migrated> {
+    let mut tx = c.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS mailrun;
+         CREATE TABLE IF NOT EXISTS mailrun.schema_migrations (
+             version    integer PRIMARY KEY,
+             name       text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now());
+         CREATE TABLE IF NOT EXISTS mailrun.schema_sources (
+             path       text PRIMARY KEY,
+             sha256     text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now())",
+    )?;
+    let current = current_version(&mut tx)?;
+    if current > latest_version() {
+        return Err(CliError::new(
+            EXIT_CONFIG,
+            format!(
+                "the database schema is at version {current}, newer than this mailrun \
+                 knows ({}); upgrade mailrun instead",
+                latest_version()
+            ),
+        )
+        .into());
+    }
+    if current > 0 && current < BASELINE_VERSION {
+        return Err(CliError::new(
+            EXIT_CONFIG,
+            format!(
+                "the database schema is at version {current}, from a pre-release mailrun \
+                 whose steps were squashed into version {BASELINE_VERSION}; migrate it with \
+                 that build first, or dump the queue and run `dispatch-admin init` on an \
+                 empty database"
+            ),
+        )
+        .into());
+    }
+    let pending: Vec<&(i32, &str, &str)> =
+        MIGRATIONS.iter().filter(|m| m.0 > current).collect();
+    let recorded: String = tx.query_one(SOURCES_DIGEST, &[])?.get(0);
+    if pending.is_empty() && recorded == expected_sources_digest() {
+        tx.commit()?;
+        return Ok(Migrated::default());
+    }
+
+    apply_sources(&mut tx, CHECK_SOURCES)?;
+    let mut versions = Vec::new();
+    for (version, name, sql) in pending {
         tx.batch_execute(sql)
             .with_context(|| format!("migration {version:04}_{name} failed"))?;
         tx.execute(
             "INSERT INTO mailrun.schema_migrations (version, name) VALUES ($1, $2)",
             &[version, name],
         )?;
-        tx.commit()?;
-        applied.push(*version);
+        versions.push(*version);
     }
-    Ok(applied)
+    apply_sources(&mut tx, ROUTINE_SOURCES)?;
+    let paths: Vec<&str> = all_sources().map(|s| s.0).collect();
+    tx.execute(
+        "DELETE FROM mailrun.schema_sources WHERE NOT path = ANY ($1)",
+        &[&paths],
+    )?;
+    tx.commit()?;
+    Ok(Migrated {
+        versions,
+        sources: true,
+    })
 }
 
-/// Fails unless the database is at exactly the schema version this binary knows; every
-/// command except `init`/`migrate` checks this before touching the queue.
-pub fn require_current(c: &mut impl GenericClient) -> anyhow::Result<()> {
-    let current = current_version(c)?;
-    let latest = latest_version();
-    if current == latest {
-        return Ok(());
+fn apply_sources(tx: &mut postgres::Transaction<'_>, sources: &[Source]) -> anyhow::Result<()> {
+    for (path, sql) in sources {
+        tx.batch_execute(sql)
+            .with_context(|| format!("sql/{path} failed"))?;
+        tx.execute(
+            "INSERT INTO mailrun.schema_sources (path, sha256) VALUES ($1, $2)
+             ON CONFLICT (path) DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = now()",
+            &[path, &sha256_hex(sql)],
+        )?;
     }
+    Ok(())
+}
+
+/// Fails unless the database is at exactly the schema version and routines this binary
+/// knows; every command except `init`/`migrate` checks this before touching the queue.
+pub fn require_current(c: &mut impl GenericClient) -> anyhow::Result<()> {
+    let row = c.query_typed_one(
+        "SELECT to_regclass('mailrun.schema_migrations') IS NOT NULL,
+                to_regclass('mailrun.schema_sources') IS NOT NULL",
+        &[],
+    )?;
+    let (has_versions, has_sources): (bool, bool) = (row.get(0), row.get(1));
+    let (current, digest) = if !has_versions {
+        (0, None)
+    } else {
+        let current = current_version(c)?;
+        let digest: Option<String> = if has_sources {
+            Some(c.query_typed_one(SOURCES_DIGEST, &[])?.get(0))
+        } else {
+            None
+        };
+        (current, digest)
+    };
+    let latest = latest_version();
     let message = if current == 0 {
         "the database has no mailrun schema; run `dispatch-admin init`".to_string()
     } else if current < latest {
@@ -129,11 +281,17 @@ pub fn require_current(c: &mut impl GenericClient) -> anyhow::Result<()> {
             "the database schema is at version {current}, this mailrun needs {latest}; \
              run `dispatch-admin migrate`"
         )
-    } else {
+    } else if current > latest {
         format!(
             "the database schema is at version {current}, newer than this mailrun knows \
              ({latest}); upgrade mailrun"
         )
+    } else if digest.as_deref() != Some(expected_sources_digest()) {
+        "the database's stored procedures differ from this mailrun's; run \
+         `dispatch-admin migrate`"
+            .to_string()
+    } else {
+        return Ok(());
     };
     Err(CliError::new(EXIT_CONFIG, message).into())
 }

@@ -1,0 +1,41 @@
+//! The integration tests: one binary, a module per area (docs/testing.md). They run the
+//! real binaries against a private PostgreSQL cluster, real SMTP servers, web servers and
+//! a SOAP client that mailrun did not write; `common` holds the harness they share.
+
+mod common;
+
+mod admin;
+mod core_dumps;
+mod correctness;
+mod dispatcher;
+mod dispatcher_runner;
+mod e2e;
+mod faults;
+mod manpages;
+mod packaging;
+mod protocol;
+mod queue;
+mod quotas;
+mod recurring;
+mod report;
+mod runner;
+mod runner_e2e;
+mod runner_smtp;
+mod schema;
+mod schedule;
+mod self_update;
+mod status_page;
+mod wire;
+
+/// The harness itself works: the private cluster starts and hands out fresh databases.
+#[test]
+fn private_cluster_gives_fresh_databases() {
+    let cluster = common::cluster();
+    let a = cluster.fresh_db("harness_a");
+    let b = cluster.fresh_db("harness_b");
+    assert_ne!(a, b);
+    let mut client = postgres::Client::connect(&a, postgres::NoTls).expect("connect");
+    let row = client.query_one("SELECT current_database()", &[]).unwrap();
+    let name: String = row.get(0);
+    assert!(a.ends_with(&name));
+}
