@@ -3,11 +3,12 @@
 # (stub.sh followed by a tar.gz of statically linked runner binaries), plus the same
 # tar.gz and its SHA-256 for `runner-admin self-update` (serve them from the dispatcher).
 #
-#   packaging/shared-hosting/build-bundle.sh [--bin-dir DIR] [--out-dir DIR]
+#   packaging/shared-hosting/build-bundle.sh [--bin-dir DIR] [--out-dir DIR] [--profile P]
 #
 # Without --bin-dir it builds the runner binaries statically linked (glibc, crt-static;
-# no musl toolchain needed) in target/x86_64-unknown-linux-gnu/release. With --bin-dir
-# it packs the runner-* binaries found there instead.
+# no musl toolchain needed) in target/x86_64-unknown-linux-gnu/PROFILE (default
+# release; the tests use packaging-test, unoptimised). With --bin-dir it packs the
+# runner-* binaries found there instead.
 # Output (default target/bundle/):
 #   mailrun-runner.cgi                      the file to upload
 #   mailrun-runner-VERSION-x86_64.tar.gz    the self-update download
@@ -18,12 +19,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 bin_dir=
 out_dir="$root/target/bundle"
+profile=release
 
 while [ $# -gt 0 ]; do
     case "$1" in
     --bin-dir) bin_dir=$2; shift 2 ;;
     --out-dir) out_dir=$2; shift 2 ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    --profile) profile=$2; shift 2 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "build-bundle: unknown argument $1" >&2; exit 64 ;;
     esac
 done
@@ -35,9 +38,9 @@ if [ -z "$bin_dir" ]; then
     target=x86_64-unknown-linux-gnu
     echo "build-bundle: building static runner binaries ($target, crt-static)" >&2
     (cd "$root" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-        "${CARGO:-cargo}" build --release --locked --target "$target" \
+        "${CARGO:-cargo}" build --profile "$profile" --locked --target "$target" \
         --bin runner-admin --bin runner-cgi --bin runner-poll --bin runner-send)
-    bin_dir="$root/target/$target/release"
+    bin_dir="$root/target/$target/$profile"
 fi
 
 binaries="runner-admin runner-cgi runner-poll runner-send"

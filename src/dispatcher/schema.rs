@@ -208,8 +208,7 @@ pub fn migrate(c: &mut impl GenericClient) -> anyhow::Result<Migrated> {
         )
         .into());
     }
-    let pending: Vec<&(i32, &str, &str)> =
-        MIGRATIONS.iter().filter(|m| m.0 > current).collect();
+    let pending: Vec<&(i32, &str, &str)> = MIGRATIONS.iter().filter(|m| m.0 > current).collect();
     let recorded: String = tx.query_one(SOURCES_DIGEST, &[])?.get(0);
     if pending.is_empty() && recorded == expected_sources_digest() {
         tx.commit()?;

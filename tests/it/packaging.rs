@@ -29,6 +29,10 @@ const STUB_TOOLS: &[&str] = &[
     "od", "id", "cut", "dirname", "find", "getent",
 ];
 
+/// Cargo.toml's unoptimised profile for packaging tests (one build per test run, shared
+/// between the bundle and the .deb).
+const PACKAGING_PROFILE: &str = "packaging-test";
+
 fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
 }
@@ -76,6 +80,7 @@ fn bundle() -> &'static Bundle {
             Command::new(Path::new(ROOT).join("packaging/shared-hosting/build-bundle.sh"))
                 .arg("--out-dir")
                 .arg(&out_dir)
+                .args(["--profile", PACKAGING_PROFILE])
                 .env("CARGO", cargo()),
         );
         common::assert_status(&out, 0);
@@ -649,8 +654,11 @@ fn deb() -> &'static PathBuf {
         let out = common::run(
             Command::new(cargo())
                 .current_dir(ROOT)
-                .args(["deb", "--locked", "--output"])
-                .arg(&out_dir),
+                .args(["deb", "--locked", "--profile", PACKAGING_PROFILE])
+                // The bundle's target and flags: the dependencies built for it are reused.
+                .args(["--target", "x86_64-unknown-linux-gnu", "--output"])
+                .arg(&out_dir)
+                .env("RUSTFLAGS", "-C target-feature=+crt-static"),
         );
         common::assert_status(&out, 0);
         std::fs::read_dir(&out_dir)

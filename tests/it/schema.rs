@@ -35,7 +35,9 @@ fn migrate_pre_squash(url: &str, last: i32) {
     .unwrap();
     for (version, name, file) in PRE_SQUASH.iter().filter(|m| m.0 <= last) {
         let sql = std::fs::read_to_string(
-            Path::new(ROOT).join("tests/data/pre-squash-migrations").join(file),
+            Path::new(ROOT)
+                .join("tests/data/pre-squash-migrations")
+                .join(file),
         )
         .unwrap();
         let mut tx = c.transaction().unwrap();
@@ -97,8 +99,18 @@ fn assert_same(a: &str, b: &str, what: &str) {
         panic!(
             "{what} differ from line {}:\n--- step by step\n{}\n--- fresh\n{}",
             first + 1,
-            a_lines[first..].iter().take(15).cloned().collect::<Vec<_>>().join("\n"),
-            b_lines[first..].iter().take(15).cloned().collect::<Vec<_>>().join("\n"),
+            a_lines[first..]
+                .iter()
+                .take(15)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n"),
+            b_lines[first..]
+                .iter()
+                .take(15)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n"),
         );
     }
 }
@@ -216,7 +228,11 @@ fn every_routine_has_exactly_one_source_file() {
     for name in &functions {
         let found = defining(&format!("CREATE OR REPLACE FUNCTION mailrun.{name}("));
         assert_eq!(found.len(), 1, "function {name} defined in {found:?}");
-        let file_stem = found[0].rsplit('/').next().unwrap().trim_end_matches(".sql");
+        let file_stem = found[0]
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .trim_end_matches(".sql");
         assert!(
             file_stem == name || found[0].starts_with("triggers/"),
             "function {name} lives in sql/{}",
@@ -242,7 +258,12 @@ fn every_routine_has_exactly_one_source_file() {
     for entry in std::fs::read_dir(Path::new(ROOT).join("migrations")).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap().to_uppercase();
-        for word in ["CREATE FUNCTION", "OR REPLACE FUNCTION", "CREATE TRIGGER", "CREATE PROCEDURE"] {
+        for word in [
+            "CREATE FUNCTION",
+            "OR REPLACE FUNCTION",
+            "CREATE TRIGGER",
+            "CREATE PROCEDURE",
+        ] {
             assert!(!text.contains(word), "{} contains {word}", path.display());
         }
     }
