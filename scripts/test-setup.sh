@@ -37,7 +37,7 @@ if ! "$VENV/bin/python3" -c "import zeep, aiosmtpd, requests" 2>/dev/null; then
   "$VENV/bin/python3" -m pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
 
-# cargo-deb builds the Debian package in tests/packaging.rs.
+# cargo-deb builds the Debian package in tests/it/packaging.rs.
 if ! command -v cargo-deb >/dev/null 2>&1; then
   echo "test-setup: installing cargo-deb" >&2
   cargo install cargo-deb --locked --quiet

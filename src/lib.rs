@@ -4,11 +4,9 @@
 //! one concept per module (see `../shared/DESIGN.md` and `docs/`).
 
 pub mod cli;
-pub mod config;
 pub mod dispatcher;
 pub mod manpages;
 pub mod protocol;
-pub mod reply_rules;
 pub mod runner;
 pub mod schedule;
 pub mod smtp;

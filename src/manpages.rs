@@ -1,7 +1,7 @@
 //! Man pages and shell completions, generated from the commands' clap definitions so
 //! they cannot drift from `--help`. The results are checked in (`man/`, `completions/`)
-//! and `tests/manpages.rs` fails when they are stale; `MAILRUN_BLESS=1 cargo test --test
-//! manpages` rewrites them. `man/mailrun.7` (the overview) is written by hand.
+//! and `tests/it/manpages.rs` fails when they are stale; `MAILRUN_BLESS=1 cargo test --test
+//! it manpages::` rewrites them. `man/mailrun.7` (the overview) is written by hand.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};

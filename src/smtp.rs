@@ -131,11 +131,7 @@ impl AccountKey {
         AccountKey {
             host: account.host.clone(),
             port: account.port,
-            security: match account.security {
-                Security::None => "none",
-                Security::StartTls => "starttls",
-                Security::Tls => "tls",
-            },
+            security: account.security.as_str(),
             username: account.username.clone(),
         }
     }

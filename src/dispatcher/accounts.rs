@@ -6,7 +6,6 @@ use std::time::Duration;
 use postgres::GenericClient;
 
 use crate::cli::{CliError, EXIT_CONFIG, EXIT_DATA, EXIT_UNAVAILABLE};
-use crate::dispatcher::queue::{parse_security, security_str};
 use crate::protocol::{Security, SmtpAccount};
 
 /// How long `test` waits for the server at each step.
@@ -93,7 +92,7 @@ pub fn add(c: &mut impl GenericClient, account: &SmtpAccount) -> anyhow::Result<
             &account.name,
             &account.host,
             &i32::from(account.port),
-            &security_str(account.security),
+            &account.security.as_str(),
             &account.username,
             &account.password,
             &account.max_connections.map(|n| n as i32),
@@ -125,7 +124,7 @@ fn from_row(row: &postgres::Row) -> anyhow::Result<SmtpAccount> {
         name: row.get(0),
         host: row.get(1),
         port: u16::try_from(port).map_err(|_| anyhow::anyhow!("stored port {port} invalid"))?,
-        security: parse_security(&security)?,
+        security: security.parse().map_err(anyhow::Error::msg)?,
         username: row.get(4),
         password: row.get(5),
         max_connections: row
@@ -187,7 +186,7 @@ pub fn test(account: &SmtpAccount) -> anyhow::Result<String> {
         "{}:{} ({})",
         account.host,
         account.port,
-        security_str(account.security)
+        account.security.as_str()
     );
     match transport.test_connection() {
         Ok(true) => Ok(match &account.username {

@@ -134,3 +134,10 @@ pub fn refused_value(err: &anyhow::Error) -> Option<String> {
             .then(|| db.message().to_string())
     })
 }
+
+/// The database's clock (reports and schedules are relative to it, not to this host's).
+pub fn db_now(
+    db: &mut impl postgres::GenericClient,
+) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    Ok(db.query_one("SELECT now()", &[])?.get(0))
+}

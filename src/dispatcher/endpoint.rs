@@ -115,14 +115,16 @@ impl Args {
 /// `dispatch-cgi`: one CGI request, or `--listen` forever.
 pub fn main(args: Args) -> anyhow::Result<u8> {
     let max_body = usize::try_from(args.max_body).unwrap_or(DEFAULT_MAX_BODY);
-    let database_url =
-        crate::config::database_url(args.database_url.as_deref(), args.config.as_deref()).and_then(
-            |url| {
-                // The status page's access setting lives in the same config file.
-                let (config, _) = crate::config::DispatcherConfig::load(args.config.as_deref())?;
-                Ok((url, config.status_page))
-            },
-        );
+    let database_url = crate::dispatcher::config::database_url(
+        args.database_url.as_deref(),
+        args.config.as_deref(),
+    )
+    .and_then(|url| {
+        // The status page's access setting lives in the same config file.
+        let (config, _) =
+            crate::dispatcher::config::DispatcherConfig::load(args.config.as_deref())?;
+        Ok((url, config.status_page))
+    });
     let in_cgi = std::env::var_os("GATEWAY_INTERFACE").is_some();
 
     match (args.listen, in_cgi) {

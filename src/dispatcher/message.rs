@@ -6,7 +6,7 @@
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-use crate::config::Defaults;
+use crate::dispatcher::config::Defaults;
 use crate::protocol::limits::field;
 
 /// Fields a message object may have (the stored procedure's list).
@@ -647,7 +647,7 @@ mod tests {
     }
 
     /// The shared corpus: the CLI's answers, and lettre accepts every mailbox this rule
-    /// accepts (tests/queue.rs holds the stored procedure to the same answers).
+    /// accepts (tests/it/queue.rs holds the stored procedure to the same answers).
     #[test]
     fn mailbox_corpus() {
         for line in include_str!("../../tests/data/mailboxes.txt").lines() {

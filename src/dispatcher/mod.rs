@@ -2,8 +2,8 @@
 
 pub mod accounts;
 pub mod admin;
-pub mod admin_results;
 pub mod charset;
+pub mod config;
 pub mod connection;
 pub mod endpoint;
 pub mod message;
@@ -11,7 +11,6 @@ pub mod outbound;
 pub mod push;
 pub mod queue;
 pub mod quota;
-pub mod quota_admin;
 pub mod recurring;
 pub mod reply_policy;
 pub mod report;
@@ -19,6 +18,7 @@ pub mod retention;
 pub mod retry;
 pub mod runners;
 pub mod schema;
+pub mod stats;
 pub mod status_page;
 pub mod suppression;
 pub mod tick;

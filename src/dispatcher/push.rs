@@ -22,11 +22,11 @@ use crate::dispatcher::{connection, reply_policy, schema};
 use crate::protocol::limits::{
     DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_ACCOUNT, MAX_CONNECTIONS,
 };
+use crate::protocol::reply_rules;
 use crate::protocol::{
     Body, FaultReason, JobRunnerConfigUpdate, ReplyAction, ReplyRule, ReplyThrottle,
     RunnerSettings, SoftwareUpdate,
 };
-use crate::reply_rules;
 use crate::web::client::{Client, ClientOptions};
 
 const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
@@ -157,19 +157,18 @@ fn default_max_sessions_per_account() -> u32 {
 }
 
 impl StoredSettings {
-    /// The starting point of the first version: Postfix-like SMTP timeouts (connect 30 s,
-    /// commands 300 s, after the final dot 600 s as RFC 5321 asks). `dispatcher_url` has
-    /// no sensible default and must be set.
+    /// The starting point of the first version ([`RunnerSettings::defaults`]).
     pub fn defaults() -> StoredSettings {
+        let d = RunnerSettings::defaults();
         StoredSettings {
-            batch_size: 50,
-            send_rate_per_second: 0.0,
-            smtp_connect_timeout_seconds: 30,
-            smtp_command_timeout_seconds: 300,
-            smtp_data_timeout_seconds: 600,
-            poll_interval_seconds: 60,
-            lease_safety_margin_seconds: 60,
-            dispatcher_url: String::new(),
+            batch_size: d.batch_size,
+            send_rate_per_second: d.send_rate_per_second,
+            smtp_connect_timeout_seconds: d.smtp_connect_timeout_seconds,
+            smtp_command_timeout_seconds: d.smtp_command_timeout_seconds,
+            smtp_data_timeout_seconds: d.smtp_data_timeout_seconds,
+            poll_interval_seconds: d.poll_interval_seconds,
+            lease_safety_margin_seconds: d.lease_safety_margin_seconds,
+            dispatcher_url: d.dispatcher_url,
             max_sessions: DEFAULT_MAX_SESSIONS,
             max_sessions_per_account: DEFAULT_MAX_SESSIONS_PER_ACCOUNT,
             software_version: None,
@@ -489,10 +488,10 @@ pub fn current_reply_policy(c: &mut impl GenericClient) -> anyhow::Result<Vec<Re
 }
 
 /// Refuses an update runners would refuse for its size (runner-cgi reads at most
-/// [`MAX_REQUEST_BYTES`](crate::runner::endpoint::MAX_REQUEST_BYTES)) before contacting
+/// [`RUNNER_MAX_REQUEST_BYTES`](crate::protocol::limits::RUNNER_MAX_REQUEST_BYTES)) before contacting
 /// any of them. Only a very large reply policy gets near it.
 fn check_update_size(version: i64, settings: &RunnerSettings) -> anyhow::Result<()> {
-    let limit = crate::runner::endpoint::MAX_REQUEST_BYTES;
+    let limit = crate::protocol::limits::RUNNER_MAX_REQUEST_BYTES;
     let body = Body::JobRunnerConfigUpdate(JobRunnerConfigUpdate {
         // The longest runner id the protocol allows.
         runner_id: "x".repeat(128),
@@ -533,7 +532,10 @@ pub struct PushSummary {
 }
 
 pub fn main(args: Args) -> anyhow::Result<u8> {
-    let url = crate::config::database_url(args.database_url.as_deref(), args.config.as_deref())?;
+    let url = crate::dispatcher::config::database_url(
+        args.database_url.as_deref(),
+        args.config.as_deref(),
+    )?;
     let mut db = connection::connect(&url).map_err(connection::exit_context)?;
     schema::require_current(&mut db).map_err(connection::exit_context)?;
 

@@ -10,8 +10,7 @@ use postgres::GenericClient;
 use serde_json::{json, Value};
 
 use crate::protocol::{
-    Acknowledgement, Attachment, Header, JobRun, MessageResult, OutboundMessage, Outcome, Security,
-    SmtpAccount,
+    Acknowledgement, Attachment, Header, JobRun, MessageResult, OutboundMessage, SmtpAccount,
 };
 
 /// Messages per `mailrun.enqueue_many` call in a bulk enqueue (all in one transaction).
@@ -175,7 +174,7 @@ pub fn claim_batch(
                 host: row.get(15),
                 port: u16::try_from(port)
                     .map_err(|_| anyhow::anyhow!("message {id}: account port {port} invalid"))?,
-                security: parse_security(&security)?,
+                security: security.parse().map_err(anyhow::Error::msg)?,
                 username: row.get(18),
                 password: row.get(19),
                 // The account's cap on sessions travels with it (docs/runner.md).
@@ -198,23 +197,6 @@ pub fn claim_batch(
         });
     }
     Ok(run)
-}
-
-pub fn parse_security(s: &str) -> anyhow::Result<Security> {
-    Ok(match s {
-        "none" => Security::None,
-        "starttls" => Security::StartTls,
-        "tls" => Security::Tls,
-        other => anyhow::bail!("unknown SMTP security {other:?}"),
-    })
-}
-
-pub fn security_str(s: Security) -> &'static str {
-    match s {
-        Security::None => "none",
-        Security::StartTls => "starttls",
-        Security::Tls => "tls",
-    }
 }
 
 fn headers_from_json(v: &Value) -> anyhow::Result<Vec<Header>> {
@@ -258,30 +240,20 @@ fn attachments_from_json(v: &Value) -> anyhow::Result<Vec<Attachment>> {
         .collect()
 }
 
-pub fn outcome_str(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Sent => "sent",
-        Outcome::Deferred => "deferred",
-        Outcome::Failed => "failed",
-        Outcome::NotAttempted => "not_attempted",
-        Outcome::Unknown => "unknown",
-    }
-}
-
 /// The JSON form `mailrun.apply_result` takes.
 pub fn result_json(r: &MessageResult) -> Value {
     json!({
         "job_run_id": r.job_run_id,
         "message_id": r.message_id,
         "lease_token": r.lease_token,
-        "outcome": outcome_str(r.outcome),
+        "outcome": r.outcome.as_str(),
         "smtp_code": r.smtp_code,
         "enhanced_status": r.enhanced_status,
         "text": r.text,
         "attempted_at": r.attempted_at.to_rfc3339(),
         "recipients": r.recipients.iter().map(|p| json!({
             "address": p.address,
-            "outcome": outcome_str(p.outcome),
+            "outcome": p.outcome.as_str(),
             "smtp_code": p.smtp_code,
             "enhanced_status": p.enhanced_status,
             "text": p.text,
@@ -367,6 +339,57 @@ pub fn reap_expired(c: &mut impl GenericClient) -> anyhow::Result<u64> {
         .query_typed_one("SELECT mailrun.reap_expired()", &[])?
         .get(0);
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The states of a message (`mailrun.messages.state`), in display order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageState {
+    Queued,
+    Leased,
+    Deferred,
+    Sent,
+    Failed,
+    Cancelled,
+    Expired,
+    /// DATA was sent and no answer came: never retried silently (docs/quotas.md).
+    Unknown,
+}
+
+impl MessageState {
+    pub const ALL: [MessageState; 8] = [
+        MessageState::Queued,
+        MessageState::Leased,
+        MessageState::Deferred,
+        MessageState::Sent,
+        MessageState::Failed,
+        MessageState::Cancelled,
+        MessageState::Expired,
+        MessageState::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageState::Queued => "queued",
+            MessageState::Leased => "leased",
+            MessageState::Deferred => "deferred",
+            MessageState::Sent => "sent",
+            MessageState::Failed => "failed",
+            MessageState::Cancelled => "cancelled",
+            MessageState::Expired => "expired",
+            MessageState::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::str::FromStr for MessageState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<MessageState, String> {
+        MessageState::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| format!("unknown message state {s:?}"))
+    }
 }
 
 /// Messages due now.

@@ -114,14 +114,14 @@ fn validate(c: &mut impl GenericClient, r: &NewRule) -> anyhow::Result<()> {
         ));
     }
     if let Some(code) = &r.code {
-        if !crate::reply_rules::valid_code(code) {
+        if !crate::protocol::reply_rules::valid_code(code) {
             return Err(data_err(format!(
                 "code {code:?}: want three characters like \"550\" or \"4xx\""
             )));
         }
     }
     if let Some(enhanced) = &r.enhanced {
-        if !crate::reply_rules::valid_enhanced_prefix(enhanced) {
+        if !crate::protocol::reply_rules::valid_enhanced_prefix(enhanced) {
             return Err(data_err(format!(
                 "enhanced status {enhanced:?}: want a prefix like \"5.7\" or \"5.7.1\""
             )));
@@ -129,7 +129,7 @@ fn validate(c: &mut impl GenericClient, r: &NewRule) -> anyhow::Result<()> {
     }
     if let Some(p) = &r.pattern {
         // Runners take at most this much (the pattern travels with JobRunnerConfigUpdate).
-        let max = crate::reply_rules::MAX_PATTERN_CHARS;
+        let max = crate::protocol::reply_rules::MAX_PATTERN_CHARS;
         if p.is_empty() || p.chars().count() > max {
             return Err(data_err(format!(
                 "the pattern must be 1 to {max} characters"

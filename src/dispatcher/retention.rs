@@ -85,7 +85,7 @@ impl RetentionConfig {
 
 /// `550`, `55x`, `5xx`; or `5.7.1`, `5.7`, `4`.
 pub fn valid_review_code(code: &str) -> bool {
-    use crate::reply_rules::{valid_code, valid_enhanced_prefix};
+    use crate::protocol::reply_rules::{valid_code, valid_enhanced_prefix};
     valid_code(code) || (code.contains('.') && valid_enhanced_prefix(code))
 }
 

@@ -8,8 +8,6 @@
 use postgres::GenericClient;
 use serde::{Deserialize, Serialize};
 
-use crate::config::DispatcherConfig;
-
 /// Default minimum backoff (Postfix `minimal_backoff_time`).
 pub const DEFAULT_BACKOFF_MIN_SECONDS: i32 = 300;
 /// Default maximum backoff (Postfix `maximal_backoff_time`).
@@ -91,7 +89,8 @@ impl RetryConfig {
         self.to_policy(None, None).validate()
     }
 
-    fn to_policy(&self, max_bytes: Option<i64>, domain: Option<String>) -> Policy {
+    /// The policy this section describes, with the file's top-level enqueue limits.
+    pub fn to_policy(&self, max_bytes: Option<i64>, domain: Option<String>) -> Policy {
         let d = Policy::default();
         Policy {
             backoff_min_seconds: self.backoff_min_seconds.unwrap_or(d.backoff_min_seconds),
@@ -134,15 +133,6 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// The policy a config file describes (defaults for what it leaves out).
-    pub fn from_config(config: &DispatcherConfig) -> Policy {
-        config
-            .retry
-            .clone()
-            .unwrap_or_default()
-            .to_policy(config.max_message_bytes, config.message_id_domain.clone())
-    }
-
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
             self.backoff_min_seconds > 0,

@@ -23,7 +23,8 @@ use postgres::GenericClient;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::dispatcher::recurring;
+use crate::dispatcher::{queue, recurring, runners, stats};
+use crate::protocol::Outcome;
 use crate::web::{Request, Response};
 
 /// Header carrying the status page token (alternative to `?token=`).
@@ -198,17 +199,6 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// States in display order.
-pub const STATES: &[&str] = &[
-    "queued",
-    "leased",
-    "deferred",
-    "sent",
-    "failed",
-    "cancelled",
-    "expired",
-];
-
 const CSS: &str = "\
 body{font:15px/1.4 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0 auto;padding:12px;max-width:1100px;color:#1a1a1a;background:#fff}
 h1{font-size:1.3em;margin:0 0 4px}h2{font-size:1.1em;margin:22px 0 6px;border-bottom:1px solid #ddd}
@@ -308,27 +298,12 @@ pub fn render(c: &mut impl GenericClient, now: DateTime<Utc>) -> anyhow::Result<
 }
 
 fn queue_section(c: &mut impl GenericClient, h: &mut String) -> anyhow::Result<()> {
-    let mut counts: Vec<(String, i64)> = STATES.iter().map(|s| (s.to_string(), 0)).collect();
-    for row in c.query(
-        "SELECT state, count(*) FROM mailrun.messages GROUP BY state",
-        &[],
-    )? {
-        let state: String = row.get(0);
-        let n: i64 = row.get(1);
-        match counts.iter_mut().find(|(s, _)| *s == state) {
-            Some(entry) => entry.1 = n,
-            None => counts.push((state, n)),
-        }
-    }
-    let due: i64 = c.query_one("SELECT mailrun.count_due()", &[])?.get(0);
-    let held: i64 = c
-        .query_one(
-            "SELECT count(*) FROM mailrun.messages WHERE held_for_review",
-            &[],
-        )?
-        .get(0);
-    counts.push(("due now".to_string(), due));
-    counts.push(("held for review".to_string(), held));
+    let mut counts: Vec<(String, i64)> = stats::counts_by_state(c)?
+        .into_iter()
+        .map(|(state, n)| (state.as_str().to_string(), n))
+        .collect();
+    counts.push(("due now".to_string(), queue::count_due(c)?));
+    counts.push(("held for review".to_string(), stats::held_for_review(c)?));
     h.push_str("<h2>Queue</h2>\n<div class=\"counts\">\n");
     for (state, n) in &counts {
         let id = state.replace(' ', "-");
@@ -348,21 +323,7 @@ fn scheduled_section(
     h: &mut String,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let total: i64 = c
-        .query_one(
-            "SELECT count(*) FROM mailrun.messages
-             WHERE state = 'queued' AND attempts = 0 AND send_at > $1",
-            &[&now],
-        )?
-        .get(0);
-    let rows = c.query(
-        "SELECT id, send_at, array_to_string(to_addrs || cc_addrs || bcc_addrs, ', '), subject,
-                recurring_job_id
-         FROM mailrun.messages
-         WHERE state = 'queued' AND attempts = 0 AND send_at > $1
-         ORDER BY send_at, id LIMIT $2",
-        &[&now, &ROWS],
-    )?;
+    let (total, rows) = stats::scheduled(c, now, ROWS)?;
     let _ = writeln!(
         h,
         "<h2>Scheduled <span class=\"meta\">(<span id=\"scheduled-total\">{total}</span>, soonest first)</span></h2>"
@@ -373,15 +334,14 @@ fn scheduled_section(
     }
     h.push_str("<div class=\"scroll\"><table id=\"scheduled\"><tr><th>send at</th><th>message</th><th>to</th><th>subject</th><th>job</th></tr>\n");
     for r in &rows {
-        let id: i64 = r.get(0);
-        let job: Option<i64> = r.get(4);
+        let id = r.id;
         let _ = writeln!(
             h,
             "<tr class=\"scheduled\" data-id=\"{id}\">{}<td class=\"n\">{id}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            time_cell(Some(r.get(1)), now),
-            escape(&r.get::<_, String>(2)),
-            escape(&r.get::<_, String>(3)),
-            job.map_or("-".to_string(), |j| j.to_string()),
+            time_cell(Some(r.send_at), now),
+            escape(&r.recipients),
+            escape(&r.subject),
+            r.recurring_job_id.map_or("-".to_string(), |j| j.to_string()),
         );
     }
     h.push_str("</table></div>\n");
@@ -442,14 +402,8 @@ fn runners_section(
     h: &mut String,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let latest: Option<i64> = c
-        .query_one("SELECT max(version) FROM mailrun.config_versions", &[])?
-        .get(0);
-    let rows = c.query(
-        "SELECT id, enabled, last_seen, last_status, software_version, config_version_applied
-         FROM mailrun.runners ORDER BY id",
-        &[],
-    )?;
+    let latest = stats::latest_config_version(c)?;
+    let rows = runners::list(c)?;
     let _ = writeln!(
         h,
         "<h2>Runners <span class=\"meta\">(<span id=\"runners-total\">{}</span>)</span></h2>",
@@ -461,13 +415,11 @@ fn runners_section(
     }
     h.push_str("<div class=\"scroll\"><table id=\"runners\"><tr><th>runner</th><th>health</th><th>last seen</th><th>version</th><th>config</th></tr>\n");
     for r in &rows {
-        let id: String = r.get(0);
-        let enabled: bool = r.get(1);
-        let last_seen: Option<DateTime<Utc>> = r.get(2);
-        let status: Option<String> = r.get(3);
-        let version: Option<String> = r.get(4);
-        let applied: Option<i64> = r.get(5);
-        let (class, health) = runner_health(enabled, last_seen, status.as_deref(), now);
+        let id = &r.id;
+        let last_seen = r.last_seen;
+        let version = &r.software_version;
+        let applied = r.config_version;
+        let (class, health) = runner_health(r.enabled, last_seen, r.last_status.as_deref(), now);
         let config = match (applied, latest) {
             (Some(a), Some(l)) if a < l => format!("<td class=\"warn\">{a} (latest {l})</td>"),
             (Some(a), _) => format!("<td>{a}</td>"),
@@ -477,8 +429,8 @@ fn runners_section(
         let _ = writeln!(
             h,
             "<tr class=\"runner\" data-id=\"{}\"><td>{}</td><td class=\"{class}\">{}</td>{}<td>{}</td>{config}</tr>",
-            escape(&id),
-            escape(&id),
+            escape(id),
+            escape(id),
             escape(&health),
             time_cell(last_seen, now),
             escape(version.as_deref().unwrap_or("-")),
@@ -490,7 +442,7 @@ fn runners_section(
 
 /// Which attempts an attempts table shows.
 struct AttemptsTable {
-    outcomes: &'static [&'static str],
+    outcomes: &'static [Outcome],
     title: &'static str,
     note: &'static str,
     empty: &'static str,
@@ -499,7 +451,7 @@ struct AttemptsTable {
 }
 
 const FAILURES: AttemptsTable = AttemptsTable {
-    outcomes: &["failed", "deferred"],
+    outcomes: &[Outcome::Failed, Outcome::Deferred],
     title: "Recent failures",
     note: "failed or deferred, newest first",
     empty: "No failed or deferred deliveries.",
@@ -508,7 +460,7 @@ const FAILURES: AttemptsTable = AttemptsTable {
 };
 
 const DELIVERIES: AttemptsTable = AttemptsTable {
-    outcomes: &["sent"],
+    outcomes: &[Outcome::Sent],
     title: "Recently sent",
     note: "accepted by the SMTP server, newest first",
     empty: "Nothing sent yet.",
@@ -533,31 +485,7 @@ fn attempts_section(
     now: DateTime<Utc>,
     table: &AttemptsTable,
 ) -> anyhow::Result<()> {
-    let outcomes: Vec<String> = table.outcomes.iter().map(|s| s.to_string()).collect();
-    let rows = c.query(
-        "SELECT a.attempted_at, a.message_id, a.runner_id,
-                coalesce(r->>'address', array_to_string(m.to_addrs || m.cc_addrs || m.bcc_addrs, ', ')),
-                coalesce(r->>'outcome', a.outcome),
-                CASE WHEN r IS NULL THEN a.smtp_code
-                     WHEN jsonb_typeof(r->'smtp_code') = 'number' THEN (r->>'smtp_code')::integer END,
-                CASE WHEN r IS NULL THEN a.enhanced_status ELSE r->>'enhanced_status' END,
-                CASE WHEN r IS NULL THEN a.text ELSE r->>'text' END
-         FROM (SELECT * FROM mailrun.delivery_attempts d
-               WHERE d.outcome = ANY ($2)
-                  OR EXISTS (SELECT 1 FROM jsonb_array_elements(
-                                 CASE WHEN jsonb_typeof(d.recipients) = 'array'
-                                      THEN d.recipients ELSE '[]' END) e
-                             WHERE e->>'outcome' = ANY ($2))
-               ORDER BY d.attempted_at DESC, d.id DESC LIMIT $1) a
-         JOIN mailrun.messages m ON m.id = a.message_id
-         LEFT JOIN LATERAL jsonb_array_elements(
-             CASE WHEN jsonb_typeof(a.recipients) = 'array' AND a.recipients <> '[]'
-                  THEN a.recipients END) r ON true
-         WHERE coalesce(r->>'outcome', a.outcome) = ANY ($2)
-         ORDER BY a.attempted_at DESC, a.id DESC
-         LIMIT $1",
-        &[&ROWS, &outcomes],
-    )?;
+    let rows = stats::recent_attempts(c, table.outcomes, ROWS)?;
     let _ = writeln!(
         h,
         "<h2>{} <span class=\"meta\">({})</span></h2>",
@@ -573,16 +501,17 @@ fn attempts_section(
         table.id
     );
     for r in &rows {
-        let message: i64 = r.get(1);
-        let outcome: String = r.get(4);
-        let code: Option<i32> = r.get(5);
-        let enhanced: Option<String> = r.get(6);
-        let text: Option<String> = r.get(7);
-        let answer = [code.map(|c| c.to_string()), enhanced, text]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(" ");
+        let message = r.message_id;
+        let outcome = &r.outcome;
+        let answer = [
+            r.smtp_code.map(|c| c.to_string()),
+            r.enhanced_status.clone(),
+            r.text.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
         let class = match outcome.as_str() {
             "failed" => "bad",
             "sent" => "ok",
@@ -592,10 +521,10 @@ fn attempts_section(
             h,
             "<tr class=\"{}\" data-message=\"{message}\">{}<td class=\"n\">{message}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td class=\"smtp\">{}</td></tr>",
             table.row_class,
-            time_cell(Some(r.get(0)), now),
-            escape(&r.get::<_, String>(3)),
-            escape(&r.get::<_, String>(2)),
-            escape(&outcome),
+            time_cell(Some(r.attempted_at), now),
+            escape(&r.recipient),
+            escape(&r.runner_id),
+            escape(outcome),
             escape(if answer.is_empty() { "-" } else { &answer }),
         );
     }

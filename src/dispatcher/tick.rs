@@ -119,11 +119,14 @@ impl RunnerContact {
 }
 
 pub fn main(args: Args) -> anyhow::Result<u8> {
-    let url = crate::config::database_url(args.database_url.as_deref(), args.config.as_deref())?;
+    let url = crate::dispatcher::config::database_url(
+        args.database_url.as_deref(),
+        args.config.as_deref(),
+    )?;
     let mut db = connection::connect(&url).map_err(connection::exit_context)?;
     schema::require_current(&mut db).map_err(connection::exit_context)?;
 
-    let (config, _) = crate::config::DispatcherConfig::load(args.config.as_deref())?;
+    let (config, _) = crate::dispatcher::config::DispatcherConfig::load(args.config.as_deref())?;
 
     let reaped = queue::reap_expired(&mut db)
         .map_err(connection::exit_context)

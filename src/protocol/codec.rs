@@ -18,10 +18,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 pub use super::limits::Limits;
 use super::limits::{field, MAX_CONNECTIONS};
+use super::reply_rules;
 use super::types::*;
 use super::xml::{self, clip, is_xml_char, is_xml_space, Element, Ns};
 use super::{NAMESPACE, SOAP_ENV_NAMESPACE};
-use crate::reply_rules;
 
 /// SOAPAction of a fault envelope (used in the response signature).
 pub const FAULT_ACTION: &str = "urn:mailrun:soap:v1#Fault";
@@ -153,7 +153,7 @@ fn encode_job_run(w: &mut Writer, r: &JobRun) {
         w.leaf("name", &m.account.name);
         w.leaf("host", &m.account.host);
         w.leaf("port", &m.account.port.to_string());
-        w.leaf("security", security_str(m.account.security));
+        w.leaf("security", m.account.security.as_str());
         w.opt("username", m.account.username.as_deref());
         w.opt("password", m.account.password.as_deref());
         if let Some(n) = m.account.max_connections {
@@ -366,14 +366,6 @@ fn outcome_str(o: Outcome) -> &'static str {
         Outcome::Failed => "Failed",
         Outcome::NotAttempted => "NotAttempted",
         Outcome::Unknown => "Unknown",
-    }
-}
-
-fn security_str(s: Security) -> &'static str {
-    match s {
-        Security::None => "none",
-        Security::StartTls => "starttls",
-        Security::Tls => "tls",
     }
 }
 
@@ -1285,12 +1277,9 @@ fn outcome(el: &Element, path: &str) -> Result<Outcome, Fault> {
 }
 
 fn security(el: &Element, path: &str) -> Result<Security, Fault> {
-    match token(el, path)? {
-        "none" => Ok(Security::None),
-        "starttls" => Ok(Security::StartTls),
-        "tls" => Ok(Security::Tls),
-        _ => Err(invalid(el, path, "is not one of none, starttls, tls")),
-    }
+    token(el, path)?
+        .parse()
+        .map_err(|_| invalid(el, path, "is not one of none, starttls, tls"))
 }
 
 fn ready_status(el: &Element, path: &str) -> Result<ReadyStatus, Fault> {

@@ -59,6 +59,25 @@ impl Default for Limits {
     }
 }
 
+/// Bounds of the reply policy the dispatcher pushes (the codec refuses more).
+pub mod reply_policy {
+    /// Most rules one policy may hold (the codec refuses more).
+    pub const MAX_RULES: usize = 1000;
+    /// Longest pattern, in characters.
+    pub const MAX_PATTERN_CHARS: usize = 1000;
+    /// Longest domain (RFC 1035).
+    pub const MAX_DOMAIN_CHARS: usize = 253;
+    /// Longest account name (the protocol's Identifier).
+    pub const MAX_ACCOUNT_CHARS: usize = 128;
+    /// Highest position (`mailrun.reply_rules` CHECK).
+    pub const MAX_POSITION: u32 = 999_999_999;
+}
+
+/// Largest request body a runner's endpoint accepts (JobRunnerReady and
+/// JobRunnerConfigUpdate are small); push-config checks an update against it before
+/// sending.
+pub const RUNNER_MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
 /// Most sessions to one SMTP account a JobRun may allow (`maxConnections`), and the
 /// upper bound of a runner's `maxSessions` and `maxSessionsPerAccount` (a thread each).
 pub const MAX_CONNECTIONS: u32 = 1000;

@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod limits;
+pub mod reply_rules;
 pub mod sign;
 pub mod types;
 mod xml;

@@ -52,6 +52,39 @@ pub enum Outcome {
     Unknown,
 }
 
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Sent,
+        Outcome::Deferred,
+        Outcome::Failed,
+        Outcome::NotAttempted,
+        Outcome::Unknown,
+    ];
+
+    /// The name in PostgreSQL (`delivery_attempts.outcome`), the runner's journal,
+    /// reports and JSON output. The XML enumeration spells it in CamelCase (codec).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Sent => "sent",
+            Outcome::Deferred => "deferred",
+            Outcome::Failed => "failed",
+            Outcome::NotAttempted => "not_attempted",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::str::FromStr for Outcome {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Outcome, String> {
+        Outcome::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| format!("unknown outcome {s:?}"))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageResult {
     pub job_run_id: String,
@@ -122,6 +155,30 @@ pub enum Security {
     StartTls,
     /// Implicit TLS (SMTPS, usually port 465).
     Tls,
+}
+
+impl Security {
+    pub const ALL: [Security; 3] = [Security::None, Security::StartTls, Security::Tls];
+
+    /// The name everywhere: the XML enumeration, PostgreSQL, the CLI and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Security::None => "none",
+            Security::StartTls => "starttls",
+            Security::Tls => "tls",
+        }
+    }
+}
+
+impl std::str::FromStr for Security {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Security, String> {
+        Security::ALL
+            .into_iter()
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| format!("unknown SMTP security {s:?}"))
+    }
 }
 
 #[derive(Clone, PartialEq)]
@@ -217,6 +274,30 @@ pub struct RunnerSettings {
     pub max_sessions: Option<u32>,
     /// Sessions to one SMTP account unless the account carries `maxConnections`.
     pub max_sessions_per_account: Option<u32>,
+}
+
+impl RunnerSettings {
+    /// The settings a runner works with before its first JobRunnerConfigUpdate, and the
+    /// starting point of the dispatcher's first pushed version: Postfix-like SMTP timeouts
+    /// (connect 30 s, commands 300 s, after the final dot 600 s as RFC 5321 asks) and
+    /// session limits (100 in all, 20 per account). `dispatcher_url` has no sensible
+    /// default and must be set.
+    pub fn defaults() -> RunnerSettings {
+        RunnerSettings {
+            batch_size: 50,
+            send_rate_per_second: 0.0,
+            smtp_connect_timeout_seconds: 30,
+            smtp_command_timeout_seconds: 300,
+            smtp_data_timeout_seconds: 600,
+            poll_interval_seconds: 60,
+            lease_safety_margin_seconds: 60,
+            dispatcher_url: String::new(),
+            software: None,
+            reply_policy: None,
+            max_sessions: Some(super::limits::DEFAULT_MAX_SESSIONS),
+            max_sessions_per_account: Some(super::limits::DEFAULT_MAX_SESSIONS_PER_ACCOUNT),
+        }
+    }
 }
 
 /// One rule of the reply policy; every condition given must match, the first matching

@@ -394,7 +394,7 @@ fn policy(state: &StateDir, args: StatusArgs) -> Result<u8> {
             account: r.account.clone(),
             action: r.action.as_str(),
             throttle: r.throttle.as_str(),
-            applied: crate::reply_rules::Policy::compile(std::slice::from_ref(r))
+            applied: crate::protocol::reply_rules::Policy::compile(std::slice::from_ref(r))
                 .1
                 .is_empty(),
         })

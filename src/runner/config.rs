@@ -12,9 +12,9 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{CliError, EXIT_CONFIG};
+use crate::protocol::reply_rules;
 use crate::protocol::sign::SigningKey;
 use crate::protocol::{ReplyAction, ReplyRule, ReplyThrottle, RunnerSettings, SoftwareUpdate};
-use crate::reply_rules;
 use crate::runner::state::{write_atomic, StateDir};
 use crate::smtp::SmtpOptions;
 
@@ -157,18 +157,18 @@ impl StoredRule {
 }
 
 impl Default for Settings {
+    /// Before the first push: the protocol's defaults ([`RunnerSettings::defaults`]).
     fn default() -> Self {
+        let d = RunnerSettings::defaults();
         Settings {
             version: 0,
-            batch_size: 50,
-            send_rate_per_second: 0.0,
-            smtp_connect_timeout_seconds: 30,
-            smtp_command_timeout_seconds: 300,
-            smtp_data_timeout_seconds: 600,
-            poll_interval_seconds: 60,
-            // The same as the dispatcher's first pushed version (dispatcher::push).
-            lease_safety_margin_seconds: 60,
-            // Postfix's defaults: 100 processes in all, 20 per destination.
+            batch_size: d.batch_size,
+            send_rate_per_second: d.send_rate_per_second,
+            smtp_connect_timeout_seconds: d.smtp_connect_timeout_seconds,
+            smtp_command_timeout_seconds: d.smtp_command_timeout_seconds,
+            smtp_data_timeout_seconds: d.smtp_data_timeout_seconds,
+            poll_interval_seconds: d.poll_interval_seconds,
+            lease_safety_margin_seconds: d.lease_safety_margin_seconds,
             max_sessions: DEFAULT_MAX_SESSIONS,
             max_sessions_per_account: DEFAULT_MAX_SESSIONS_PER_ACCOUNT,
             software_version: None,
@@ -493,31 +493,6 @@ fn parse_key(key_id: &str, hex_key: &str) -> Result<SigningKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn defaults_before_the_first_push_match_the_dispatchers_first_version() {
-        let runner = Settings::default();
-        let pushed = crate::dispatcher::push::StoredSettings::defaults();
-        assert_eq!(runner.batch_size, pushed.batch_size);
-        assert_eq!(runner.send_rate_per_second, pushed.send_rate_per_second);
-        assert_eq!(
-            runner.smtp_connect_timeout_seconds,
-            pushed.smtp_connect_timeout_seconds
-        );
-        assert_eq!(
-            runner.smtp_command_timeout_seconds,
-            pushed.smtp_command_timeout_seconds
-        );
-        assert_eq!(
-            runner.smtp_data_timeout_seconds,
-            pushed.smtp_data_timeout_seconds
-        );
-        assert_eq!(runner.poll_interval_seconds, pushed.poll_interval_seconds);
-        assert_eq!(
-            runner.lease_safety_margin_seconds,
-            pushed.lease_safety_margin_seconds
-        );
-    }
 
     fn sample() -> RunnerConfig {
         RunnerConfig {

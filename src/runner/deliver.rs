@@ -26,8 +26,8 @@ use chrono::Utc;
 
 use crate::cli::{CliError, EXIT_DATA, EXIT_TEMPFAIL};
 use crate::protocol::codec::{self, Limits, RefusedMessage};
+use crate::protocol::reply_rules::Policy;
 use crate::protocol::{Body, JobRun, MessageResult, OutboundMessage, Outcome};
-use crate::reply_rules::Policy;
 use crate::runner::config::RunnerConfig;
 use crate::runner::reply_policy::BatchGuard;
 use crate::runner::spool::{self, BatchMeta, Journal, SpooledBatch};

@@ -27,8 +27,7 @@ use crate::runner::nonces;
 use crate::runner::state::{now_unix, write_atomic, ConfigLock, StateDir};
 use crate::web::{self, Request, Response};
 
-/// Largest request body accepted (JobRunnerReady and JobRunnerConfigUpdate are small).
-pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+use crate::protocol::limits::RUNNER_MAX_REQUEST_BYTES as MAX_REQUEST_BYTES;
 
 /// The runner's SOAP endpoint.
 #[derive(Debug, Parser)]

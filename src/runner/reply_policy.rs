@@ -2,7 +2,7 @@
 //! applies").
 //!
 //! Each SMTP answer is classified with the same first-match rules as the dispatcher
-//! ([`crate::reply_rules`]). Effects for the rest of the run (every batch it delivers):
+//! ([`crate::protocol::reply_rules`]). Effects for the rest of the run (every batch it delivers):
 //! - a rule with `throttle = account`, or action `another_account`: no further message
 //!   starts through that SMTP account (sessions busy with one finish it);
 //! - a rule with `throttle = domain`: no further message starts to that recipient
@@ -17,10 +17,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::protocol::reply_rules::{address_domain, address_spec, Answer, Policy};
 use crate::protocol::{
     MessageResult, OutboundMessage, Outcome, ReplyAction, ReplyRule, ReplyThrottle,
 };
-use crate::reply_rules::{address_domain, address_spec, Answer, Policy};
 
 /// Longest reply text quoted in a "not attempted" reason.
 const QUOTED_TEXT_CHARS: usize = 200;

@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{Acknowledgement, MessageResult, Outcome, RecipientResult};
+use crate::protocol::{Acknowledgement, MessageResult, RecipientResult};
 use crate::runner::state::{remove_if_exists, sync_dir, write_atomic, StateDir};
 
 /// Batch ids become file names: only a safe alphabet is accepted.
@@ -231,34 +231,13 @@ struct RecipientRecord {
     text: Option<String>,
 }
 
-fn outcome_str(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Sent => "sent",
-        Outcome::Deferred => "deferred",
-        Outcome::Failed => "failed",
-        Outcome::NotAttempted => "not_attempted",
-        Outcome::Unknown => "unknown",
-    }
-}
-
-fn parse_outcome(s: &str) -> Result<Outcome> {
-    Ok(match s {
-        "sent" => Outcome::Sent,
-        "deferred" => Outcome::Deferred,
-        "failed" => Outcome::Failed,
-        "not_attempted" => Outcome::NotAttempted,
-        "unknown" => Outcome::Unknown,
-        other => bail!("unknown outcome {other:?}"),
-    })
-}
-
 impl From<&MessageResult> for ResultRecord {
     fn from(r: &MessageResult) -> Self {
         ResultRecord {
             job_run_id: r.job_run_id.clone(),
             message_id: r.message_id,
             lease_token: r.lease_token.clone(),
-            outcome: outcome_str(r.outcome).into(),
+            outcome: r.outcome.as_str().into(),
             smtp_code: r.smtp_code,
             enhanced_status: r.enhanced_status.clone(),
             text: r.text.clone(),
@@ -268,7 +247,7 @@ impl From<&MessageResult> for ResultRecord {
                 .iter()
                 .map(|x| RecipientRecord {
                     address: x.address.clone(),
-                    outcome: outcome_str(x.outcome).into(),
+                    outcome: x.outcome.as_str().into(),
                     smtp_code: x.smtp_code,
                     enhanced_status: x.enhanced_status.clone(),
                     text: x.text.clone(),
@@ -284,7 +263,7 @@ impl ResultRecord {
             job_run_id: self.job_run_id,
             message_id: self.message_id,
             lease_token: self.lease_token,
-            outcome: parse_outcome(&self.outcome)?,
+            outcome: self.outcome.parse().map_err(anyhow::Error::msg)?,
             smtp_code: self.smtp_code,
             enhanced_status: self.enhanced_status,
             text: self.text,
@@ -295,7 +274,7 @@ impl ResultRecord {
                 .map(|x| {
                     Ok(RecipientResult {
                         address: x.address,
-                        outcome: parse_outcome(&x.outcome)?,
+                        outcome: x.outcome.parse().map_err(anyhow::Error::msg)?,
                         smtp_code: x.smtp_code,
                         enhanced_status: x.enhanced_status,
                         text: x.text,
@@ -639,6 +618,7 @@ pub fn acknowledge(files: Vec<OutboxFile>, acks: &[Acknowledgement]) -> Result<u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Outcome;
 
     fn result(id: i64) -> MessageResult {
         MessageResult {

@@ -89,8 +89,8 @@ impl TransportError {
     }
 }
 
-/// A reusable client (keeps connections to the same peer alive). Cheap to clone and
-/// safe to share between threads, e.g. to call many runners in parallel.
+/// A reusable client: one connect per request (no pooled connections, see below). Cheap
+/// to clone and safe to share between threads, e.g. to call many runners in parallel.
 #[derive(Clone)]
 pub struct Client {
     agent: ureq::Agent,

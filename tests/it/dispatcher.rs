@@ -495,7 +495,7 @@ fn cgi_get_is_a_health_line() {
     assert_eq!(response.status().as_u16(), 200);
     let text = response.body_mut().read_to_string().expect("body");
     assert_eq!(text, "mailrun dispatcher OK\n");
-    // Without ?health: the status page (tests/status_page.rs), shown to loopback.
+    // Without ?health: the status page (tests/it/status_page.rs), shown to loopback.
     let mut response = ureq::get(&server.url("dispatch-cgi")).call().expect("GET");
     assert_eq!(response.status().as_u16(), 200);
     let text = response.body_mut().read_to_string().expect("body");

@@ -11,6 +11,7 @@ mod dispatcher;
 mod dispatcher_runner;
 mod e2e;
 mod faults;
+mod imports;
 mod manpages;
 mod packaging;
 mod protocol;

@@ -2181,7 +2181,7 @@ fn a_421_sets_the_account_aside_for_the_rest_of_the_batch() {
 /// defaults and on operator rules (domain, account, enhanced prefixes).
 #[test]
 fn runner_and_dispatcher_classify_answers_alike() {
-    use mailrun::reply_rules::{Answer, Policy};
+    use mailrun::protocol::reply_rules::{Answer, Policy};
     let (_url, mut c) = setup("policy_agree");
     add_account(&mut c, "main", 2525);
     add_account(&mut c, "eu", 2526);

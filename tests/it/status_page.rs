@@ -4,6 +4,7 @@
 //! `target/status-page.png`.
 use crate::common;
 use crate::common::admin;
+use mailrun::dispatcher::queue::MessageState;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -276,7 +277,7 @@ fn page_renders_in_chromium_with_the_database_numbers() {
     let dom = headless(&["--dump-dom"], &page);
     assert!(dom.contains("<title>mailrun status</title>"), "{dom}");
 
-    for state in status_page::STATES {
+    for state in MessageState::ALL.map(MessageState::as_str) {
         let expected = count(
             &url,
             &format!("SELECT count(*) FROM mailrun.messages WHERE state = '{state}'"),

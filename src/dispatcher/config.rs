@@ -111,6 +111,14 @@ pub fn config_candidates(flag: Option<&Path>) -> Vec<(PathBuf, bool)> {
 }
 
 impl DispatcherConfig {
+    /// The retry policy this file describes (defaults for what it leaves out).
+    pub fn retry_policy(&self) -> crate::dispatcher::retry::Policy {
+        self.retry
+            .clone()
+            .unwrap_or_default()
+            .to_policy(self.max_message_bytes, self.message_id_domain.clone())
+    }
+
     /// Loads the first config file found (see the module docs); the default (empty)
     /// config when there is none. Returns the path it was read from.
     pub fn load(flag: Option<&Path>) -> anyhow::Result<(DispatcherConfig, Option<PathBuf>)> {

@@ -15,18 +15,9 @@
 
 use regex::{Regex, RegexBuilder};
 
-use crate::protocol::ReplyRule;
+use super::ReplyRule;
 
-/// Most rules one policy may hold (the codec refuses more).
-pub const MAX_RULES: usize = 1000;
-/// Longest pattern, in characters.
-pub const MAX_PATTERN_CHARS: usize = 1000;
-/// Longest domain (RFC 1035).
-pub const MAX_DOMAIN_CHARS: usize = 253;
-/// Longest account name (the protocol's Identifier).
-pub const MAX_ACCOUNT_CHARS: usize = 128;
-/// Highest position (`mailrun.reply_rules` CHECK).
-pub const MAX_POSITION: u32 = 999_999_999;
+pub use super::limits::reply_policy::*;
 
 /// Compiled-regex memory per pattern: bounds what a hostile pattern can make the runner
 /// allocate (the crate's matching is linear-time, so there is no catastrophic
