@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod admin;
 pub mod charset;
 pub mod config;
+pub mod config_versions;
 pub mod connection;
 pub mod endpoint;
 pub mod message;

@@ -2233,7 +2233,7 @@ fn runner_and_dispatcher_classify_answers_alike() {
         )
         .unwrap();
     }
-    let rules = mailrun::dispatcher::push::current_reply_policy(&mut c).unwrap();
+    let rules = mailrun::dispatcher::config_versions::current_reply_policy(&mut c).unwrap();
     let (policy, warnings) = Policy::compile(&rules);
     assert!(warnings.is_empty(), "{warnings:?}");
     let answers: &[(u16, Option<&str>, &str, &str, &str)] = &[
