@@ -13,20 +13,17 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// the endpoint use this one function.
 ///
 /// Errors never include the URL or the password, only "database NAME on HOST:PORT". A
-/// bad URL, a refused login or a missing database is a configuration error (78); a
-/// server that cannot be reached is unavailable (69, and [`is_unavailable`]).
-pub fn connect(url: &str) -> anyhow::Result<postgres::Client> {
+/// bad URL, a refused login or a missing database is [`DbError::Settings`]; a server that
+/// cannot be reached is [`DbError::Unavailable`].
+pub fn connect(url: &str) -> Result<postgres::Client, DbError> {
     let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
-        CliError::new(
-            EXIT_CONFIG,
-            format!(
-                "invalid database URL (check --database-url, MAILRUN_DATABASE_URL or the \
+        DbError::Settings(format!(
+            "invalid database URL (check --database-url, MAILRUN_DATABASE_URL or the \
                  config file): {e}{}",
-                std::error::Error::source(&e)
-                    .map(|cause| format!(": {cause}"))
-                    .unwrap_or_default()
-            ),
-        )
+            std::error::Error::source(&e)
+                .map(|cause| format!(": {cause}"))
+                .unwrap_or_default()
+        ))
     })?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
@@ -38,18 +35,45 @@ pub fn connect(url: &str) -> anyhow::Result<postgres::Client> {
         let refused = e
             .code()
             .is_some_and(|c| c.code().starts_with("28") || c.code() == "3D000");
-        let code = if refused {
-            EXIT_CONFIG
-        } else {
-            EXIT_UNAVAILABLE
-        };
         let cause = format!("{e}");
         let detail = match std::error::Error::source(&e).map(|s| s.to_string()) {
             Some(source) if !cause.contains(&source) => format!("{cause}: {source}"),
             _ => cause,
         };
-        CliError::new(code, format!("cannot connect to the {target}: {detail}")).into()
+        let message = format!("cannot connect to the {target}: {detail}");
+        if refused {
+            DbError::Settings(message)
+        } else {
+            DbError::Unavailable(message)
+        }
     })
+}
+
+/// Why the dispatcher's database cannot be used. Callers branch on the kind (answer
+/// "retry later", or fail until the settings change); the exit code follows from it.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Retrying will not help: an invalid URL, a refused login, no such database.
+    #[error("{0}")]
+    Settings(String),
+    /// Unreachable, shutting down, out of connections, or asked to retry.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl DbError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DbError::Settings(_) => EXIT_CONFIG,
+            DbError::Unavailable(_) => EXIT_UNAVAILABLE,
+        }
+    }
+}
+
+impl From<DbError> for CliError {
+    fn from(e: DbError) -> CliError {
+        CliError::new(e.exit_code(), e.to_string())
+    }
 }
 
 /// "database NAME on HOST:PORT" for error messages (no user, no password).
@@ -74,10 +98,10 @@ fn describe(config: &postgres::Config) -> String {
 /// (connection lost, shutting down, too many connections, serialization conflict).
 pub fn is_unavailable(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
-        if cause
-            .downcast_ref::<CliError>()
-            .is_some_and(|e| e.code == EXIT_UNAVAILABLE)
-            || cause.is::<std::io::Error>()
+        if matches!(
+            cause.downcast_ref::<DbError>(),
+            Some(DbError::Unavailable(_))
+        ) || cause.is::<std::io::Error>()
         {
             return true;
         }

@@ -338,7 +338,8 @@ impl Endpoint {
         let signature = Signature::from_headers(|name| request.header(name).map(str::to_string))
             .map_err(|e| Refusal::new(e.fault_reason(), e.to_string()))?;
 
-        let mut client = connection::connect(&self.database_url).map_err(db_refusal)?;
+        let mut client =
+            connection::connect(&self.database_url).map_err(|e| db_refusal(e.into()))?;
         // Mid-upgrade (binary and schema out of step) the runner should come back later.
         schema::require_current(&mut client).map_err(|err| {
             let mut refusal = db_refusal(err);

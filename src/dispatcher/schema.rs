@@ -261,16 +261,20 @@ pub fn require_current(c: &mut impl GenericClient) -> anyhow::Result<()> {
         &[],
     )?;
     let (has_versions, has_sources): (bool, bool) = (row.get(0), row.get(1));
-    let (current, digest) = if !has_versions {
-        (0, None)
-    } else {
-        let current = current_version(c)?;
-        let digest: Option<String> = if has_sources {
-            Some(c.query_typed_one(SOURCES_DIGEST, &[])?.get(0))
-        } else {
-            None
-        };
-        (current, digest)
+    // Two round trips in all, as every dispatch-cgi request pays them.
+    let (current, digest) = match (has_versions, has_sources) {
+        (false, _) => (0, None),
+        (true, false) => (current_version(c)?, None),
+        (true, true) => {
+            let row = c.query_typed_one(
+                &format!(
+                    "SELECT coalesce((SELECT max(version) FROM mailrun.schema_migrations), 0),
+                            ({SOURCES_DIGEST})"
+                ),
+                &[],
+            )?;
+            (row.get::<_, i32>(0), Some(row.get::<_, String>(1)))
+        }
     };
     let latest = latest_version();
     let message = if current == 0 {

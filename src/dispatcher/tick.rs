@@ -123,7 +123,7 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
         args.database_url.as_deref(),
         args.config.as_deref(),
     )?;
-    let mut db = connection::connect(&url).map_err(connection::exit_context)?;
+    let mut db = connection::connect(&url).map_err(CliError::from)?;
     schema::require_current(&mut db).map_err(connection::exit_context)?;
 
     let (config, _) = crate::dispatcher::config::DispatcherConfig::load(args.config.as_deref())?;

@@ -6,3 +6,6 @@ pub mod when;
 
 pub use cron::{catch_up, due_occurrence, CatchUp, CronError, CronSpec, DEFAULT_MAX_LATENESS};
 pub use when::{describe, parse_send_at, parse_time_zone, AmbiguousTime, SendAt, WhenError};
+
+#[cfg(test)]
+mod tests;

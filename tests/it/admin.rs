@@ -103,8 +103,7 @@ fn help_lists_exit_codes_and_retry_defaults() {
 
 #[test]
 fn init_and_migrate_are_idempotent_and_refuse_a_newer_schema() {
-    let url = common::cluster().fresh_db("admin_init");
-    assert_status(&admin(&url, &["init"]), 0);
+    let url = common::initialised_db("admin_init");
     assert_status(&admin(&url, &["init"]), 0);
     let out = admin(&url, &["migrate", "--json"]);
     assert_status(&out, 0);
@@ -1326,8 +1325,7 @@ fn send_at_is_read_in_the_time_zone_against_the_database_clock() {
 /// and carried with the account in every claimed batch (runners honour it).
 #[test]
 fn an_accounts_session_cap_travels_with_its_messages() {
-    let url = common::cluster().fresh_db("admin_account_limit");
-    assert_status(&admin(&url, &["init"]), 0);
+    let url = common::initialised_db("admin_account_limit");
     assert_status(
         &admin(
             &url,

@@ -4,7 +4,6 @@
 //! while they run, through /proc.
 use crate::common;
 
-use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -45,15 +44,12 @@ impl Drop for Running {
 }
 
 fn wait_for_port(port: u16, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the command exited before listening"
-        );
-        assert!(Instant::now() < deadline, "the command did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_for_listener(
+        &format!("127.0.0.1:{port}"),
+        "the command",
+        Some(child),
+        String::new,
+    );
 }
 
 /// The soft and hard core size limits, and the owner of /proc/PID/status: root (0) for a

@@ -6,12 +6,11 @@ use crate::common;
 use crate::common::web;
 
 use std::collections::BTreeSet;
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mailrun::dispatcher::endpoint::JOB_RUN_REQUEST_ACTION;
 use mailrun::protocol::codec;
@@ -157,14 +156,12 @@ impl Listen {
             .spawn()
             .expect("start dispatch-cgi --listen");
         let mut listen = Listen { child, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = listen.child.try_wait() {
-                panic!("dispatch-cgi --listen exited with {status}");
-            }
-            assert!(Instant::now() < deadline, "dispatch-cgi did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        common::wait_for_listener(
+            &format!("127.0.0.1:{port}"),
+            "dispatch-cgi --listen",
+            Some(&mut listen.child),
+            String::new,
+        );
         listen
     }
 

@@ -4,10 +4,8 @@
 use crate::common;
 use crate::common::web;
 
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
 use mailrun::protocol::sign::SigningKey;
 
@@ -38,22 +36,19 @@ fn runner_cgi_listen(state: &Path) -> (Killed, String) {
         .spawn()
         .expect("runner-cgi --listen");
     let mut child = Killed(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.0.try_wait() {
-            panic!("runner-cgi --listen exited with {status}");
-        }
-        assert!(Instant::now() < deadline, "runner-cgi did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_for_listener(
+        &format!("127.0.0.1:{port}"),
+        "runner-cgi --listen",
+        Some(&mut child.0),
+        String::new,
+    );
     (child, format!("http://127.0.0.1:{port}/cgi-bin/runner-cgi"))
 }
 
 #[test]
 fn tick_push_and_poll_with_the_real_runner_commands() {
-    let url = common::cluster().fresh_db("dispatcher_runner");
+    let url = common::initialised_db("dispatcher_runner");
     let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
-    mailrun::dispatcher::schema::migrate(&mut db).expect("migrate");
     db.batch_execute(
         "INSERT INTO mailrun.smtp_accounts (name, host, port, security)
          VALUES ('test', '127.0.0.1', 2525, 'none')",

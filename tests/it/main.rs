@@ -22,7 +22,6 @@ mod report;
 mod runner;
 mod runner_e2e;
 mod runner_smtp;
-mod schedule;
 mod schema;
 mod self_update;
 mod status_page;

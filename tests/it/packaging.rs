@@ -248,17 +248,20 @@ setenv.add-environment = ( "PATH" => "{tools}" )
             .spawn()
             .expect("start lighttpd");
         self.lighttpd = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "lighttpd did not start: {}{}",
-                std::fs::read_to_string(&self.error_log).unwrap_or_default(),
-                std::fs::read_to_string(self._dir.path().join("lighttpd.stderr"))
-                    .unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = self.lighttpd.as_mut();
+        common::wait_for_listener(
+            &format!("127.0.0.1:{}", self.port),
+            "lighttpd",
+            child,
+            || {
+                format!(
+                    "{}{}",
+                    std::fs::read_to_string(&self.error_log).unwrap_or_default(),
+                    std::fs::read_to_string(self._dir.path().join("lighttpd.stderr"))
+                        .unwrap_or_default()
+                )
+            },
+        );
     }
 
     fn url(&self) -> String {

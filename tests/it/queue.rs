@@ -19,9 +19,8 @@ fn connect(url: &str) -> Client {
 
 /// A migrated database with account "main" and enabled runners r1, r2.
 fn setup(name: &str) -> (String, Client) {
-    let url = common::cluster().fresh_db(name);
+    let url = common::initialised_db(name);
     let mut c = connect(&url);
-    schema::migrate(&mut c).expect("migrate");
     c.batch_execute(
         "INSERT INTO mailrun.smtp_accounts (name, host, port, security, username, password)
          VALUES ('main', '127.0.0.1', 2525, 'none', 'user', 'hunter2')",

@@ -19,7 +19,7 @@ use chrono::{Timelike, Utc};
 use common::{assert_status, stdout};
 use mailrun::dispatcher::quota::{self, Caps, Scope};
 use mailrun::dispatcher::reply_policy::{self, Action, NewRule, ThrottleTarget};
-use mailrun::dispatcher::{queue, runners, schema, suppression};
+use mailrun::dispatcher::{queue, runners, suppression};
 use mailrun::protocol::sign::SigningKey;
 use mailrun::protocol::{JobRun, MessageResult, Outcome};
 use postgres::{Client, NoTls};
@@ -111,9 +111,8 @@ fn connect(url: &str) -> Client {
 
 /// A migrated database with runners r1..r4.
 fn setup(name: &str) -> (String, Client) {
-    let url = common::cluster().fresh_db(name);
+    let url = common::initialised_db(name);
     let mut c = connect(&url);
-    schema::migrate(&mut c).expect("migrate");
     for r in ["r1", "r2", "r3", "r4"] {
         runners::add(&mut c, r, "http://127.0.0.1:9/runner", 100).unwrap();
     }
@@ -1395,9 +1394,8 @@ fn two_real_runners_deliver_up_to_the_cap_and_a_421_throttles_its_account() {
     away_from_the_hour();
     let accepting = SmtpServer::start("accept");
     let refusing = SmtpServer::start("421");
-    let url = common::cluster().fresh_db("real_runners");
+    let url = common::initialised_db("real_runners");
     let mut c = connect(&url);
-    schema::migrate(&mut c).expect("migrate");
     add_account(&mut c, "main", accepting.port);
     add_account(&mut c, "slow", refusing.port);
     assert_status(
@@ -1732,16 +1730,13 @@ fn runner_cgi(state: &Path) -> (Killed, String) {
         .spawn()
         .expect("runner-cgi --listen");
     let mut child = Killed(child);
-    for _ in 0..400 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return (child, format!("http://127.0.0.1:{port}/cgi-bin/runner-cgi"));
-        }
-        if let Ok(Some(status)) = child.0.try_wait() {
-            panic!("runner-cgi --listen exited with {status}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("runner-cgi did not listen");
+    common::wait_for_listener(
+        &format!("127.0.0.1:{port}"),
+        "runner-cgi --listen",
+        Some(&mut child.0),
+        String::new,
+    );
+    (child, format!("http://127.0.0.1:{port}/cgi-bin/runner-cgi"))
 }
 
 fn push(url: &str, args: &[&str]) -> Output {
@@ -2010,9 +2005,8 @@ fn policy_site(
     (second, second_server): (&str, &SmtpServer),
     runner_id: &str,
 ) -> PolicySite {
-    let url = common::cluster().fresh_db(db);
+    let url = common::initialised_db(db);
     let mut c = connect(&url);
-    schema::migrate(&mut c).expect("migrate");
     add_account(&mut c, "main", accepting.port);
     add_account(&mut c, second, second_server.port);
     let server = web::Lighttpd::start_cgi(

@@ -21,8 +21,7 @@ fn json_out(out: &Output) -> Value {
 
 /// A database with the schema and one SMTP account "main".
 fn init(name: &str) -> String {
-    let url = common::cluster().fresh_db(name);
-    assert_status(&admin(&url, &["init"]), 0);
+    let url = common::initialised_db(name);
     let out = admin(
         &url,
         &[

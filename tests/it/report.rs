@@ -30,8 +30,7 @@ fn count(url: &str, sql: &str) -> i64 {
 /// 1 sent; 2 sent to one recipient and refused (550 5.1.1) for the other; 3 deferred.
 /// Returns (url, job run id, [message ids]).
 fn delivered(name: &str) -> (String, String, Vec<i64>) {
-    let url = common::cluster().fresh_db(name);
-    assert_status(&admin(&url, &["init"]), 0);
+    let url = common::initialised_db(name);
     assert_status(
         &admin(
             &url,
@@ -375,8 +374,7 @@ fn retention_purges_finished_messages_and_keeps_review_codes() {
 
 #[test]
 fn review_patterns_match_basic_and_enhanced_codes() {
-    let url = common::cluster().fresh_db("report_patterns");
-    assert_status(&admin(&url, &["init"]), 0);
+    let url = common::initialised_db("report_patterns");
     let mut c = db(&url);
     let matches = |c: &mut Client, code: Option<i32>, enhanced: Option<&str>, p: &[&str]| -> bool {
         let p: Vec<String> = p.iter().map(|s| s.to_string()).collect();
@@ -402,8 +400,7 @@ fn review_patterns_match_basic_and_enhanced_codes() {
 
 #[test]
 fn retention_and_status_page_settings_are_checked_in_the_config_file() {
-    let url = common::cluster().fresh_db("report_config");
-    assert_status(&admin(&url, &["init"]), 0);
+    let url = common::initialised_db("report_config");
     let dir = common::temp_dir();
     let path = dir.path().join("dispatcher.toml");
     for (text, says) in [

@@ -1133,14 +1133,8 @@ fn listen(state: &Path, extra: &[&str]) -> Listening {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "runner-cgi did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = child;
+    common::wait_for_listener(&addr, "runner-cgi --listen", Some(&mut child), String::new);
     Listening {
         child,
         url: format!("http://{addr}/cgi-bin/runner-cgi"),

@@ -4,10 +4,9 @@
 //! recorded back in the queue.
 use crate::common;
 
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::smtp::{SmtpServer, SmtpServerOptions};
 use mailrun::protocol::sign::SigningKey;
@@ -38,17 +37,12 @@ fn dispatch_cgi_listen(database_url: &str) -> (Killed, String) {
         .spawn()
         .expect("dispatch-cgi --listen");
     let mut child = Killed(child);
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.0.try_wait() {
-            panic!("dispatch-cgi --listen exited with {status}");
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "dispatch-cgi did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_for_listener(
+        &format!("127.0.0.1:{port}"),
+        "dispatch-cgi --listen",
+        Some(&mut child.0),
+        String::new,
+    );
     (
         child,
         format!("http://127.0.0.1:{port}/cgi-bin/dispatch-cgi"),
@@ -57,9 +51,8 @@ fn dispatch_cgi_listen(database_url: &str) -> (Killed, String) {
 
 #[test]
 fn queued_messages_are_delivered_and_their_outcomes_recorded() {
-    let url = common::cluster().fresh_db("runner_e2e");
+    let url = common::initialised_db("runner_e2e");
     let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
-    mailrun::dispatcher::schema::migrate(&mut db).expect("migrate");
     let smtp = SmtpServer::start(SmtpServerOptions {
         reject: vec!["nobody@example.org".into()],
         defer: vec!["later@example.org".into()],

@@ -184,8 +184,7 @@ fn a_pre_squash_database_below_the_baseline_is_refused() {
 /// file is applied, and no migration defines a routine.
 #[test]
 fn every_routine_has_exactly_one_source_file() {
-    let url = common::cluster().fresh_db("schema_sources");
-    assert_status(&admin(&url, &["init"]), 0);
+    let url = common::initialised_db("schema_sources");
     let mut c = Client::connect(&url, NoTls).unwrap();
 
     let sql_dir = Path::new(ROOT).join("sql");

@@ -31,8 +31,7 @@ const HOSTILE: &str = "<script>alert('x')</script> & \"quotes\"";
 /// A queue with something in every section: delivered, failed and deferred messages,
 /// two scheduled ones (one with a hostile subject), a recurring job, two runners.
 fn populated(name: &str) -> String {
-    let url = common::cluster().fresh_db(name);
-    assert_status(&admin(&url, &["init"]), 0);
+    let url = common::initialised_db(name);
     assert_status(
         &admin(
             &url,
@@ -139,14 +138,7 @@ fn serve(url: &str, config: StatusPageConfig) -> String {
         };
         mailrun::web::listen::serve(&bind, handler, 1 << 20).expect("serve");
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(&addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "status page server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_for_listener(&addr, "the status page server", None, String::new);
     format!("http://{addr}/")
 }
 
@@ -445,14 +437,12 @@ fn dispatch_cgi(db_url: &str, config: Option<&Path>) -> Listen {
         child,
         url: format!("http://127.0.0.1:{port}/"),
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = listen.child.try_wait() {
-            panic!("dispatch-cgi --listen exited with {status}");
-        }
-        assert!(Instant::now() < deadline, "dispatch-cgi did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_for_listener(
+        &format!("127.0.0.1:{port}"),
+        "dispatch-cgi --listen",
+        Some(&mut listen.child),
+        String::new,
+    );
     listen
 }
 

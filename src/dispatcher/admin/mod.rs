@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
-use crate::cli::{EXIT_CODES_HELP, EXIT_OK};
+use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_OK};
 use crate::dispatcher::retry::DEFAULTS_HELP;
 use crate::dispatcher::{config, connection, queue, schema};
 
@@ -131,7 +131,7 @@ pub enum Command {
 
 pub fn main(args: Args) -> anyhow::Result<u8> {
     let url = config::database_url(args.database_url.as_deref(), args.config.as_deref())?;
-    let mut db = connection::connect(&url)?;
+    let mut db = connection::connect(&url).map_err(CliError::from)?;
     let out = Output {
         json: args.json,
         verbose: args.verbose,

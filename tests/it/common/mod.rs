@@ -51,6 +51,43 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Waits until something accepts connections on `addr` ("127.0.0.1:PORT"), for at most
+/// 30 s (a safety bound: servers listen within a second). Panics naming `what` when it
+/// does not, or at once when `child`, the process that should listen, has exited;
+/// `detail` adds what to show then (a log).
+#[track_caller]
+pub fn wait_for_listener(
+    addr: &str,
+    what: &str,
+    mut child: Option<&mut std::process::Child>,
+    detail: impl Fn() -> String,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if let Some(Ok(Some(status))) = child.as_mut().map(|c| c.try_wait()) {
+            panic!(
+                "{what} exited with {status} before listening on {addr}\n{}",
+                detail()
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not listen on {addr}\n{}",
+            detail()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A fresh database for one test with the mailrun schema in place (`dispatch-admin
+/// init` without a config file); its URL.
+pub fn initialised_db(test: &str) -> String {
+    let url = cluster().fresh_db(test);
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    mailrun::dispatcher::schema::migrate(&mut c).expect("migrate");
+    url
+}
+
 /// Runs `dispatch-admin --database-url URL ARGS...`.
 pub fn admin(url: &str, args: &[&str]) -> Output {
     run(command(env!("CARGO_BIN_EXE_dispatch-admin"))

@@ -6,7 +6,6 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -257,14 +256,12 @@ impl Listening {
             .spawn()
             .expect("dispatch-cgi --listen");
         let mut listening = Listening { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = listening.child.try_wait() {
-                panic!("dispatch-cgi --listen exited with {status}");
-            }
-            assert!(Instant::now() < deadline, "dispatch-cgi did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        common::wait_for_listener(
+            &format!("127.0.0.1:{port}"),
+            "dispatch-cgi --listen",
+            Some(&mut listening.child),
+            String::new,
+        );
         listening
     }
 

@@ -2,10 +2,8 @@
 //! `tests/support/smtp_server.py` (faults on demand, records every message and command)
 //! and Postfix's `smtp-sink`. Each is killed when its handle is dropped.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// Faults and behaviour of the scripted server.
 #[derive(Debug, Clone, Default)]
@@ -174,18 +172,12 @@ fn python() -> PathBuf {
 }
 
 fn wait_for_port(port: u16, child: &mut Child) {
-    let start = Instant::now();
-    // Safety bound only: the server normally listens within a second.
-    while start.elapsed() < Duration::from_secs(30) {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("SMTP server exited early with {status}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("SMTP server did not listen on port {port}");
+    super::wait_for_listener(
+        &format!("127.0.0.1:{port}"),
+        "the SMTP server",
+        Some(child),
+        String::new,
+    );
 }
 
 impl SmtpServer {

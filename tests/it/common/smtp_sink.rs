@@ -3,7 +3,6 @@
 //! `#[path = "common/smtp_sink.rs"] mod smtp_sink;` next to `mod common;`.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 pub struct SmtpSink {
     pub port: u16,
@@ -29,14 +28,13 @@ impl SmtpSink {
             .stderr(Stdio::null())
             .spawn()
             .expect("start smtp-sink");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "smtp-sink did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut child = child;
+        super::wait_for_listener(
+            &format!("127.0.0.1:{port}"),
+            "smtp-sink",
+            Some(&mut child),
+            String::new,
+        );
         SmtpSink { port, child }
     }
 }

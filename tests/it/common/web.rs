@@ -3,10 +3,8 @@
 //! tempfile only) so any test binary can include it with `#[path = "common/web.rs"]`.
 #![allow(dead_code)]
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// A running lighttpd; killed when dropped.
 pub struct Lighttpd {
@@ -106,26 +104,14 @@ $HTTP["url"] =~ "^/cgi-bin/" {{
     }
 
     fn wait_ready(&mut self) {
-        // Safety bound only: lighttpd normally listens within milliseconds.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "lighttpd exited with {status} before listening:\n{}",
-                    self.error_log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "lighttpd did not listen on 127.0.0.1:{}:\n{}",
-                self.port,
-                self.error_log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let dir = self.dir.path().to_path_buf();
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        super::wait_for_listener(
+            &format!("127.0.0.1:{}", self.port),
+            "lighttpd",
+            Some(&mut self.child),
+            || format!("{}{}", read("error.log"), read("cgi-stderr.log")),
+        );
     }
 
     /// `http://127.0.0.1:PORT/cgi-bin/<name>`.

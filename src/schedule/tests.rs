@@ -3,10 +3,10 @@
 
 use std::collections::BTreeSet;
 
+use crate::schedule::cron::{catch_up, due_occurrence, CatchUp, CronSpec};
+use crate::schedule::when::{parse_send_at, parse_time_zone, WhenError, ACCEPTED_EXAMPLES};
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
-use mailrun::schedule::cron::{catch_up, due_occurrence, CatchUp, CronSpec};
-use mailrun::schedule::when::{parse_send_at, parse_time_zone, WhenError, ACCEPTED_EXAMPLES};
 
 const BERLIN: Tz = chrono_tz::Europe::Berlin;
 const NEW_YORK: Tz = chrono_tz::America::New_York;
