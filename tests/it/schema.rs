@@ -205,6 +205,11 @@ fn every_routine_has_exactly_one_source_file() {
         assert!(listed.contains(&rel.as_str()), "sql/{rel} is never applied");
     }
     assert_eq!(listed.len(), files.len());
+    assert_eq!(
+        schema::embedded_sources_digest(),
+        schema::SOURCES_DIGEST_BUILT,
+        "build.rs hashed other sources than the binary embeds"
+    );
 
     let defining = |needle: &str| -> Vec<&str> {
         files
