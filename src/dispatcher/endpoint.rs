@@ -264,7 +264,7 @@ impl Endpoint {
                     status_page::respond(&request, &self.status_page, || {
                         let mut db = connection::connect(&self.database_url)?;
                         schema::require_current(&mut db)?;
-                        let now = db.query_one("SELECT now()", &[])?.get(0);
+                        let now = connection::db_now(&mut db)?;
                         status_page::render(&mut db, now)
                     })
                 };

@@ -266,29 +266,16 @@ fn recorded_versions(
     db: &mut postgres::Client,
     targets: &[Runner],
 ) -> anyhow::Result<Vec<Option<i64>>> {
-    let mut out = Vec::with_capacity(targets.len());
-    for runner in targets {
-        let row = db
-            .query_opt(
-                "SELECT config_version_applied FROM mailrun.runners WHERE id = $1",
-                &[&runner.id],
-            )
-            .map_err(|e| connection::exit_context(e.into()))?;
-        out.push(row.and_then(|r| r.get::<_, Option<i64>>(0)));
-    }
-    Ok(out)
+    targets
+        .iter()
+        .map(|runner| runners::applied_config_version(db, &runner.id))
+        .collect::<anyhow::Result<_>>()
+        .map_err(connection::exit_context)
 }
 
 fn record_applied(db: &mut postgres::Client, runner_id: &str, version: i64) -> anyhow::Result<()> {
-    // GREATEST: a slow, older push finishing late never lowers the recorded version.
-    db.execute(
-        "UPDATE mailrun.runners
-            SET config_version_applied = GREATEST(COALESCE(config_version_applied, 0), $2)
-          WHERE id = $1",
-        &[&runner_id, &version],
-    )
-    .with_context(|| format!("recording config version {version} for runner {runner_id}"))?;
-    Ok(())
+    runners::record_applied_config(db, runner_id, version)
+        .with_context(|| format!("recording config version {version} for runner {runner_id}"))
 }
 
 fn push_one(

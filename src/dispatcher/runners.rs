@@ -103,6 +103,42 @@ pub fn record_contact(
     Ok(())
 }
 
+/// Records a runner's status without a proof that it answered (an unsigned or failed
+/// contact): last_seen and the versions stay as they were.
+pub fn record_status(c: &mut impl GenericClient, id: &str, status: &str) -> anyhow::Result<()> {
+    c.execute(
+        "UPDATE mailrun.runners SET last_status = $2 WHERE id = $1",
+        &[&id, &status],
+    )?;
+    Ok(())
+}
+
+/// The config version a runner is recorded to have applied (None: never, or no such
+/// runner).
+pub fn applied_config_version(c: &mut impl GenericClient, id: &str) -> anyhow::Result<Option<i64>> {
+    Ok(c.query_opt(
+        "SELECT config_version_applied FROM mailrun.runners WHERE id = $1",
+        &[&id],
+    )?
+    .and_then(|r| r.get::<_, Option<i64>>(0)))
+}
+
+/// Records that a runner applied a config version. GREATEST: a slow, older push finishing
+/// late never lowers the recorded version.
+pub fn record_applied_config(
+    c: &mut impl GenericClient,
+    id: &str,
+    version: i64,
+) -> anyhow::Result<()> {
+    c.execute(
+        "UPDATE mailrun.runners
+            SET config_version_applied = GREATEST(COALESCE(config_version_applied, 0), $2)
+          WHERE id = $1",
+        &[&id, &version],
+    )?;
+    Ok(())
+}
+
 /// A fresh random key with a random id.
 pub fn generate_key() -> anyhow::Result<SigningKey> {
     let mut secret = [0u8; 32];

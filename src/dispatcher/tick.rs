@@ -211,10 +211,7 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
 /// occurrence that was skipped or refused is said on stderr: cron mails it to the
 /// operator, once, since the occurrence is recorded and never tried again.
 fn materialise(db: &mut postgres::Client) -> anyhow::Result<Vec<Materialised>> {
-    let now = db
-        .query_typed_one("SELECT now()", &[])
-        .map_err(|e| connection::exit_context(e.into()))?
-        .get(0);
+    let now = connection::db_now(db).map_err(connection::exit_context)?;
     let report = recurring::materialise_due(db, now)
         .map_err(connection::exit_context)
         .context("materialising recurring jobs")?;
@@ -302,11 +299,7 @@ fn record(db: &mut postgres::Client, contact: &RunnerContact) -> anyhow::Result<
             contact.config_version,
         )
     } else {
-        db.execute(
-            "UPDATE mailrun.runners SET last_status = $2 WHERE id = $1",
-            &[&contact.id, &status],
-        )?;
-        Ok(())
+        runners::record_status(db, &contact.id, &status)
     }
 }
 

@@ -279,7 +279,7 @@ impl SendAtReader {
                 .map_err(|e| CliError::new(crate::cli::EXIT_CONFIG, e.to_string()))?,
             (None, None) => chrono_tz::UTC,
         };
-        let now: DateTime<Utc> = db.query_one("SELECT now()", &[])?.get(0);
+        let now: DateTime<Utc> = crate::dispatcher::connection::db_now(db)?;
         Ok(SendAtReader { tz, now })
     }
 
