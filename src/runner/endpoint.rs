@@ -38,7 +38,8 @@ use crate::protocol::limits::RUNNER_MAX_REQUEST_BYTES as MAX_REQUEST_BYTES;
     long_about = "The runner's SOAP endpoint, run by a web server as a CGI program (the \
 default) or as a small HTTP server with --listen ADDR for development and tests.\n\n\
 JobRunnerReady writes the `ready` marker and, when no cycle is running, starts \
-`runner-admin cycle` detached so delivery begins at once (cron stays the fallback). \
+`runner-admin cycle` detached so delivery begins at once (cron stays the fallback); \
+the cycle's output goes to cycle.log in the state folder. \
 JobRunnerConfigUpdate validates the pushed settings and reply policy (at most 1000 rules) \
 and writes runner.toml atomically; a version that does not increase, or any invalid \
 setting or rule, leaves the old config in force. An update without a reply policy keeps \
@@ -292,25 +293,63 @@ fn reply(req: &Request, key: Option<&SigningKey>, status: u16, body: &Body) -> R
 }
 
 /// Starts `runner-admin cycle` (the sibling binary) detached from this request: own
-/// process group, no stdin/stdout/stderr, so the web server does not wait for it.
+/// process group, no stdin, its output appended to `cycle.log` in the state folder (not
+/// to the web server, which would wait for it), so a cycle that fails says why.
 fn start_cycle(state_root: &Path) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let admin = exe
         .parent()
         .context("program has no folder")?
         .join("runner-admin");
+    let log = cycle_log(state_root);
+    let (stdout, stderr) = match &log {
+        Some(f) => (
+            f.try_clone()
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+            f.try_clone()
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+        ),
+        None => (Stdio::null(), Stdio::null()),
+    };
     let mut child = Command::new(&admin)
         .arg("cycle")
         .arg("--state-dir")
         .arg(state_root)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
         .process_group(0)
         .spawn()
         .with_context(|| format!("cannot start {}", admin.display()))?;
+    if let Some(mut f) = log {
+        use std::io::Write;
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let _ = writeln!(f, "{at} runner-admin cycle started (pid {})", child.id());
+    }
     // Under --listen this process lives on: reap the child when it ends (no zombies).
     // A CGI process exits first and the child is re-parented to init.
     std::thread::spawn(move || child.wait());
     Ok(())
+}
+
+/// Largest `cycle.log` kept: above it the next cycle starts the file afresh.
+const CYCLE_LOG_MAX_BYTES: u64 = 1024 * 1024;
+
+/// `cycle.log` in the state folder, opened for appending (mode 0600), or emptied first
+/// when it grew past [`CYCLE_LOG_MAX_BYTES`]. None when it cannot be opened: the cycle
+/// still runs, its messages are lost as before.
+fn cycle_log(state_root: &Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state_root.join("cycle.log");
+    let too_big = std::fs::metadata(&path).is_ok_and(|m| m.len() > CYCLE_LOG_MAX_BYTES);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(!too_big)
+        .write(true)
+        .truncate(too_big)
+        .mode(0o600)
+        .open(&path)
+        .ok()
 }

@@ -1381,6 +1381,51 @@ fn cgi_ready_starts_a_detached_cycle_that_delivers() {
     assert_eq!(reported, 1);
 }
 
+/// A cycle that runner-cgi starts writes what went wrong to `cycle.log` (0600), as the
+/// web server would otherwise swallow it.
+#[test]
+fn a_cycle_started_by_runner_cgi_says_why_it_failed_in_cycle_log() {
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    // Nothing listens there: the cycle cannot reach its dispatcher.
+    let closed = common::free_port();
+    init_runner(
+        &state,
+        &format!("http://127.0.0.1:{closed}/cgi-bin/dispatch-cgi"),
+    );
+    let cgi = listen(&state, &[]);
+    let ready = Body::JobRunnerReady(JobRunnerReady {
+        runner_id: "r1".into(),
+        queued: 1,
+    });
+    let (_, answer, _) = call(&cgi.url, &key(), &ready);
+    assert!(
+        matches!(&answer, Body::JobRunnerReadyResponse(r) if r.status == ReadyStatus::Accepted)
+    );
+    let log = state.join("cycle.log");
+    // Safety bound only: the cycle fails within a second.
+    let start = Instant::now();
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("error") {
+            break text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no error in cycle.log: {text:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(text.contains("runner-admin cycle started (pid "), "{text}");
+    assert!(text.contains(&format!("127.0.0.1:{closed}")), "{text}");
+    assert!(
+        !text.contains(&"07".repeat(32)),
+        "the key leaked into cycle.log: {text}"
+    );
+    let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "cycle.log mode {mode:o}");
+}
+
 /// Runs runner-cgi the way a web server does (RFC 3875: meta-variables in the
 /// environment, body on stdin) and splits its output into status, headers and body.
 fn cgi_request(
