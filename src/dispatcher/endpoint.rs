@@ -460,6 +460,9 @@ impl Endpoint {
         // A runner signing with its new key has finished the rotation: stop accepting
         // the old one.
         runners::confirm_key(&mut tx, runner_id, &signature.key_id).map_err(db_refusal)?;
+        if let Some(held) = &job_request.held_job_runs {
+            queue::release_lost_batches(&mut tx, runner_id, held).map_err(db_refusal)?;
+        }
         queue::reap_expired(&mut tx).map_err(db_refusal)?;
         let mut job_run = if limit == 0 {
             empty_job_run()
@@ -577,6 +580,7 @@ mod tests {
             software_version: "1".into(),
             config_version: 0,
             results: Vec::new(),
+            held_job_runs: None,
         });
         assert_eq!(codec::soap_action(&body), JOB_RUN_REQUEST_ACTION);
     }

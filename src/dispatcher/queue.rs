@@ -196,6 +196,10 @@ pub fn claim_batch(
                 .map_err(|e| anyhow::anyhow!("message {id}: {e}"))?,
         });
     }
+    if run.messages.is_empty() {
+        // Nothing was leased: an empty JobRun carries no lease.
+        run.lease_seconds = 0;
+    }
     Ok(run)
 }
 
@@ -330,6 +334,22 @@ pub fn apply_results(
         .into_iter()
         .map(|(ack, _)| ack)
         .collect())
+}
+
+/// Ends the leases of `runner`'s batches that its request does not list as held (their
+/// answer was lost on the way): the reap that follows re-queues them. How many messages.
+pub fn release_lost_batches(
+    c: &mut impl GenericClient,
+    runner: &str,
+    held: &[String],
+) -> anyhow::Result<u64> {
+    let n: i64 = c
+        .query_typed_one(
+            "SELECT mailrun.release_lost_batches($1, $2)",
+            &[(&runner, Type::TEXT), (&held, Type::TEXT_ARRAY)],
+        )?
+        .get(0);
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// Returns messages with an expired lease to the queue; how many.

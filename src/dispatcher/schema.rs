@@ -82,6 +82,7 @@ pub const ROUTINE_SOURCES: &[Source] = &[
     source!("functions/apply_result.sql"),
     source!("functions/release_frees_now.sql"),
     source!("functions/reap_expired.sql"),
+    source!("functions/release_lost_batches.sql"),
     source!("functions/count_due.sql"),
     source!("functions/cancel.sql"),
     source!("functions/retry.sql"),

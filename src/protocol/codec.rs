@@ -17,7 +17,7 @@ use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 pub use super::limits::Limits;
-use super::limits::{field, MAX_CONNECTIONS};
+use super::limits::{field, MAX_CONNECTIONS, MAX_HELD_JOB_RUNS};
 use super::reply_rules;
 use super::types::*;
 use super::xml::{self, clip, is_xml_char, is_xml_space, Element, Ns};
@@ -131,6 +131,9 @@ fn encode_job_run_request(w: &mut Writer, r: &JobRunRequest) {
         }
         w.close("result");
     });
+    if let Some(held) = &r.held_job_runs {
+        w.list("heldJobRuns", held, |w, id| w.leaf("jobRunId", id));
+    }
     w.close("JobRunRequest");
 }
 
@@ -558,18 +561,38 @@ fn envelope_payload(root: &Element) -> Result<&Element, Fault> {
 }
 
 fn decode_job_run_request(el: &Element, path: &str) -> Result<JobRunRequest, Fault> {
-    let [runner_id, capacity, software_version, config_version, results] = fields(
+    let [runner_id, capacity, software_version, config_version, results, held] = fields(
         el,
         path,
-        [ONE, ONE, ONE, ONE, OPT],
+        [ONE, ONE, ONE, ONE, OPT, OPT],
         [
             "runnerId",
             "capacity",
             "softwareVersion",
             "configVersion",
             "results",
+            "heldJobRuns",
         ],
     )?;
+    let held_job_runs = match held.first() {
+        None => None,
+        Some(held) => {
+            let list_path = format!("{path}/heldJobRuns");
+            let [ids] = fields(held, &list_path, [MANY], ["jobRunId"])?;
+            if ids.len() > MAX_HELD_JOB_RUNS {
+                return Err(invalid(
+                    held,
+                    &list_path,
+                    &format!("lists more than {MAX_HELD_JOB_RUNS} batches"),
+                ));
+            }
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.push(string(id, &list_path, 128)?);
+            }
+            Some(out)
+        }
+    };
     let mut out = Vec::new();
     if let Some(results) = results.first() {
         let list_path = format!("{path}/results");
@@ -588,6 +611,7 @@ fn decode_job_run_request(el: &Element, path: &str) -> Result<JobRunRequest, Fau
         software_version: string(one(software_version), path, 64)?,
         config_version: non_negative(one(config_version), path)?,
         results: out,
+        held_job_runs,
     })
 }
 

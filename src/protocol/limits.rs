@@ -73,6 +73,10 @@ pub mod reply_policy {
     pub const MAX_POSITION: u32 = 999_999_999;
 }
 
+/// Most batch ids a JobRunRequest lists in `heldJobRuns`; a runner holding more omits
+/// the element (nothing is then released early).
+pub const MAX_HELD_JOB_RUNS: usize = 1000;
+
 /// Largest request body a runner's endpoint accepts (JobRunnerReady and
 /// JobRunnerConfigUpdate are small); push-config checks an update against it before
 /// sending.

@@ -33,6 +33,15 @@ pub struct JobRunRequest {
     pub config_version: i64,
     /// Outcomes of messages from earlier batches not yet acknowledged by the dispatcher.
     pub results: Vec<MessageResult>,
+    /// Every batch (job run id) this runner holds: received in the last hour, spooled, or
+    /// with results not yet acknowledged. A batch leased to the runner and missing here
+    /// never arrived (the answer that carried it was lost): the dispatcher puts its
+    /// messages back in the queue at once instead of when the lease expires. `None` (the
+    /// element absent: an older runner, or more than [`MAX_HELD_JOB_RUNS`]): nothing is
+    /// released early.
+    ///
+    /// [`MAX_HELD_JOB_RUNS`]: super::limits::MAX_HELD_JOB_RUNS
+    pub held_job_runs: Option<Vec<String>>,
 }
 
 /// What happened to one message (or one recipient of it).

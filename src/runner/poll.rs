@@ -181,7 +181,8 @@ pub fn poll_once(
         };
         let results = oldest_results(&outbox, MAX_RESULTS_PER_REQUEST);
         let sent = results.len();
-        let exchange = exchange(config, opts, results, capacity)?;
+        let held = spool::held_batches(state)?;
+        let exchange = exchange(config, opts, results, capacity, held)?;
         // Spooled before the acknowledged results are forgotten: a crash in between
         // resends results (applied idempotently), never loses a batch.
         let spooled = spool_job_run(state, &exchange)?;
@@ -240,6 +241,7 @@ fn exchange(
     opts: &PollOptions,
     results: Vec<MessageResult>,
     capacity: u32,
+    held_job_runs: Option<Vec<String>>,
 ) -> Result<Exchange> {
     let request = Body::JobRunRequest(JobRunRequest {
         runner_id: config.runner_id.clone(),
@@ -247,6 +249,7 @@ fn exchange(
         software_version: SOFTWARE_VERSION.to_string(),
         config_version: config.settings.version,
         results,
+        held_job_runs,
     });
     let body = codec::encode(&request);
     let key = config.signing_key()?;

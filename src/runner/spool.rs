@@ -20,6 +20,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::protocol::limits::MAX_HELD_JOB_RUNS;
 use crate::protocol::{Acknowledgement, MessageResult, RecipientResult};
 use crate::runner::state::{remove_if_exists, sync_dir, write_atomic, StateDir};
 
@@ -150,6 +151,27 @@ fn read_received(state: &StateDir) -> Result<Vec<(i64, String)>> {
 }
 
 /// Spooled batches in arrival order (file name order on ties).
+/// Every batch this runner holds, for `heldJobRuns`: received in the last hour (recorded
+/// before a batch is spooled), spooled, or with results in the outbox. None when there
+/// are more than the protocol carries: then the dispatcher releases nothing early.
+pub fn held_batches(state: &StateDir) -> Result<Option<Vec<String>>> {
+    let mut held: std::collections::BTreeSet<String> = read_received(state)?
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    held.extend(
+        files_with_suffix(&state.spool_dir(), ".xml")?
+            .into_iter()
+            .map(|(id, _)| id),
+    );
+    held.extend(
+        files_with_suffix(&state.outbox_dir(), ".results")?
+            .into_iter()
+            .map(|(id, _)| id),
+    );
+    Ok((held.len() <= MAX_HELD_JOB_RUNS).then(|| held.into_iter().collect()))
+}
+
 pub fn list_batches(state: &StateDir) -> Result<Vec<SpooledBatch>> {
     let mut found = Vec::new();
     for (id, path) in files_with_suffix(&state.spool_dir(), ".xml")? {

@@ -199,6 +199,7 @@ fn request(runner: &str, capacity: u32, results: Vec<MessageResult>) -> Vec<u8> 
         software_version: "9.9.9".to_string(),
         config_version: 7,
         results,
+        held_job_runs: None,
     }))
 }
 
@@ -361,6 +362,8 @@ fn cgi_behind_lighttpd_serves_batches_acknowledges_results_and_ends_empty() {
         third.messages.is_empty(),
         "empty queue answers an empty JobRun"
     );
+    assert_eq!(third.lease_seconds, 0, "an empty JobRun leases nothing");
+    assert!(third.job_run_id.is_empty());
     assert_eq!(third.acknowledged.len(), 1);
 
     let states = db.states();

@@ -120,6 +120,26 @@ fn every_fault_reason_has_an_example() {
     }
 }
 
+/// `heldJobRuns` carries at most MAX_HELD_JOB_RUNS ids; a runner holding more omits it.
+#[test]
+fn held_job_runs_are_bounded() {
+    let mut request = job_run_request();
+    request.held_job_runs = Some(
+        (0..=limits::MAX_HELD_JOB_RUNS)
+            .map(|i| format!("jr-{i}"))
+            .collect(),
+    );
+    assert_fault(
+        encode(&Body::JobRunRequest(request.clone())),
+        FaultReason::InvalidValue,
+        "lists more than 1000 batches",
+    );
+    request.held_job_runs = Some(Vec::new());
+    let xml = encode(&Body::JobRunRequest(request.clone()));
+    assert!(String::from_utf8_lossy(&xml).contains("<m:heldJobRuns/>"));
+    assert_eq!(decode(&xml).unwrap(), Body::JobRunRequest(request));
+}
+
 #[test]
 fn soap_actions_name_the_operation() {
     for (_, body) in examples() {
@@ -354,6 +374,7 @@ fn zeep_builds_requests_the_codec_decodes() {
     );
     let mut minimal = job_run_request();
     minimal.results.clear();
+    minimal.held_job_runs = None;
     minimal.config_version = 0;
     assert_eq!(
         decode_zeep("job-run-request-minimal"),

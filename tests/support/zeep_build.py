@@ -88,6 +88,7 @@ def main():
                 },
             ]
         },
+        heldJobRuns={"jobRunId": ["jr-20261123-0001", "jr-20261123-0002"]},
     )
     build(
         dispatcher,

@@ -151,6 +151,7 @@ pub fn job_run_request() -> JobRunRequest {
                 recipients: vec![],
             },
         ],
+        held_job_runs: Some(vec!["jr-20261123-0001".into(), "jr-20261123-0002".into()]),
     }
 }
 
