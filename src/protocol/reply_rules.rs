@@ -341,7 +341,7 @@ mod tests {
         }
     }
 
-    /// The shipped defaults of migrations/0003_quotas.sql, verbatim.
+    /// The shipped defaults of migrations/0007_baseline.sql, verbatim.
     fn shipped() -> Vec<ReplyRule> {
         use ReplyAction::*;
         use ReplyThrottle as T;
