@@ -2,10 +2,12 @@
 //!
 //! Reaps expired leases, materialises due recurring jobs (exactly once per occurrence,
 //! `recurring`), purges finished messages past their keep time (`retention`) and
-//! counts due work; when there is some, sends a signed
-//! JobRunnerReady to every enabled runner in parallel (each call bounded by a timeout)
-//! and records each runner's answer, software and config version, and last-seen time.
-//! A tick that finds nothing due contacts nobody.
+//! counts due work (up to what the wake-up needs); when there is some, sends a signed
+//! JobRunnerReady to as many enabled runners as the work needs (the due messages over
+//! their batch sizes, at most --max-wake), least recently seen first and runners whose
+//! last contact failed last, in parallel (each call bounded by a timeout), and records
+//! each answer, software and config version, and last-seen time. A runner that does not
+//! answer is replaced by the next one. A tick that finds nothing due contacts nobody.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,9 +37,12 @@ const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
         Reaps expired leases, enqueues due occurrences of recurring jobs (once each, \
         even when ticks overlap; after missed ticks only the latest), purges finished \
         messages past their [retention] keep time, and counts due messages. If any are due, sends a signed \
-        JobRunnerReady to every enabled runner that has an endpoint, in parallel, each \
-        call bounded by --timeout, and records each runner's answer, software version, \
-        config version and last-seen time. If nothing is due, contacts nobody and exits 3.\n\n\
+        JobRunnerReady to as many enabled runners as the work needs (the due messages \
+        over their batch sizes, at most --max-wake), least recently seen first and those \
+        whose last contact failed last, in parallel, each call bounded by --timeout; a \
+        runner that does not answer is replaced by the next. Records each runner's \
+        answer, software version, config version and last-seen time. Every runner still \
+        polls on its own schedule. If nothing is due, contacts nobody and exits 3.\n\n\
         Prints nothing on success unless --verbose (a line per runner on stderr) or \
         --json (a summary object on stdout).\n\n\
         Exits 0 when work is due and at least one runner will take it (accepted, busy, \
@@ -65,6 +70,11 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(1..=256))]
     pub parallel: u64,
 
+    /// Most runners one tick wakes, however much is due.
+    #[arg(long, value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(1..=10000))]
+    pub max_wake: u64,
+
     /// Allow plain http:// to runners that are not on loopback (TLS is the default).
     /// MAILRUN_ALLOW_PLAIN_HTTP takes 1/0, yes/no, on/off or true/false.
     #[arg(long, env = "MAILRUN_ALLOW_PLAIN_HTTP", value_parser = crate::cli::SwitchParser)]
@@ -88,9 +98,11 @@ pub struct TickSummary {
     pub recurring: Vec<Materialised>,
     /// Finished messages purged (and held for review) per `[retention]`.
     pub retention: Purged,
-    /// Messages due now.
+    /// Messages due now, counted up to what waking `max_wake` runners needs.
     pub due: i64,
-    /// One entry per enabled runner (empty when nothing was due).
+    /// `due` stopped at that bound: at least that many are due.
+    pub due_capped: bool,
+    /// One entry per runner contacted (empty when nothing was due).
     pub runners: Vec<RunnerContact>,
     /// Runners that will pick up work: accepted, busy (already working) or poll-only.
     pub available: usize,
@@ -136,7 +148,24 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
     let retention = retention::purge_due(&mut db, &config.retention)
         .map_err(connection::exit_context)
         .context("purging finished messages")?;
-    let due = queue::count_due(&mut db)
+    let enabled: Vec<Runner> = runners::list(&mut db)
+        .map_err(connection::exit_context)
+        .context("listing runners")?
+        .into_iter()
+        .filter(|r| r.enabled)
+        .collect();
+    let max_wake = usize::try_from(args.max_wake).unwrap_or(usize::MAX);
+    // Counting stops where the wake-up plan stops needing more: a tick costs the same with
+    // a million due as with a thousand.
+    let widest = enabled
+        .iter()
+        .map(|r| i64::from(r.batch_size))
+        .max()
+        .unwrap_or(1);
+    let bound = widest
+        .saturating_mul(i64::try_from(max_wake).unwrap_or(i64::MAX))
+        .max(1);
+    let due = queue::count_due_upto(&mut db, bound)
         .map_err(connection::exit_context)
         .context("counting due messages")?;
     let mut summary = TickSummary {
@@ -144,6 +173,7 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
         recurring,
         retention,
         due,
+        due_capped: due >= bound,
         runners: Vec::new(),
         available: 0,
     };
@@ -151,13 +181,6 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
         report(&args, &summary)?;
         return Ok(EXIT_NO_WORK);
     }
-
-    let enabled: Vec<Runner> = runners::list(&mut db)
-        .map_err(connection::exit_context)
-        .context("listing runners")?
-        .into_iter()
-        .filter(|r| r.enabled)
-        .collect();
     let timeout = Duration::from_secs(args.timeout);
     let client = Client::new(ClientOptions {
         connect_timeout: timeout,
@@ -167,8 +190,29 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
     });
     let queued = u64::try_from(due).unwrap_or(0);
     let parallel = usize::try_from(args.parallel).unwrap_or(16);
-    summary.runners =
-        outbound::parallel_map(&enabled, parallel, |runner| wake(&client, runner, queued));
+    let mut candidates = wake_order(enabled.clone());
+    // Rounds: wake enough runners for the work; those that will not work are replaced by
+    // the next candidates, until the work is covered, the cap is reached or none is left.
+    let mut covered: i64 = 0;
+    while covered < due && summary.runners.len() < max_wake && !candidates.is_empty() {
+        let mut round = Vec::new();
+        let mut planned = covered;
+        while planned < due && summary.runners.len() + round.len() < max_wake {
+            let Some(runner) = candidates.first() else {
+                break;
+            };
+            planned += i64::from(runner.batch_size.max(1));
+            round.push(candidates.remove(0));
+        }
+        let contacts =
+            outbound::parallel_map(&round, parallel, |runner| wake(&client, runner, queued));
+        for (runner, contact) in round.iter().zip(&contacts) {
+            if contact.will_work() {
+                covered += i64::from(runner.batch_size.max(1));
+            }
+        }
+        summary.runners.extend(contacts);
+    }
 
     // Recorded after all calls, on the one database connection (the calls ran in parallel).
     for contact in &summary.runners {
@@ -285,6 +329,21 @@ fn wake(client: &Client, runner: &Runner, queued: u64) -> RunnerContact {
 
 /// Records one runner's answer. Only a signed answer proves the runner was there, so
 /// only then is it "seen" (last_seen, versions); otherwise just the status changes.
+/// The order runners are woken in: those whose last contact went well (or that were never
+/// contacted) first, least recently seen first, so wake-ups spread over the fleet; runners
+/// whose last contact failed last, so a dead runner does not take a live one's turn.
+fn wake_order(mut runners: Vec<Runner>) -> Vec<Runner> {
+    let failed = |r: &Runner| {
+        r.last_status.as_deref().is_some_and(|s| {
+            !["accepted", "busy", "polled", "disabled", "poll-only"]
+                .iter()
+                .any(|ok| s == *ok)
+        })
+    };
+    runners.sort_by(|a, b| (failed(a), a.last_seen, &a.id).cmp(&(failed(b), b.last_seen, &b.id)));
+    runners
+}
+
 fn record(db: &mut postgres::Client, contact: &RunnerContact) -> anyhow::Result<()> {
     let status = match &contact.error {
         Some(error) => format!("{}: {}", contact.status, truncate(error, 300)),
@@ -313,8 +372,10 @@ fn truncate(text: &str, max_chars: usize) -> String {
 fn report(args: &Args, summary: &TickSummary) -> anyhow::Result<()> {
     if args.verbose {
         eprintln!(
-            "dispatch-tick: reaped {} expired lease(s), {} message(s) due",
-            summary.reaped, summary.due
+            "dispatch-tick: reaped {} expired lease(s), {}{} message(s) due",
+            summary.reaped,
+            if summary.due_capped { "at least " } else { "" },
+            summary.due
         );
         for m in &summary.recurring {
             if let OccurrenceOutcome::Enqueued { message_id } = m.outcome {

@@ -929,8 +929,9 @@ fn tick_with_nothing_due_contacts_nobody_and_exits_3() {
 }
 
 #[test]
-fn tick_wakes_every_enabled_runner_and_records_answers() {
+fn tick_wakes_the_runners_the_work_needs_and_records_answers() {
     let db = Db::new("tick_wake");
+    // Batch size 10 each: 3 due messages need one runner, 15 need two.
     let a = add_runner_with_endpoint(&db, "a");
     let b = add_runner_with_endpoint(&db, "b");
     let off = add_runner_with_endpoint(&db, "off");
@@ -940,13 +941,23 @@ fn tick_wakes_every_enabled_runner_and_records_answers() {
     let out = common::run(common::command(TICK).args(["--database-url", &db.url]));
     common::assert_status(&out, 0);
     assert_eq!(common::stdout(&out), "");
-    assert_eq!(a.calls.load(Ordering::SeqCst), 1);
-    assert_eq!(b.calls.load(Ordering::SeqCst), 1);
+    let calls = |e: &FakeRunnerEndpoint| e.calls.load(Ordering::SeqCst);
+    assert_eq!(calls(&a) + calls(&b), 1, "one runner covers 3 messages");
+    // Never seen before, both: the first by id ("a"), now seen, goes behind "b".
+    assert_eq!(calls(&a), 1);
+    let out = common::run(common::command(TICK).args(["--database-url", &db.url]));
+    common::assert_status(&out, 0);
     assert_eq!(
-        off.calls.load(Ordering::SeqCst),
-        0,
-        "disabled runners are left alone"
+        (calls(&a), calls(&b)),
+        (1, 1),
+        "the next tick wakes the other one"
     );
+
+    db.enqueue(12);
+    let out = common::run(common::command(TICK).args(["--database-url", &db.url]));
+    common::assert_status(&out, 0);
+    assert_eq!((calls(&a), calls(&b)), (2, 2), "15 due need both");
+    assert_eq!(calls(&off), 0, "disabled runners are left alone");
 
     for id in ["a", "b"] {
         let row = db
@@ -963,6 +974,52 @@ fn tick_wakes_every_enabled_runner_and_records_answers() {
     }
     // The tick only wakes runners; the queue is untouched.
     assert!(db.states().iter().all(|(_, s)| s == "queued"));
+}
+
+/// Fifty runners and twenty due messages: one tick sends at most two JobRunnerReady,
+/// and counting due work stops at what the wake-up needs.
+#[test]
+fn a_tick_wakes_no_more_runners_than_the_work_needs() {
+    let db = Db::new("tick_fanout");
+    let endpoints: Vec<FakeRunnerEndpoint> = (0..50)
+        .map(|i| add_runner_with_endpoint(&db, &format!("r{i:02}")))
+        .collect();
+    db.enqueue(20);
+    let out = common::run(common::command(TICK).args(["--database-url", &db.url, "--json"]));
+    common::assert_status(&out, 0);
+    let woken: usize = endpoints
+        .iter()
+        .map(|e| e.calls.load(Ordering::SeqCst))
+        .sum();
+    assert_eq!(woken, 2, "20 messages, batches of 10");
+    let summary: serde_json::Value = serde_json::from_str(&common::stdout(&out)).expect("json");
+    assert_eq!(summary["due"], 20);
+    assert_eq!(summary["due_capped"], false);
+    assert_eq!(summary["runners"].as_array().map(Vec::len), Some(2));
+
+    // --max-wake 3 with 500 due: three runners, and the count stops at 3 x 10.
+    db.enqueue(480);
+    let out = common::run(common::command(TICK).args([
+        "--database-url",
+        &db.url,
+        "--json",
+        "--max-wake",
+        "3",
+    ]));
+    common::assert_status(&out, 0);
+    let summary: serde_json::Value = serde_json::from_str(&common::stdout(&out)).expect("json");
+    assert_eq!(summary["due"], 30, "{summary}");
+    assert_eq!(summary["due_capped"], true);
+    assert_eq!(summary["runners"].as_array().map(Vec::len), Some(3));
+    let woken: usize = endpoints
+        .iter()
+        .map(|e| e.calls.load(Ordering::SeqCst))
+        .sum();
+    assert_eq!(woken, 5);
+    // Spread over the fleet: the runners woken first are not woken again.
+    assert!(endpoints
+        .iter()
+        .all(|e| e.calls.load(Ordering::SeqCst) <= 1));
 }
 
 #[test]
@@ -985,7 +1042,8 @@ fn tick_reports_unreachable_runners() {
     assert_eq!(summary["runners"][0]["status"], "unreachable");
     assert!(common::stderr(&out).contains("dead"));
 
-    // One reachable runner is enough: 0, and the dead one is still reported.
+    // With a live runner, the dead one (its last contact failed) waits its turn behind
+    // it: one runner covers the work, so only the live one is woken.
     let live = add_runner_with_endpoint(&db, "live");
     let out = common::run(common::command(TICK).args([
         "--database-url",
@@ -1013,8 +1071,27 @@ fn tick_reports_unreachable_runners() {
     );
     assert!(row.get::<_, bool>(1), "an unreachable runner is not seen");
     let err = common::stderr(&out);
-    assert!(err.contains("runner dead: unreachable"), "{err}");
+    assert!(!err.contains("runner dead"), "{err}");
     assert!(err.contains("runner live: accepted"), "{err}");
+
+    // The live runner gone too: the dead one is tried after it in the same tick.
+    db.client()
+        .execute(
+            "UPDATE mailrun.runners SET endpoint = $1 WHERE id = 'live'",
+            &[&dead_url()],
+        )
+        .expect("kill live");
+    let out = common::run(common::command(TICK).args([
+        "--database-url",
+        &db.url,
+        "--timeout",
+        "5",
+        "--verbose",
+    ]));
+    common::assert_status(&out, 69);
+    let err = common::stderr(&out);
+    assert!(err.contains("runner live: unreachable"), "{err}");
+    assert!(err.contains("runner dead: unreachable"), "{err}");
 }
 
 #[test]
