@@ -334,11 +334,9 @@ fn wake(client: &Client, runner: &Runner, queued: u64) -> RunnerContact {
 /// whose last contact failed last, so a dead runner does not take a live one's turn.
 fn wake_order(mut runners: Vec<Runner>) -> Vec<Runner> {
     let failed = |r: &Runner| {
-        r.last_status.as_deref().is_some_and(|s| {
-            !["accepted", "busy", "polled", "disabled", "poll-only"]
-                .iter()
-                .any(|ok| s == *ok)
-        })
+        r.last_status
+            .as_deref()
+            .is_some_and(|s| !["accepted", "busy", "polled", "disabled", "poll-only"].contains(&s))
     };
     runners.sort_by(|a, b| (failed(a), a.last_seen, &a.id).cmp(&(failed(b), b.last_seen, &b.id)));
     runners
