@@ -128,14 +128,10 @@ fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+// SOURCES_DIGEST_BUILT: the digest the database computes over `mailrun.schema_sources`
+// (see `SOURCES_DIGEST`) when it holds exactly the sources of this binary; build.rs
+// computes it over `sql/` (a test holds it equal to the sources listed here).
 include!(concat!(env!("OUT_DIR"), "/sources_digest.rs"));
-
-/// The digest the database computes over `mailrun.schema_sources` (see `SOURCES_DIGEST`)
-/// when it holds exactly the sources of this binary: computed by build.rs over `sql/`
-/// (a test holds it equal to the sources listed here).
-fn expected_sources_digest() -> &'static str {
-    SOURCES_DIGEST_BUILT
-}
 
 /// The same digest from the embedded sources (tests compare it with build.rs's).
 pub fn embedded_sources_digest() -> String {
@@ -150,7 +146,7 @@ pub fn embedded_sources_digest() -> String {
     sha256_hex(&joined)
 }
 
-/// One digest of every recorded source, comparable with `expected_sources_digest`.
+/// One digest of every recorded source, comparable with `SOURCES_DIGEST_BUILT`.
 const SOURCES_DIGEST: &str = "SELECT encode(sha256(convert_to(coalesce(string_agg(
          path || ':' || sha256 || E'\\n', '' ORDER BY path COLLATE \"C\"), ''), 'UTF8')), 'hex')
      FROM mailrun.schema_sources";
@@ -214,7 +210,7 @@ pub fn migrate(c: &mut impl GenericClient) -> anyhow::Result<Migrated> {
     }
     let pending: Vec<&(i32, &str, &str)> = MIGRATIONS.iter().filter(|m| m.0 > current).collect();
     let recorded: String = tx.query_one(SOURCES_DIGEST, &[])?.get(0);
-    if pending.is_empty() && recorded == expected_sources_digest() {
+    if pending.is_empty() && recorded == SOURCES_DIGEST_BUILT {
         tx.commit()?;
         return Ok(Migrated::default());
     }
@@ -293,7 +289,7 @@ pub fn require_current(c: &mut impl GenericClient) -> anyhow::Result<()> {
             "the database schema is at version {current}, newer than this mailrun knows \
              ({latest}); upgrade mailrun"
         )
-    } else if digest.as_deref() != Some(expected_sources_digest()) {
+    } else if digest.as_deref() != Some(SOURCES_DIGEST_BUILT) {
         "the database's stored procedures differ from this mailrun's; run \
          `dispatch-admin migrate`"
             .to_string()

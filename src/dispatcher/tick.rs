@@ -148,12 +148,20 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
     let retention = retention::purge_due(&mut db, &config.retention)
         .map_err(connection::exit_context)
         .context("purging finished messages")?;
-    let enabled: Vec<Runner> = runners::list(&mut db)
+    // The common tick finds nothing due: one cheap look, and no runner list read.
+    let anything_due = queue::count_due_upto(&mut db, 1)
         .map_err(connection::exit_context)
-        .context("listing runners")?
-        .into_iter()
-        .filter(|r| r.enabled)
-        .collect();
+        .context("counting due messages")?;
+    let enabled: Vec<Runner> = if anything_due == 0 {
+        Vec::new()
+    } else {
+        runners::list(&mut db)
+            .map_err(connection::exit_context)
+            .context("listing runners")?
+            .into_iter()
+            .filter(|r| r.enabled)
+            .collect()
+    };
     let max_wake = usize::try_from(args.max_wake).unwrap_or(usize::MAX);
     // Counting stops where the wake-up plan stops needing more: a tick costs the same with
     // a million due as with a thousand.
@@ -165,9 +173,13 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
     let bound = widest
         .saturating_mul(i64::try_from(max_wake).unwrap_or(i64::MAX))
         .max(1);
-    let due = queue::count_due_upto(&mut db, bound)
-        .map_err(connection::exit_context)
-        .context("counting due messages")?;
+    let due = if anything_due == 0 {
+        0
+    } else {
+        queue::count_due_upto(&mut db, bound)
+            .map_err(connection::exit_context)
+            .context("counting due messages")?
+    };
     let mut summary = TickSummary {
         reaped,
         recurring,
@@ -190,7 +202,7 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
     });
     let queued = u64::try_from(due).unwrap_or(0);
     let parallel = usize::try_from(args.parallel).unwrap_or(16);
-    let mut candidates = wake_order(enabled.clone());
+    let mut candidates = wake_order(&enabled);
     // Rounds: wake enough runners for the work; those that will not work are replaced by
     // the next candidates, until the work is covered, the cap is reached or none is left.
     let mut covered: i64 = 0;
@@ -198,11 +210,11 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
         let mut round = Vec::new();
         let mut planned = covered;
         while planned < due && summary.runners.len() + round.len() < max_wake {
-            let Some(runner) = candidates.first() else {
+            let Some(runner) = candidates.pop_front() else {
                 break;
             };
             planned += i64::from(runner.batch_size.max(1));
-            round.push(candidates.remove(0));
+            round.push(runner);
         }
         let contacts =
             outbound::parallel_map(&round, parallel, |runner| wake(&client, runner, queued));
@@ -332,14 +344,15 @@ fn wake(client: &Client, runner: &Runner, queued: u64) -> RunnerContact {
 /// The order runners are woken in: those whose last contact went well (or that were never
 /// contacted) first, least recently seen first, so wake-ups spread over the fleet; runners
 /// whose last contact failed last, so a dead runner does not take a live one's turn.
-fn wake_order(mut runners: Vec<Runner>) -> Vec<Runner> {
+fn wake_order(enabled: &[Runner]) -> std::collections::VecDeque<Runner> {
+    let mut runners = enabled.to_vec();
     let failed = |r: &Runner| {
         r.last_status
             .as_deref()
             .is_some_and(|s| !["accepted", "busy", "polled", "disabled", "poll-only"].contains(&s))
     };
     runners.sort_by(|a, b| (failed(a), a.last_seen, &a.id).cmp(&(failed(b), b.last_seen, &b.id)));
-    runners
+    runners.into()
 }
 
 fn record(db: &mut postgres::Client, contact: &RunnerContact) -> anyhow::Result<()> {
