@@ -2,13 +2,14 @@
 # Installs everything the test suite needs on a fresh Debian 12 machine that has Rust:
 # PostgreSQL (server binaries; the tests make their own private cluster with initdb),
 # Postfix's smtp-sink and a scripted aiosmtpd (real SMTP servers), lighttpd (real CGI),
-# xmllint (XSD validation), zeep (a SOAP client mailrun did not write) and Chromium
+# Apache 2.4 (mod_cgid, mod_php, suexec: how shared hosts run CGI and PHP), PHP and Perl's
+# SOAP::Lite (foreign SOAP stacks), xmllint (XSD validation), zeep (a SOAP client mailrun did not write) and Chromium
 # (headless, for the status page), cargo-deb and dpkg tools (for the Debian package), faketime (clock skew).
 # Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postgresql libxml2-utils postfix lighttpd python3 python3-venv ca-certificates chromium dpkg-dev groff-base binutils passwd faketime)
+APT_PACKAGES=(postgresql libxml2-utils postfix lighttpd apache2 apache2-suexec-pristine libapache2-mod-php php-cli php-xml libsoap-lite-perl python3 python3-venv ca-certificates chromium dpkg-dev groff-base binutils passwd faketime)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -43,7 +44,7 @@ if ! command -v cargo-deb >/dev/null 2>&1; then
   cargo install cargo-deb --locked --quiet
 fi
 
-for tool in xmllint lighttpd /usr/sbin/smtp-sink; do
+for tool in xmllint lighttpd /usr/sbin/smtp-sink /usr/sbin/apache2 php; do
   command -v "$tool" >/dev/null || { echo "test-setup: $tool still missing" >&2; exit 1; }
 done
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "test-setup: initdb missing" >&2; exit 1; }

@@ -153,10 +153,46 @@ fn queued_messages_are_delivered_and_their_outcomes_recorded() {
     assert_eq!(attempts, 4);
 }
 
-use crate::common::web;
+use crate::common::{apache, web};
 
 #[test]
 fn runner_cgi_behind_lighttpd_answers_ready_and_config_updates() {
+    runner_cgi_answers_ready_and_config_updates(|programs, env| {
+        let server = web::Lighttpd::start_cgi(programs, env);
+        let url = server.url("runner-cgi");
+        (Box::new(server) as Box<dyn ErrorLog>, url)
+    });
+}
+
+#[test]
+fn runner_cgi_behind_apache_mod_cgid_answers_ready_and_config_updates() {
+    runner_cgi_answers_ready_and_config_updates(|programs, env| {
+        let server = apache::Apache::start_cgi(programs, env);
+        let url = server.url("runner-cgi");
+        (Box::new(server) as Box<dyn ErrorLog>, url)
+    });
+}
+
+/// What a failing assertion shows of the web server in front of the CGI.
+trait ErrorLog {
+    fn error_log(&self) -> String;
+}
+
+impl ErrorLog for web::Lighttpd {
+    fn error_log(&self) -> String {
+        web::Lighttpd::error_log(self)
+    }
+}
+
+impl ErrorLog for apache::Apache {
+    fn error_log(&self) -> String {
+        apache::Apache::error_log(self)
+    }
+}
+
+type StartServer = fn(&[(&str, &Path)], &[(&str, &str)]) -> (Box<dyn ErrorLog>, String);
+
+fn runner_cgi_answers_ready_and_config_updates(start: StartServer) {
     use mailrun::protocol::codec;
     use mailrun::protocol::{
         Body, FaultReason, JobRunnerConfigUpdate, JobRunnerReady, ReadyStatus, RunnerSettings,
@@ -172,11 +208,12 @@ fn runner_cgi_behind_lighttpd_answers_ready_and_config_updates() {
         &key,
     );
     let state_dir = state.path().display().to_string();
-    let server = web::Lighttpd::start_cgi(
+    // Under Apache the CGI runs as the server's user, who must own the state folder.
+    apache::give_to_server(state.path());
+    let (server, url) = start(
         &[("runner-cgi", Path::new(env!("CARGO_BIN_EXE_runner-cgi")))],
         &[("MAILRUN_RUNNER_DIR", state_dir.as_str())],
     );
-    let url = server.url("runner-cgi");
     let client = Client::new(ClientOptions {
         connect_timeout: Duration::from_secs(5),
         timeout: Duration::from_secs(30),
@@ -235,4 +272,41 @@ fn runner_cgi_behind_lighttpd_answers_ready_and_config_updates() {
     assert!(matches!(answer, Body::Fault(ref f) if f.reason == FaultReason::VersionNotIncreasing));
     let toml = std::fs::read_to_string(state.path().join("runner.toml")).expect("runner.toml");
     assert!(toml.contains("batch_size = 7"), "{toml}");
+}
+
+/// The Apache harness as PHP-only shared hosting runs scripts: mod_php under prefork, the
+/// script executed by the server's user, not by the tester.
+#[test]
+fn apache_harness_runs_php_as_the_server_user() {
+    let server = apache::Apache::start(apache::ApacheConfig {
+        mpm: apache::Mpm::Prefork,
+        modules: &["php"],
+        extra: "<FilesMatch \"\\.php$\">\n    SetHandler application/x-httpd-php\n</FilesMatch>\n"
+            .into(),
+    });
+    std::fs::write(
+        server.root().join("who.php"),
+        "<?php echo posix_getpwuid(posix_geteuid())['name'], ' ', PHP_MAJOR_VERSION;",
+    )
+    .expect("write who.php");
+    let body = ureq::get(&server.url_of("/who.php"))
+        .call()
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.error_log()))
+        .into_body()
+        .read_to_string()
+        .expect("body");
+    let expected_user = if common::is_root() {
+        apache::SERVER_USER.to_string()
+    } else {
+        String::from_utf8_lossy(
+            &std::process::Command::new("id")
+                .arg("-un")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(body, format!("{expected_user} 8"), "{}", server.error_log());
 }

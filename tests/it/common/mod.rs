@@ -3,6 +3,7 @@
 //! fresh database per test, and a clean environment for the commands under test.
 #![allow(dead_code)]
 
+pub mod apache;
 pub mod delay_smtp;
 pub mod pipeline;
 pub mod smtp;
