@@ -161,7 +161,10 @@ pub fn main(args: Args) -> Result<u8> {
         Command::Init(a) => init(&state, a),
         Command::Status(a) => status(&state, a),
         Command::Policy(a) => policy(&state, a),
-        Command::Cycle(a) => cycle(&state, a),
+        Command::Cycle(a) => {
+            crate::runner::heap::cap_arenas();
+            cycle(&state, a)
+        }
         Command::RotateKey(a) => rotate_key(&state, a),
         Command::DropPreviousKey => drop_previous_key(&state),
         Command::SelfUpdate(a) => crate::runner::update::main(&state, a),

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod config;
 pub mod deliver;
 pub mod endpoint;
+pub mod heap;
 pub mod nonces;
 pub mod poll;
 pub mod reply_policy;

@@ -1985,3 +1985,59 @@ fn the_rate_limit_holds_across_sessions() {
     );
     assert_eq!(server.received().len(), 21);
 }
+
+/// runner-send restarts itself once with glibc's heap capped at two arenas (runner::heap):
+/// seen in the environment of the process that delivers, the same PID, while it waits on
+/// a server that never greets. A cap the operator set is left as it is. (Other tunables
+/// the operator set are kept too, but glibc rewrites the variable in place once parsed,
+/// so /proc cannot show the joined value.)
+#[test]
+fn runner_send_delivers_with_a_capped_heap() {
+    if !cfg!(target_env = "gnu") {
+        eprintln!("skipped: not a glibc build");
+        return;
+    }
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().unwrap().port();
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    init_runner(&state, "http://127.0.0.1:9/dispatch");
+    let acct = smtp_account(port);
+    spool(
+        &state,
+        &job_run("jr-heap", 600, vec![message(1, &acct)]),
+        now(),
+    );
+
+    let environ_of = |operator_value: Option<&str>| {
+        let mut cmd = bin("runner-send");
+        cmd.arg("--state-dir")
+            .arg(&state)
+            .env_remove("GLIBC_TUNABLES");
+        if let Some(v) = operator_value {
+            cmd.env("GLIBC_TUNABLES", v);
+        }
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("runner-send");
+        // The session connects only after the restart: its connection says it happened.
+        let (conn, _) = silent.accept().expect("runner-send connects");
+        let environ = std::fs::read(format!("/proc/{}/environ", child.id())).expect("environ");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        drop(conn);
+        String::from_utf8_lossy(&environ)
+            .split('\0')
+            .find_map(|v| v.strip_prefix("GLIBC_TUNABLES=").map(str::to_string))
+    };
+    assert_eq!(
+        environ_of(None).as_deref(),
+        Some("glibc.malloc.arena_max=2")
+    );
+    assert_eq!(
+        environ_of(Some("glibc.malloc.arena_max=4")).as_deref(),
+        Some("glibc.malloc.arena_max=4")
+    );
+}
