@@ -64,7 +64,8 @@ Delivery runs on many SMTP sessions at once (see runner-send), and the next batc
 for while the last messages of the current one are still being delivered (once no more \
 than max_sessions wait for a session), so sessions do not wait for the dispatcher; \
 sessions stay open across batches. When the time budget ends, the batches in hand are \
-delivered and reported, and nothing new is asked for.\n\n\
+delivered and reported, and nothing new is asked for. Like runner-send, it restarts itself \
+once at start with glibc's malloc arenas capped (GLIBC_TUNABLES).\n\n\
 Crontab line: `* * * * * runner-admin cycle --max-seconds 55` (add --force on runners \
 that accept no inbound HTTP).\n\n\
 Exit status: 0 work was done, 3 no work (or another run holds the lock), 69 the \

@@ -41,6 +41,9 @@ Every SMTP answer is classified with the reply policy the dispatcher pushed (see
 account, sets that SMTP account aside for the rest of the run; one that throttles the \
 domain sets the recipient domain aside. Their messages are reported not attempted with the \
 reason, and the reported outcome follows the rule.\n\n\
+At start it restarts itself once with GLIBC_TUNABLES=glibc.malloc.arena_max=2 added (unless \
+an arena_max is set already), so its memory follows the batches being delivered rather \
+than the spool.\n\n\
 Exit status: 0 batches were delivered, 3 no spooled batch (or another run holds the \
 lock), 65 a spooled batch is unreadable (moved aside as .xml.rejected; the others are \
 still sent), 75 the journal or outbox could not be written (disk full?): sending stopped, \
