@@ -3,6 +3,7 @@
 //! repository (WSDL, XSD, examples) is the contract this module follows.
 
 pub mod codec;
+pub mod faults;
 pub mod limits;
 pub mod reply_rules;
 pub mod sign;

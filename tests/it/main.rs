@@ -10,6 +10,7 @@ mod correctness;
 mod dispatcher;
 mod dispatcher_runner;
 mod e2e;
+mod fault_table;
 mod faults;
 mod imports;
 mod manpages;

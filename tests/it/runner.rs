@@ -1599,9 +1599,10 @@ fn key_rotation_accepts_both_keys_inbound_until_the_old_one_is_dropped() {
         assert!(authenticated);
     }
     assert_status(&run("runner-admin", &state, &["drop-previous-key"]), 0);
+    // The old key's id is no longer the runner's: UnknownRunner (protocol/faults.md).
     let (status, answer, _) = call(&cgi.url, &key(), &ready);
     assert_eq!(status, 500);
-    assert_eq!(fault_reason(&answer), FaultReason::BadSignature);
+    assert_eq!(fault_reason(&answer), FaultReason::UnknownRunner);
     let (status, _, _) = call(&cgi.url, &new_key, &ready);
     assert_eq!(status, 200);
     // Nothing left to drop.
