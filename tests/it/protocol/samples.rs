@@ -300,12 +300,68 @@ pub fn kebab(token: &str) -> String {
     out
 }
 
+/// A mixed outcome as the contract asks for it: the server accepted one recipient,
+/// refused one for good and one for now; every recipient is listed with its own answer.
+pub fn job_run_request_mixed() -> JobRunRequest {
+    let recipient = |address: &str, outcome, code, enhanced: &str, text: &str| RecipientResult {
+        address: address.into(),
+        outcome,
+        smtp_code: Some(code),
+        enhanced_status: Some(enhanced.into()),
+        text: Some(text.into()),
+    };
+    JobRunRequest {
+        runner_id: "runner-eu-1".into(),
+        capacity: 200,
+        software_version: "0.1.0".into(),
+        config_version: 7,
+        results: vec![MessageResult {
+            job_run_id: "jr-20261123-0002".into(),
+            message_id: 1050,
+            lease_token: "lt-1050".into(),
+            outcome: Outcome::Sent,
+            smtp_code: Some(250),
+            enhanced_status: Some("2.0.0".into()),
+            text: Some("Ok: queued as 7Qw2Rt".into()),
+            attempted_at: at(1_795_430_100, 0),
+            recipients: vec![
+                recipient(
+                    "alice@example.org",
+                    Outcome::Sent,
+                    250,
+                    "2.1.5",
+                    "Recipient ok",
+                ),
+                recipient(
+                    "bob@example.org",
+                    Outcome::Failed,
+                    550,
+                    "5.1.1",
+                    "No such user",
+                ),
+                recipient(
+                    "carol@example.org",
+                    Outcome::Deferred,
+                    452,
+                    "4.2.2",
+                    "Mailbox full",
+                ),
+            ],
+        }],
+        held_job_runs: None,
+    }
+}
+
 /// The checked-in examples: file name → body.
 pub fn examples() -> Vec<(String, Body)> {
     let mut out: Vec<(String, Body)> = vec![
         (
             "job-run-request.xml".into(),
             Body::JobRunRequest(job_run_request()),
+        ),
+        (
+            "job-run-request-mixed.xml".into(),
+            Body::JobRunRequest(job_run_request_mixed()),
         ),
         ("job-run.xml".into(), Body::JobRun(job_run())),
         ("job-run-empty.xml".into(), Body::JobRun(job_run_empty())),
