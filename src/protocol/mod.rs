@@ -8,6 +8,7 @@ pub mod limits;
 pub mod reply_rules;
 pub mod sign;
 pub mod types;
+pub mod wsdl;
 mod xml;
 
 pub use types::*;
