@@ -5,6 +5,7 @@
 mod common;
 
 mod admin;
+mod clients;
 mod core_dumps;
 mod correctness;
 mod dispatcher;
