@@ -329,7 +329,8 @@ impl Endpoint {
             .ok_or_else(|| Refusal::from(faults::unknown_key_id(&signature.key_id)))?;
 
         // The runner is known: even a refusal of a bad signature is signed with the key
-        // it named, so the real runner can trust the fault.
+        // it named, so the real runner can trust the fault. Not a stale timestamp: one
+        // of the two clocks is off, so the client could not verify the signature.
         let named_key = runner
             .keys
             .iter()
@@ -348,8 +349,8 @@ impl Endpoint {
         .map_err(|e| {
             let refusal = Refusal::new(e.fault_reason(), e.to_string());
             match &named_key {
-                Some(k) => refusal.signed_with(k),
-                None => refusal,
+                Some(k) if !matches!(e, sign::SignError::Stale { .. }) => refusal.signed_with(k),
+                _ => refusal,
             }
         })?
         .clone();

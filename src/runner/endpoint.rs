@@ -177,9 +177,16 @@ impl Endpoint {
                 key: Some(key.clone()),
             }
         };
+        // A stale timestamp goes unsigned: one of the clocks is off, so the peer could
+        // not verify a signature made on this one.
         let key = web::verify_request(req, &keys, sign::now_unix())
-            .map_err(|e| Fault::new(e.fault_reason(), e.to_string()))
-            .map_err(signed_with(&named_key))?
+            .map_err(|e| {
+                let fault = Fault::new(e.fault_reason(), e.to_string());
+                match e {
+                    sign::SignError::Stale { .. } => Refusal::from(fault),
+                    _ => signed_with(&named_key)(fault),
+                }
+            })?
             .clone();
         let signed = signed_with(&key);
         let body = codec::decode_with(&req.body, &Limits::REQUEST).map_err(&signed)?;

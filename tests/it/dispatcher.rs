@@ -538,7 +538,7 @@ fn check_refusals(url: &str, db: &Db) {
         signed_headers(&key, &path, &body, now - 3600, &sign::new_nonce()),
         body.clone(),
         FaultReason::StaleTimestamp,
-        true,
+        false,
     ));
     let mut tampered = body.clone();
     let at = tampered
