@@ -1367,9 +1367,11 @@ fn cgi_ready_starts_a_detached_cycle_that_delivers() {
     assert!(
         matches!(&answer, Body::JobRunnerReadyResponse(r) if r.status == ReadyStatus::Accepted)
     );
-    // Safety bound only: delivery normally starts within a second.
+    // Safety bound only: delivery normally starts within a second. The cycle asks for
+    // the next batch while the message is still on its way, so wait for the result too.
     let start = Instant::now();
-    while dispatcher.requests().len() < 2 || !outbox(&state).is_empty() {
+    let reported = || -> usize { dispatcher.requests().iter().map(|r| r.results.len()).sum() };
+    while dispatcher.requests().len() < 2 || !outbox(&state).is_empty() || reported() == 0 {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "the cycle did not run"
@@ -1377,8 +1379,7 @@ fn cgi_ready_starts_a_detached_cycle_that_delivers() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(server.messages().len(), 1);
-    let reported: usize = dispatcher.requests().iter().map(|r| r.results.len()).sum();
-    assert_eq!(reported, 1);
+    assert_eq!(reported(), 1);
 }
 
 /// A cycle that runner-cgi starts writes what went wrong to `cycle.log` (0600), as the

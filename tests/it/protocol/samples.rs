@@ -259,6 +259,8 @@ pub fn reply_policy() -> Vec<ReplyRule> {
     ]
 }
 
+/// One fault per reason, worded as protocol/faults.md says the endpoints word it
+/// (`protocol::examples_follow_the_fault_table` checks).
 pub fn fault(reason: FaultReason) -> Fault {
     let message = match reason {
         FaultReason::MalformedXml => "not well-formed XML at byte 212: unclosed tag",
@@ -270,16 +272,16 @@ pub fn fault(reason: FaultReason) -> Fault {
         FaultReason::WrongNamespace => "<JobRunRequest> in soap:Body is in namespace \"urn:mailrun:soap:v0\", expected \"urn:mailrun:soap:v1\"",
         FaultReason::MissingField => "missing <runnerId> in JobRunRequest",
         FaultReason::InvalidValue => "invalid value for <outcome> in JobRunRequest/results/result[2]: \"Bounced\" is not one of Sent, Deferred, Failed, NotAttempted, Unknown",
-        FaultReason::MissingSignature => "missing X-Mailrun-Signature header",
+        FaultReason::MissingSignature => "request is not signed (no X-Mailrun-* headers)",
         FaultReason::BadSignature => "signature does not match",
-        FaultReason::StaleTimestamp => "timestamp is 412 s away from the receiver's clock (window ±300 s)",
-        FaultReason::ReplayedNonce => "nonce already used",
+        FaultReason::StaleTimestamp => "timestamp 1795429588 is outside the ±300 s window around 1795430000",
+        FaultReason::ReplayedNonce => "nonce already used; sign every request afresh",
         FaultReason::UnknownRunner => "no runner has key id \"k-old\"",
         FaultReason::RunnerDisabled => "runner \"runner-eu-1\" is disabled",
-        FaultReason::VersionNotIncreasing => "config version 6 is not above the applied version 7",
+        FaultReason::VersionNotIncreasing => "version 7 does not increase the applied version 7",
         FaultReason::PlainHttpRefused => "plain http:// to a non-loopback peer is refused",
-        FaultReason::Unavailable => "database unavailable, try again later",
-        FaultReason::Internal => "internal error",
+        FaultReason::Unavailable => "the dispatcher's database is unavailable; retry later",
+        FaultReason::Internal => "not configured; see the endpoint's log",
     };
     Fault::new(reason, message)
 }
