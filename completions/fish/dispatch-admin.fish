@@ -48,6 +48,7 @@ complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "suppr
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "reply-rule" -d 'The reply policy: what SMTP answers mean (retry, another account, suppress, fail)'
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "unknown" -d 'Messages whose outcome is unknown (DATA sent, no answer): list and resolve'
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "account-group" -d 'Named failover lists of SMTP accounts (enqueue --account-group)'
+complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "wsdl" -d 'Print dispatch-cgi\'s WSDL with its real address and the schema inlined, for SOAP stacks (zeep, SoapClient...) to load as it is; needs no database'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand init" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand init" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand init" -l json -d 'Print machine-readable JSON'
@@ -465,3 +466,9 @@ complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account-gr
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account-group; and __fish_seen_subcommand_from list" -l json -d 'Print machine-readable JSON'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account-group; and __fish_seen_subcommand_from list" -s v -l verbose -d 'Say what was done'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account-group; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand wsdl" -l url -d 'The URL runners post to, e.g. https://mail.example.com/cgi-bin/dispatch-cgi' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand wsdl" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand wsdl" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand wsdl" -l json -d 'Print machine-readable JSON'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand wsdl" -s v -l verbose -d 'Say what was done'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand wsdl" -s h -l help -d 'Print help'

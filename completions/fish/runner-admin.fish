@@ -28,6 +28,7 @@ complete -c runner-admin -n "__fish_runner_admin_needs_command" -l state-dir -d 
 complete -c runner-admin -n "__fish_runner_admin_needs_command" -s h -l help -d 'Print help'
 complete -c runner-admin -n "__fish_runner_admin_needs_command" -s V -l version -d 'Print version'
 complete -c runner-admin -n "__fish_runner_admin_needs_command" -f -a "init" -d 'Create the state folder and runner.toml (mode 0600)'
+complete -c runner-admin -n "__fish_runner_admin_needs_command" -f -a "wsdl" -d 'Print runner-cgi\'s WSDL with its real address and the schema inlined, for SOAP stacks to load as it is (a dispatcher written elsewhere); needs no state folder'
 complete -c runner-admin -n "__fish_runner_admin_needs_command" -f -a "status" -d 'Show config version, reply rules, spooled batches, journal progress, outbox, ready marker, lock'
 complete -c runner-admin -n "__fish_runner_admin_needs_command" -f -a "policy" -d 'List the reply policy the dispatcher pushed, as runner-send applies it'
 complete -c runner-admin -n "__fish_runner_admin_needs_command" -f -a "cycle" -d 'Poll, send, poll again... until the dispatcher has no work, the time budget ends, or the dispatcher does not answer. This is what cron and runner-cgi start'
@@ -43,6 +44,9 @@ complete -c runner-admin -n "__fish_runner_admin_using_subcommand init" -l state
 complete -c runner-admin -n "__fish_runner_admin_using_subcommand init" -l allow-plain-http -d 'Allow plain http:// to a non-loopback dispatcher (off by default)'
 complete -c runner-admin -n "__fish_runner_admin_using_subcommand init" -l force -d 'Replace an existing runner.toml (pushed settings are kept)'
 complete -c runner-admin -n "__fish_runner_admin_using_subcommand init" -s h -l help -d 'Print help'
+complete -c runner-admin -n "__fish_runner_admin_using_subcommand wsdl" -l url -d 'The URL of this runner\'s runner-cgi, e.g. https://host/cgi-bin/runner-cgi' -r
+complete -c runner-admin -n "__fish_runner_admin_using_subcommand wsdl" -l state-dir -d 'Runner state folder [default: $MAILRUN_RUNNER_DIR, else ~/.local/share/mailrun/runner]' -r -F
+complete -c runner-admin -n "__fish_runner_admin_using_subcommand wsdl" -s h -l help -d 'Print help'
 complete -c runner-admin -n "__fish_runner_admin_using_subcommand status" -l state-dir -d 'Runner state folder [default: $MAILRUN_RUNNER_DIR, else ~/.local/share/mailrun/runner]' -r -F
 complete -c runner-admin -n "__fish_runner_admin_using_subcommand status" -l json -d 'Print JSON instead of text'
 complete -c runner-admin -n "__fish_runner_admin_using_subcommand status" -s h -l help -d 'Print help'

@@ -47,6 +47,9 @@ DECLARE
     v_accounts bigint[];
     v_action text;
     v_until timestamptz;
+    -- Recipients a per-recipient report left out: recorded with the message's answer,
+    -- marked, so reports show every recipient (docs/protocol.md, "Per-recipient results").
+    v_unreported jsonb := '[]';
 BEGIN
     IF r IS NULL OR jsonb_typeof(r) <> 'object' THEN
         PERFORM mailrun.refuse(NULL, 'apply_result takes a JSON object');
@@ -111,6 +114,13 @@ BEGIN
             c := v_code;
             en := v_enh;
             tx := v_text;
+            IF jsonb_array_length(v_recips) > 0 THEN
+                v_unreported := v_unreported || jsonb_build_object(
+                    'address', addr, 'outcome', v_outcome, 'smtp_code', v_code,
+                    'enhanced_status', v_enh, 'reported', false,
+                    'text', 'not reported by the runner; the message''s answer: '
+                            || coalesce(v_text, '-'));
+            END IF;
         END IF;
         IF o IN ('failed', 'deferred') THEN
             SELECT * INTO dec FROM mailrun.reply_decision(c, en, tx, mailrun.addr_domain(addr), v_account, m.final_codes);
@@ -154,6 +164,10 @@ BEGIN
         END IF;
         rr := NULL;
     END LOOP;
+    IF jsonb_array_length(v_unreported) > 0 THEN
+        UPDATE mailrun.delivery_attempts SET recipients = v_recips || v_unreported
+            WHERE message_id = m.id AND lease_token = v_token;
+    END IF;
 
     IF v_late THEN
         -- The lease was reaped (its reservation already given back) or replaced: what

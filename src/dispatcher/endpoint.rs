@@ -13,6 +13,7 @@ use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_CONFIG, EXIT_OK, EXIT_USAGE};
 use crate::dispatcher::status_page::{self, StatusPageConfig};
 use crate::dispatcher::{connection, queue, runners, schema};
 use crate::protocol::codec::{self, Limits};
+use crate::protocol::faults;
 use crate::protocol::sign::{self, Signature, SigningKey};
 use crate::protocol::{Body, Fault, FaultReason, JobRun, JobRunRequest};
 use crate::web::{Request, Response};
@@ -137,11 +138,7 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
                 verbose: args.verbose,
                 status_page,
             };
-            crate::web::listen::serve(
-                &addr.to_string(),
-                move |req| endpoint.handle(req),
-                adapter_limit(max_body),
-            )?;
+            crate::web::listen::serve(&addr.to_string(), move |req| endpoint.handle(req), max_body)?;
             Ok(EXIT_OK)
         }
         (None, true) => match database_url {
@@ -153,7 +150,7 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
                     verbose: args.verbose,
                     status_page,
                 };
-                crate::web::cgi::serve_once(&|req| endpoint.handle(req), adapter_limit(max_body))?;
+                crate::web::cgi::serve_once(&|req| endpoint.handle(req), max_body)?;
                 Ok(EXIT_OK)
             }
             Err(err) => {
@@ -174,22 +171,10 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
 /// Answers the pending CGI request with an `Internal` fault: the dispatcher cannot work
 /// until its operator fixes the configuration (the reason is in the log).
 fn answer_not_configured() {
-    let handler = |req: Request| {
-        fault_response(
-            &Fault::new(FaultReason::Internal, "dispatcher is not configured"),
-            None,
-            &req,
-        )
-    };
-    if let Err(e) = crate::web::cgi::serve_once(&handler, adapter_limit(DEFAULT_MAX_BODY)) {
+    let handler = |req: Request| fault_response(&faults::not_configured(), None, &req);
+    if let Err(e) = crate::web::cgi::serve_once(&handler, DEFAULT_MAX_BODY) {
         eprintln!("dispatch-cgi: error: cannot answer the web server: {e}");
     }
-}
-
-/// The HTTP adapters' hard cap: up to twice `max_body` is read so the handler can answer
-/// a SOAP TooLarge fault; beyond that the adapter answers 413 without reading the body.
-fn adapter_limit(max_body: usize) -> usize {
-    max_body.saturating_mul(2)
 }
 
 /// The request handler shared by CGI and `--listen`.
@@ -278,10 +263,7 @@ impl Endpoint {
             }
             "POST" => {}
             other => {
-                let fault = Fault::new(
-                    FaultReason::UnknownOperation,
-                    format!("method {other} not allowed; use POST (SOAP) or GET"),
-                );
+                let fault = faults::method_not_allowed(other);
                 eprintln!("dispatch-cgi: {peer} {other} {} 405 {fault}", request.path);
                 let mut response = fault_response(&fault, None, &request);
                 response.status = 405;
@@ -327,12 +309,7 @@ impl Endpoint {
     /// Checks the request in the order that reveals least to an unauthenticated peer,
     /// then applies it in one transaction.
     fn serve(&self, request: &Request) -> Result<(JobRun, SigningKey, Served), Refusal> {
-        if request.body.len() > self.max_body {
-            return Err(Refusal::new(
-                FaultReason::TooLarge,
-                format!("request body exceeds {} bytes", self.max_body),
-            ));
-        }
+        // The adapters refuse a body over `max_body` (413) before this runs.
         check_soap_action(request)?;
 
         let signature = Signature::from_headers(|name| request.header(name).map(str::to_string))
@@ -343,24 +320,17 @@ impl Endpoint {
         // Mid-upgrade (binary and schema out of step) the runner should come back later.
         schema::require_current(&mut client).map_err(|err| {
             let mut refusal = db_refusal(err);
-            refusal.fault = Fault::new(
-                FaultReason::Unavailable,
-                "the dispatcher's database schema does not match this dispatcher; retry later",
-            );
+            refusal.fault = faults::database_unavailable();
             refusal
         })?;
 
         let runner = runners::find_by_key_id(&mut client, &signature.key_id)
             .map_err(db_refusal)?
-            .ok_or_else(|| {
-                Refusal::new(
-                    FaultReason::UnknownRunner,
-                    format!("no runner has key id {:?}", signature.key_id),
-                )
-            })?;
+            .ok_or_else(|| Refusal::from(faults::unknown_key_id(&signature.key_id)))?;
 
         // The runner is known: even a refusal of a bad signature is signed with the key
-        // it named, so the real runner can trust the fault.
+        // it named, so the real runner can trust the fault. Not a stale timestamp: one
+        // of the two clocks is off, so the client could not verify the signature.
         let named_key = runner
             .keys
             .iter()
@@ -379,8 +349,8 @@ impl Endpoint {
         .map_err(|e| {
             let refusal = Refusal::new(e.fault_reason(), e.to_string());
             match &named_key {
-                Some(k) => refusal.signed_with(k),
-                None => refusal,
+                Some(k) if !matches!(e, sign::SignError::Stale { .. }) => refusal.signed_with(k),
+                _ => refusal,
             }
         })?
         .clone();
@@ -389,33 +359,17 @@ impl Endpoint {
         let job_request = match codec::decode_with(&request.body, &Limits::for_request()) {
             Ok(Body::JobRunRequest(r)) => r,
             Ok(other) => {
-                return Err(Refusal::new(
-                    FaultReason::UnknownOperation,
-                    format!(
-                        "body is {} but SOAPAction says JobRunRequest",
-                        codec::soap_action(&other)
-                    ),
-                )
-                .signed_with(&key))
+                let fault = faults::action_mismatch(codec::operation_name(&other), "JobRunRequest");
+                return Err(Refusal::from(fault).signed_with(&key));
             }
             Err(fault) => return Err(Refusal::from(fault).signed_with(&key)),
         };
         if job_request.runner_id != runner.id {
-            return Err(Refusal::new(
-                FaultReason::InvalidValue,
-                format!(
-                    "runnerId {:?} does not match the runner of key {:?}",
-                    job_request.runner_id, key.key_id
-                ),
-            )
-            .signed_with(&key));
+            let fault = faults::wrong_runner_id(&job_request.runner_id, &key.key_id);
+            return Err(Refusal::from(fault).signed_with(&key));
         }
         if !runner.enabled {
-            return Err(Refusal::new(
-                FaultReason::RunnerDisabled,
-                format!("runner {:?} is disabled", runner.id),
-            )
-            .signed_with(&key));
+            return Err(Refusal::from(faults::runner_disabled(&runner.id)).signed_with(&key));
         }
 
         let limit = job_request.capacity.min(runner.batch_size);
@@ -450,10 +404,7 @@ impl Endpoint {
         .map_err(db_refusal)?;
         if !fresh {
             // Dropping `tx` rolls back: nothing of this request is kept.
-            return Err(Refusal::new(
-                FaultReason::ReplayedNonce,
-                "this nonce was already used; sign every request afresh",
-            ));
+            return Err(Refusal::from(faults::replayed_nonce()));
         }
         let acknowledged =
             queue::apply_results(&mut tx, runner_id, &job_request.results).map_err(db_refusal)?;
@@ -494,20 +445,9 @@ fn empty_job_run() -> JobRun {
 
 /// The SOAPAction header must name JobRunRequest (quotes optional, as clients differ).
 fn check_soap_action(request: &Request) -> Result<(), Refusal> {
-    let Some(raw) = request.header("soapaction") else {
-        return Err(Refusal::new(
-            FaultReason::UnknownOperation,
-            format!("SOAPAction header missing; expected \"{JOB_RUN_REQUEST_ACTION}\""),
-        ));
-    };
-    let action = raw.trim().trim_matches('"');
+    let action = request.soap_action();
     if action != JOB_RUN_REQUEST_ACTION {
-        return Err(Refusal::new(
-            FaultReason::UnknownOperation,
-            format!(
-                "SOAPAction {action:?} is not served here; expected \"{JOB_RUN_REQUEST_ACTION}\""
-            ),
-        ));
+        return Err(Refusal::from(faults::unknown_action(action)));
     }
     Ok(())
 }
@@ -516,28 +456,26 @@ fn check_soap_action(request: &Request) -> Result<(), Refusal> {
 /// later); a value the database refused (a bad result in the request) is `InvalidValue`
 /// with the database's message; anything else `Internal`, details in the log only.
 fn db_refusal(err: anyhow::Error) -> Refusal {
-    let (reason, message) = if connection::is_unavailable(&err) {
-        (
-            FaultReason::Unavailable,
-            "the dispatcher's database is unavailable; retry later".to_string(),
-        )
+    let fault = if connection::is_unavailable(&err) {
+        faults::database_unavailable()
     } else if let Some(refused) = connection::refused_value(&err) {
-        (FaultReason::InvalidValue, refused)
+        Fault::new(FaultReason::InvalidValue, refused)
     } else {
-        (
+        Fault::new(
             FaultReason::Internal,
-            "internal error in the dispatcher; see its log".to_string(),
+            "internal error in the dispatcher; see its log",
         )
     };
     Refusal {
-        fault: Fault::new(reason, message),
+        fault,
         key: None,
         log_detail: Some(format!("{err:#}")),
     }
 }
 
 /// A SOAP response, signed with `key` when the runner is known (contract: method
-/// `RESPONSE`, the request's path, the response's own SOAPAction, which is also sent).
+/// `RESPONSE`, the request's path, the response's own SOAPAction). The SOAPAction header
+/// goes with every answer, signed or not (protocol/faults.md).
 fn signed_response(
     status: u16,
     body: &Body,
@@ -545,9 +483,10 @@ fn signed_response(
     request: &Request,
 ) -> Response {
     let bytes = codec::encode(body);
+    let action = codec::soap_action(body);
     let headers = match key {
-        Some(key) => crate::web::sign_response(key, request, codec::soap_action(body), &bytes),
-        None => Vec::new(),
+        Some(key) => crate::web::sign_response(key, request, action, &bytes),
+        None => vec![("SOAPAction".to_string(), format!("\"{action}\""))],
     };
     Response {
         status,

@@ -3,10 +3,12 @@
 //! repository (WSDL, XSD, examples) is the contract this module follows.
 
 pub mod codec;
+pub mod faults;
 pub mod limits;
 pub mod reply_rules;
 pub mod sign;
 pub mod types;
+pub mod wsdl;
 mod xml;
 
 pub use types::*;

@@ -184,9 +184,8 @@ impl SignError {
         match self {
             SignError::Missing => FaultReason::MissingSignature,
             SignError::Stale { .. } => FaultReason::StaleTimestamp,
-            SignError::Malformed(_) | SignError::UnknownKey(_) | SignError::Mismatch => {
-                FaultReason::BadSignature
-            }
+            SignError::UnknownKey(_) => FaultReason::UnknownRunner,
+            SignError::Malformed(_) | SignError::Mismatch => FaultReason::BadSignature,
             SignError::BadKey(_) => FaultReason::Internal,
         }
     }
@@ -566,7 +565,7 @@ mod tests {
         assert_eq!(e.fault_reason(), FaultReason::BadSignature);
         let e = verify(&[key("runner-2", 7)], &s, "POST", PATH, ACTION, BODY, NOW).unwrap_err();
         assert!(matches!(e, SignError::UnknownKey(_)));
-        assert_eq!(e.fault_reason(), FaultReason::BadSignature);
+        assert_eq!(e.fault_reason(), FaultReason::UnknownRunner);
     }
 
     #[test]

@@ -40,6 +40,13 @@ pub struct Args {
 pub enum Command {
     /// Create the state folder and runner.toml (mode 0600).
     Init(InitArgs),
+    /// Print runner-cgi's WSDL with its real address and the schema inlined, for SOAP
+    /// stacks to load as it is (a dispatcher written elsewhere); needs no state folder.
+    Wsdl {
+        /// The URL of this runner's runner-cgi, e.g. https://host/cgi-bin/runner-cgi.
+        #[arg(long, value_name = "URL")]
+        url: String,
+    },
     /// Show config version, reply rules, spooled batches, journal progress, outbox, ready
     /// marker, lock.
     Status(StatusArgs),
@@ -157,6 +164,12 @@ pub struct CycleArgs {
 }
 
 pub fn main(args: Args) -> Result<u8> {
+    if let Command::Wsdl { url } = &args.command {
+        let wsdl = crate::protocol::wsdl::with_address(crate::protocol::wsdl::Service::Runner, url)
+            .map_err(|e| CliError::new(crate::cli::EXIT_USAGE, e))?;
+        print!("{wsdl}");
+        return Ok(crate::cli::EXIT_OK);
+    }
     let state = StateDir::locate(args.state_dir.as_deref())?;
     match args.command {
         Command::Init(a) => init(&state, a),
@@ -169,6 +182,7 @@ pub fn main(args: Args) -> Result<u8> {
         Command::RotateKey(a) => rotate_key(&state, a),
         Command::DropPreviousKey => drop_previous_key(&state),
         Command::SelfUpdate(a) => crate::runner::update::main(&state, a),
+        Command::Wsdl { .. } => unreachable!("answered before the state folder is located"),
     }
 }
 

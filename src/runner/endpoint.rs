@@ -17,6 +17,7 @@ use clap::Parser;
 
 use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE};
 use crate::protocol::codec::{self, Limits};
+use crate::protocol::faults;
 use crate::protocol::sign::{self, SigningKey};
 use crate::protocol::{
     Body, Fault, FaultReason, JobRunnerConfigUpdate, JobRunnerConfigUpdateResponse, JobRunnerReady,
@@ -125,8 +126,16 @@ impl From<Fault> for Refusal {
 impl Endpoint {
     pub fn handle(&self, req: Request) -> Response {
         if req.method != "POST" {
-            return Response::text(405, "runner-cgi accepts only POST (SOAP 1.1)")
-                .with_header("Allow", "POST");
+            let mut response = reply(
+                &req,
+                None,
+                405,
+                &Body::Fault(faults::method_not_allowed(&req.method)),
+            );
+            response
+                .headers
+                .push(("Allow".to_string(), "POST".to_string()));
+            return response;
         }
         match self.answer(&req) {
             Ok((key, body)) => reply(&req, Some(&key), 200, &body),
@@ -137,45 +146,72 @@ impl Endpoint {
         }
     }
 
+    /// The checks in the order of protocol/faults.md, then the operation.
     fn answer(&self, req: &Request) -> Result<(SigningKey, Body), Refusal> {
-        let config = RunnerConfig::load(&self.state).map_err(|_| {
+        let action = req.soap_action();
+        let Some(action_operation) = RUNNER_OPERATIONS
+            .iter()
+            .find(|op| action.strip_prefix(crate::protocol::NAMESPACE) == Some(&format!("#{op}")))
+        else {
+            return Err(faults::unknown_action(action).into());
+        };
+        let config = RunnerConfig::load(&self.state).map_err(|e| {
             // The details (paths, modes) are for the operator's log, not the peer.
-            Fault::new(FaultReason::Internal, "runner is not configured")
+            eprintln!("runner-cgi: error: runner is not configured: {e:#}");
+            faults::not_configured()
         })?;
-        let keys = config
-            .accepted_keys()
-            .map_err(|_| Fault::new(FaultReason::Internal, "runner key is invalid"))?;
+        let keys = config.accepted_keys().map_err(|e| {
+            eprintln!("runner-cgi: error: runner key is invalid: {e:#}");
+            faults::not_configured()
+        })?;
         let sig =
             web::request_signature(req).map_err(|e| Fault::new(e.fault_reason(), e.to_string()))?;
-        let key = web::verify_request(req, &keys, sign::now_unix())
-            .map_err(|e| Fault::new(e.fault_reason(), e.to_string()))?
-            .clone();
-        let signed = |fault: Fault| Refusal {
-            fault,
-            key: Some(key.clone()),
+        // A key of the named key id signs every refusal from here on.
+        let Some(named_key) = keys.iter().find(|k| k.key_id == sig.key_id).cloned() else {
+            return Err(faults::unknown_key_id(&sig.key_id).into());
         };
+        let signed_with = |key: &SigningKey| {
+            let key = key.clone();
+            move |fault: Fault| Refusal {
+                fault,
+                key: Some(key.clone()),
+            }
+        };
+        // A stale timestamp goes unsigned: one of the clocks is off, so the peer could
+        // not verify a signature made on this one.
+        let key = web::verify_request(req, &keys, sign::now_unix())
+            .map_err(|e| {
+                let fault = Fault::new(e.fault_reason(), e.to_string());
+                match e {
+                    sign::SignError::Stale { .. } => Refusal::from(fault),
+                    _ => signed_with(&named_key)(fault),
+                }
+            })?
+            .clone();
+        let signed = signed_with(&key);
+        let body = codec::decode_with(&req.body, &Limits::REQUEST).map_err(&signed)?;
+        let body_operation = codec::operation_name(&body);
+        if body_operation != *action_operation {
+            return Err(signed(faults::action_mismatch(
+                body_operation,
+                action_operation,
+            )));
+        }
+        let runner_id = match &body {
+            Body::JobRunnerReady(ready) => ready.runner_id.as_str(),
+            Body::JobRunnerConfigUpdate(update) => update.runner_id.as_str(),
+            _ => "",
+        };
+        if runner_id != config.runner_id {
+            return Err(signed(faults::wrong_runner_id(runner_id, &key.key_id)));
+        }
+        // Last, so that only a request about to be carried out uses up its nonce.
         match nonces::remember(&self.state, &sig.key_id, &sig.nonce) {
             Ok(true) => {}
-            Ok(false) => {
-                return Err(signed(Fault::new(
-                    FaultReason::ReplayedNonce,
-                    "nonce already used",
-                )))
-            }
+            Ok(false) => return Err(signed(faults::replayed_nonce())),
             Err(e) => {
                 return Err(signed(self.internal(&e, "cannot record the request nonce")));
             }
-        }
-        let body = codec::decode_with(&req.body, &Limits::REQUEST).map_err(signed)?;
-        if codec::soap_action(&body) != req.soap_action() {
-            return Err(signed(Fault::new(
-                FaultReason::InvalidValue,
-                format!(
-                    "SOAPAction {:?} does not match the body ({})",
-                    req.soap_action(),
-                    codec::operation_name(&body)
-                ),
-            )));
         }
         let answer = match body {
             Body::JobRunnerReady(ready) => self.ready(&config, &ready),
@@ -189,8 +225,7 @@ impl Endpoint {
         Ok((key, answer))
     }
 
-    fn ready(&self, config: &RunnerConfig, ready: &JobRunnerReady) -> Result<Body, Fault> {
-        check_runner_id(config, &ready.runner_id)?;
+    fn ready(&self, config: &RunnerConfig, _ready: &JobRunnerReady) -> Result<Body, Fault> {
         let answer = |status| {
             Ok(Body::JobRunnerReadyResponse(JobRunnerReadyResponse {
                 status,
@@ -230,9 +265,10 @@ impl Endpoint {
         // Serialise updates so two pushes cannot interleave read-modify-write.
         let lock = ConfigLock::take(&self.state)
             .map_err(|e| self.internal(&e, "cannot lock the configuration"))?;
-        let mut config = RunnerConfig::load(&self.state)
-            .map_err(|_| Fault::new(FaultReason::Internal, "runner is not configured"))?;
-        check_runner_id(&config, &update.runner_id)?;
+        let mut config = RunnerConfig::load(&self.state).map_err(|e| {
+            eprintln!("runner-cgi: error: runner is not configured: {e:#}");
+            faults::not_configured()
+        })?;
         if update.version <= config.settings.version {
             return Err(Fault::new(
                 FaultReason::VersionNotIncreasing,
@@ -271,16 +307,8 @@ impl Endpoint {
     }
 }
 
-fn check_runner_id(config: &RunnerConfig, runner_id: &str) -> Result<(), Fault> {
-    if runner_id == config.runner_id {
-        Ok(())
-    } else {
-        Err(Fault::new(
-            FaultReason::UnknownRunner,
-            format!("this is runner {:?}, not {runner_id:?}", config.runner_id),
-        ))
-    }
-}
+/// The operations runner-cgi serves (runner.wsdl), as SOAPAction names them.
+const RUNNER_OPERATIONS: [&str; 2] = ["JobRunnerReady", "JobRunnerConfigUpdate"];
 
 fn reply(req: &Request, key: Option<&SigningKey>, status: u16, body: &Body) -> Response {
     let bytes = codec::encode(body);

@@ -12,7 +12,9 @@ pub mod listen;
 use std::fmt;
 use std::net::IpAddr;
 
+use crate::protocol::codec;
 use crate::protocol::sign::{self, SignError, Signature, SigningKey};
+use crate::protocol::{Body, Fault, FaultReason};
 
 /// Content type of every SOAP 1.1 message mailrun sends.
 pub const SOAP_CONTENT_TYPE: &str = "text/xml; charset=utf-8";
@@ -139,6 +141,7 @@ impl fmt::Debug for BodyLen {
 }
 
 /// A request the adapters refuse before any handler runs (oversize, no length, ...).
+/// It is answered with the SOAP fault `protocol/faults.md` names for it, unsigned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status} {message}")]
 pub struct RequestError {
@@ -154,9 +157,31 @@ impl RequestError {
         }
     }
 
-    pub fn to_response(&self) -> Response {
-        Response::text(self.status, &self.message)
+    /// The fault reason of the refusal: `TooLarge` for 413, else `MalformedXml` (the
+    /// request is not a well-formed SOAP-over-HTTP request).
+    pub fn fault_reason(&self) -> FaultReason {
+        match self.status {
+            413 => FaultReason::TooLarge,
+            _ => FaultReason::MalformedXml,
+        }
     }
+
+    /// The SOAP fault envelope with this status and the fault's SOAPAction header.
+    pub fn to_response(&self) -> Response {
+        fault_response(
+            self.status,
+            &Fault::new(self.fault_reason(), self.message.clone()),
+        )
+    }
+}
+
+/// An unsigned SOAP fault answer: the envelope and `SOAPAction: "…#Fault"` (every SOAP
+/// answer carries its SOAPAction, `protocol/faults.md`).
+pub fn fault_response(status: u16, fault: &Fault) -> Response {
+    let body = Body::Fault(fault.clone());
+    let action = codec::soap_action(&body);
+    Response::new(status, SOAP_CONTENT_TYPE, codec::encode(&body))
+        .with_header("SOAPAction", format!("\"{action}\""))
 }
 
 /// Headers a server adds to a response: the signature (method `RESPONSE`, the request's

@@ -310,3 +310,59 @@ fn zeep_plays_the_dispatcher_against_runner_cgi_ready_and_config_update() {
     let toml = std::fs::read_to_string(runner.dir().join("runner.toml")).expect("runner.toml");
     assert!(toml.contains("batch_size = 25"), "{toml}");
 }
+
+/// `dispatch-admin wsdl --url` and `runner-admin wsdl --url` print WSDLs zeep uses as
+/// they are: one file each (schema inlined), the real address, no override (issue 18).
+#[test]
+fn zeep_uses_the_printed_wsdls_as_they_are() {
+    let db = Db::new(common::cluster().fresh_db("e2e_zeep_wsdl"), 9);
+    let dispatcher = pipeline::serve_dispatcher(&db.url, &[]);
+    let runner = RunnerNode::init("zeep-wsdl", &dispatcher.url("dispatch-cgi"));
+    db.add_runner(&runner, "http://127.0.0.1:9/unused", 10);
+    db.enqueue(2);
+    let dir = common::temp_dir();
+    let print = |bin: &str, url: &str, file: &str| {
+        let out = common::run(common::command(bin).args(["wsdl", "--url", url]));
+        common::assert_status(&out, 0);
+        let path = dir.path().join(file);
+        std::fs::write(&path, &out.stdout).expect("write WSDL");
+        path.display().to_string()
+    };
+    let wsdl = print(
+        env!("CARGO_BIN_EXE_dispatch-admin"),
+        &dispatcher.url("dispatch-cgi"),
+        "dispatcher.wsdl",
+    );
+    let got = zeep(&[
+        "runner",
+        &wsdl,
+        "-",
+        &runner.id,
+        &runner.key.key_id,
+        &runner.key.secret_hex(),
+    ]);
+    assert_eq!(got["batch"].as_array().map(Vec::len), Some(2), "{got}");
+    assert_eq!(got["final_messages"], 0, "{got}");
+
+    let target = RunnerNode::init(
+        "zeep-wsdl-target",
+        "http://127.0.0.1:9/cgi-bin/dispatch-cgi",
+    );
+    let server = target.serve();
+    let wsdl = print(
+        pipeline::RUNNER_ADMIN,
+        &server.url("runner-cgi"),
+        "runner.wsdl",
+    );
+    let got = zeep(&[
+        "dispatcher",
+        &wsdl,
+        "-",
+        &target.id,
+        &target.key.key_id,
+        &target.key.secret_hex(),
+        "http://127.0.0.1:9/cgi-bin/dispatch-cgi",
+    ]);
+    assert_eq!(got["ready"], "accepted", "{got}");
+    assert_eq!(got["applied"], 1, "{got}");
+}

@@ -5,11 +5,13 @@
 mod common;
 
 mod admin;
+mod clients;
 mod core_dumps;
 mod correctness;
 mod dispatcher;
 mod dispatcher_runner;
 mod e2e;
+mod fault_table;
 mod faults;
 mod imports;
 mod manpages;

@@ -5,7 +5,9 @@
 //!   and called as the runner's SOAP endpoint;
 //! - the Debian package is built with cargo-deb, its contents and control data are
 //!   inspected, and it is installed (on the machine when root, else into a throwaway
-//!   root) and run.
+//!   root) and run;
+//! - runner-cgi under Apache with Debian's stock suexec and mod_userdir, as a user of
+//!   its own, laid out as docs/packaging.md says, delivers a batch.
 use crate::common;
 
 use std::io::Write;
@@ -832,4 +834,188 @@ fn install_on_this_machine(deb: &Path) {
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
+}
+
+/// A dedicated user for the suexec test (unique name, home in a temp folder), removed on
+/// drop once the cycle its runner-cgi started has ended.
+struct SuexecUser {
+    name: String,
+    home: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SuexecUser {
+    fn create() -> SuexecUser {
+        let dir = common::temp_dir();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let name = format!(
+            "mrsx{}x{}",
+            std::process::id() % 100_000,
+            USER_COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        run_ok(
+            Command::new(require_tool("useradd"))
+                .args(["-M", "-U", "-s", "/usr/sbin/nologin", "-d"])
+                .arg(&home)
+                .arg(&name),
+        );
+        let user = SuexecUser {
+            name,
+            home,
+            _dir: dir,
+        };
+        user.chown(&user.home);
+        std::fs::set_permissions(&user.home, std::fs::Permissions::from_mode(0o755)).unwrap();
+        user
+    }
+
+    fn chown(&self, path: &Path) {
+        run_ok(
+            Command::new("chown")
+                .arg("-R")
+                .arg(format!("{0}:{0}", self.name))
+                .arg(path),
+        );
+    }
+
+    fn uid(&self) -> u32 {
+        std::fs::metadata(&self.home).unwrap().uid()
+    }
+}
+
+impl Drop for SuexecUser {
+    fn drop(&mut self) {
+        // userdel refuses while the cycle runner-cgi started still runs as the user.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !Command::new("userdel")
+            .arg(&self.name)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = Command::new("rm").arg("-rf").arg(&self.home).status();
+    }
+}
+
+/// runner-cgi behind Apache 2.4 with Debian's stock suexec and mod_userdir, as an
+/// unprivileged user, laid out as docs/packaging.md says (binaries outside the web root,
+/// a wrapper in ~/public_html/cgi-bin that sets the state folder, since suexec clears
+/// the environment): dispatch-tick wakes it, the cycle it starts runs as that user and
+/// delivers the batch.
+#[test]
+fn runner_cgi_under_suexec_userdir_delivers_a_batch() {
+    use crate::common::apache::{Apache, ApacheConfig, Mpm};
+    use crate::common::pipeline::{self, Db};
+    use crate::common::smtp::{SmtpServer, SmtpServerOptions};
+
+    if !common::is_root() {
+        eprintln!("SKIPPED: suexec needs root (a user of its own and a setuid helper)");
+        return;
+    }
+    let suexec = Path::new("/usr/lib/apache2/suexec");
+    if !suexec.exists() {
+        eprintln!(
+            "SKIPPED: {} missing (apache2-suexec-pristine)",
+            suexec.display()
+        );
+        return;
+    }
+    let smtp = SmtpServer::start(SmtpServerOptions::default());
+    let db = Db::new(common::cluster().fresh_db("packaging_suexec"), smtp.port);
+    let dispatcher = pipeline::serve_dispatcher(&db.url, &[]);
+    let user = SuexecUser::create();
+    let home = user.home.clone();
+
+    // The binaries, side by side, outside the web root.
+    let bin = home.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (name, program) in [
+        ("runner-cgi", pipeline::RUNNER_CGI),
+        ("runner-admin", pipeline::RUNNER_ADMIN),
+    ] {
+        std::fs::copy(program, bin.join(name)).unwrap();
+    }
+    // The state folder, made by runner-admin init, owned by the user.
+    let state = home.join(".local/share/mailrun/runner");
+    let key = SigningKey::generate("key-suexec");
+    common::runner_init(&state, &dispatcher.url("dispatch-cgi"), "suexec1", &key);
+    // The wrapper suexec runs: it passes the state folder, which SetEnv could not.
+    let cgi_bin = home.join("public_html/cgi-bin");
+    std::fs::create_dir_all(&cgi_bin).unwrap();
+    let wrapper = cgi_bin.join("runner-cgi");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nMAILRUN_RUNNER_DIR={}\nexport MAILRUN_RUNNER_DIR\nexec {}\n",
+            state.display(),
+            bin.join("runner-cgi").display()
+        ),
+    )
+    .unwrap();
+    user.chown(&home);
+    for dir in [&home, &home.join("public_html"), &cgi_bin, &bin] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let apache = Apache::start(ApacheConfig {
+        mpm: Mpm::Event,
+        modules: &["cgid", "suexec", "userdir"],
+        extra: format!(
+            "UserDir public_html\nUserDir disabled root\n\
+             <Directory \"{home}/public_html\">\n    Require all granted\n</Directory>\n\
+             <Directory \"{home}/public_html/cgi-bin\">\n    Options +ExecCGI\n    \
+             SetHandler cgi-script\n    Require all granted\n</Directory>\n\
+             SetEnv MAILRUN_RUNNER_DIR /nonexistent/suexec-clears-this\n",
+            home = home.display()
+        ),
+    });
+    assert!(
+        apache.error_log().contains("suEXEC mechanism enabled"),
+        "{}",
+        apache.error_log()
+    );
+    let endpoint = apache.url_of(&format!("/~{}/cgi-bin/runner-cgi", user.name));
+    let runner = pipeline::RunnerNode {
+        id: "suexec1".into(),
+        key,
+        state: common::temp_dir(),
+    };
+    db.add_runner(&runner, &endpoint, 10);
+    db.enqueue(3);
+
+    let out = pipeline::tick(&db.url, &["--json"]);
+    common::assert_status(&out, 0);
+    pipeline::wait_until(Duration::from_secs(120), "the batch delivered", || {
+        db.count("SELECT count(*) FROM mailrun.messages WHERE state = 'sent'") == 3
+    });
+    pipeline::assert_all_delivered(&db, &smtp, 0);
+    // runner-cgi and the cycle it started ran as the user: their files are the user's.
+    // (The cycle removes the `ready` marker; the nonce runner-cgi recorded stays.)
+    let nonce = std::fs::read_dir(state.join("nonces"))
+        .expect("nonces/")
+        .flatten()
+        .find(|e| e.path().is_file())
+        .expect("runner-cgi recorded the request's nonce")
+        .path();
+    for file in [nonce, state.join("cycle.log")] {
+        let meta = std::fs::metadata(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", file.display(), apache.error_log()));
+        assert_eq!(
+            meta.uid(),
+            user.uid(),
+            "{} belongs to the suexec user",
+            file.display()
+        );
+    }
+    // Wait for the cycle to finish before the user is removed.
+    pipeline::wait_until(Duration::from_secs(60), "the cycle done", || {
+        std::fs::read_dir(state.join("spool")).map_or(true, |d| d.count() == 0)
+            && std::fs::read_dir(state.join("outbox")).map_or(true, |d| d.count() == 0)
+    });
 }

@@ -955,3 +955,21 @@ fn hostile_reply_policies_are_refused_with_a_precise_fault() {
         );
     }
 }
+
+/// The fault examples say what the endpoints say: each message fits a row of
+/// protocol/faults.md for its reason.
+#[test]
+fn examples_follow_the_fault_table() {
+    use mailrun::protocol::faults;
+    let rows = faults::rows();
+    for reason in FaultReason::ALL {
+        let fault = samples::fault(reason);
+        assert!(
+            rows.iter().any(|r| r.reason == reason.as_str()
+                && faults::message_matches(&r.message, &fault.message)),
+            "{}: {:?} fits no row of protocol/faults.md",
+            reason.as_str(),
+            fault.message
+        );
+    }
+}

@@ -503,3 +503,132 @@ fn json_out_any(out: &Output) -> Value {
     serde_json::from_str(stdout(out).trim())
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(out), stderr(out)))
 }
+
+/// A message to three recipients, one accepted, one refused for good, one for now:
+/// reported as the contract says (every recipient with its own answer), `show` and
+/// `report` give each recipient its answer; reported by a runner that lists only the
+/// refused one, the two left out are recorded with the message's answer, marked as not
+/// reported, instead of vanishing from the report (issue 18).
+#[test]
+fn mixed_outcomes_show_every_recipient() {
+    let url = common::initialised_db("report_mixed");
+    assert_status(
+        &admin(
+            &url,
+            &[
+                "account",
+                "add",
+                "main",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "2525",
+                "--security",
+                "none",
+            ],
+        ),
+        0,
+    );
+    assert_status(
+        &admin(
+            &url,
+            &["runner", "add", "r1", "--endpoint", "http://127.0.0.1:9/"],
+        ),
+        0,
+    );
+    let mut c = db(&url);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let m = json!({"from": "a@example.com", "to": ["alice@example.org", "bob@example.org"],
+                       "cc": ["carol@example.org"], "subject": "s", "text": "t"});
+        ids.push(queue::enqueue(&mut c, &m).unwrap());
+    }
+    let rows = c
+        .query(
+            "SELECT message_id, lease_token::text
+             FROM mailrun.claim_batch('r1', 10, 300) ORDER BY message_id",
+            &[],
+        )
+        .unwrap();
+    let token = |i: usize| rows[i].get::<_, String>(1);
+    let alice = json!({"address": "alice@example.org", "outcome": "sent", "smtp_code": 250,
+                       "enhanced_status": "2.1.5", "text": "Recipient ok"});
+    let bob = json!({"address": "bob@example.org", "outcome": "failed", "smtp_code": 550,
+                     "enhanced_status": "5.1.1", "text": "No such user"});
+    let carol = json!({"address": "carol@example.org", "outcome": "deferred", "smtp_code": 452,
+                       "enhanced_status": "4.2.2", "text": "Mailbox full"});
+    let results = [
+        json!({"message_id": ids[0], "lease_token": token(0), "outcome": "sent",
+               "smtp_code": 250, "enhanced_status": "2.0.0", "text": "queued as Q1",
+               "recipients": [alice, bob, carol]}),
+        json!({"message_id": ids[1], "lease_token": token(1), "outcome": "sent",
+               "smtp_code": 250, "enhanced_status": "2.0.0", "text": "queued as Q2",
+               "recipients": [bob]}),
+    ];
+    for r in results {
+        let status: String = c
+            .query_one("SELECT mailrun.apply_result('r1', $1)", &[&r])
+            .unwrap()
+            .get(0);
+        assert_eq!(status, "applied");
+    }
+
+    // As the contract says: each recipient its own answer.
+    let rows = json_out(&admin(
+        &url,
+        &["report", "--json", "--message", &ids[0].to_string()],
+    ));
+    let by = |rows: &Value, who: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["recipient"] == who)
+            .unwrap_or_else(|| panic!("no row for {who}: {rows}"))
+            .clone()
+    };
+    assert_eq!(rows.as_array().unwrap().len(), 3, "{rows}");
+    assert_eq!(by(&rows, "alice@example.org")["outcome"], "sent");
+    assert_eq!(by(&rows, "bob@example.org")["smtp_code"], 550);
+    assert_eq!(by(&rows, "carol@example.org")["outcome"], "deferred");
+    let shown = stdout(&admin(&url, &["show", &ids[0].to_string()]));
+    for line in [
+        "alice@example.org  sent  250 2.1.5 Recipient ok",
+        "bob@example.org  failed  550 5.1.1 No such user",
+        "carol@example.org  deferred  452 4.2.2 Mailbox full",
+    ] {
+        assert!(shown.contains(line), "{line:?} not in:\n{shown}");
+    }
+
+    // Only the refused one reported: the others still appear, with the message's answer
+    // marked as not theirs, and count as sent (the message's answer).
+    let rows = json_out(&admin(
+        &url,
+        &["report", "--json", "--message", &ids[1].to_string()],
+    ));
+    assert_eq!(rows.as_array().unwrap().len(), 3, "{rows}");
+    assert_eq!(by(&rows, "bob@example.org")["outcome"], "failed");
+    for who in ["alice@example.org", "carol@example.org"] {
+        let row = by(&rows, who);
+        assert_eq!(row["outcome"], "sent", "{row}");
+        assert!(
+            row["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("not reported by the runner; the message's answer: queued as Q2"),
+            "{row}"
+        );
+    }
+    let shown = stdout(&admin(&url, &["show", &ids[1].to_string()]));
+    assert!(
+        shown.contains("carol@example.org  sent  250 2.0.0 not reported by the runner"),
+        "{shown}"
+    );
+    let state: String = c
+        .query_one(
+            "SELECT state FROM mailrun.messages WHERE id = $1",
+            &[&ids[1]],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "sent");
+}

@@ -12,6 +12,7 @@ Usage:
       Plays the dispatcher against runner-cgi: JobRunnerReady, JobRunnerConfigUpdate
       version 1, then version 1 again (which must be refused).
       Prints {"ready": status, "config_version": n, "applied": n, "again": fault reason}.
+URL "-" uses the WSDL's own soap:address (a WSDL printed by `wsdl --url`, as it is).
 Exits non-zero with the reason on stderr on an unexpected fault or a bad signature.
 """
 import datetime
@@ -45,7 +46,7 @@ def fault_reason(fault):
 
 def play_runner(wsdl, url, runner_id, key_id, secret_hex):
     client = client_for(wsdl, key_id, secret_hex)
-    service = client.create_service(NS + "JobDispatcherBinding", url)
+    service = client.service if url == "-" else client.create_service(NS + "JobDispatcherBinding", url)
     try:
         job_run = service.JobRunRequest(
             runnerId=runner_id, capacity=10, softwareVersion="zeep", configVersion=0
@@ -88,7 +89,7 @@ def play_runner(wsdl, url, runner_id, key_id, secret_hex):
 
 def play_dispatcher(wsdl, url, runner_id, key_id, secret_hex, dispatcher_url):
     client = client_for(wsdl, key_id, secret_hex)
-    service = client.create_service(NS + "JobRunnerBinding", url)
+    service = client.service if url == "-" else client.create_service(NS + "JobRunnerBinding", url)
     settings = {
         "batchSize": 25,
         "sendRatePerSecond": 0.0,

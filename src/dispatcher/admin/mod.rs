@@ -127,9 +127,19 @@ pub enum Command {
     /// Named failover lists of SMTP accounts (enqueue --account-group).
     #[command(subcommand)]
     AccountGroup(account_group::AccountGroupCommand),
+    /// Print dispatch-cgi's WSDL with its real address and the schema inlined, for SOAP
+    /// stacks (zeep, SoapClient...) to load as it is; needs no database.
+    Wsdl {
+        /// The URL runners post to, e.g. https://mail.example.com/cgi-bin/dispatch-cgi.
+        #[arg(long, value_name = "URL")]
+        url: String,
+    },
 }
 
 pub fn main(args: Args) -> anyhow::Result<u8> {
+    if let Command::Wsdl { url } = &args.command {
+        return print_wsdl(crate::protocol::wsdl::Service::Dispatcher, url);
+    }
     let url = config::database_url(args.database_url.as_deref(), args.config.as_deref())?;
     let mut db = connection::connect(&url).map_err(CliError::from)?;
     let out = Output {
@@ -161,6 +171,9 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
                 Command::ReplyRule(r) => reply_rule::reply_rule_cmd(&mut db, r, out),
                 Command::Unknown(u) => unknown::unknown_cmd(&mut db, u, out),
                 Command::AccountGroup(g) => account_group::account_group_cmd(&mut db, g, out),
+                Command::Wsdl { url } => {
+                    print_wsdl(crate::protocol::wsdl::Service::Dispatcher, &url)
+                }
                 Command::Purge { older_than } => {
                     let n = queue::purge(&mut db, older_than)?;
                     out.result(json!({"purged": n}), || format!("purged {n} messages"));
@@ -169,4 +182,12 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
             }
         }
     }
+}
+
+/// `wsdl --url`: the service's WSDL on stdout (shared with runner-admin).
+pub fn print_wsdl(service: crate::protocol::wsdl::Service, url: &str) -> anyhow::Result<u8> {
+    let wsdl = crate::protocol::wsdl::with_address(service, url)
+        .map_err(|e| CliError::new(crate::cli::EXIT_USAGE, e))?;
+    print!("{wsdl}");
+    Ok(EXIT_OK)
 }

@@ -259,6 +259,8 @@ pub fn reply_policy() -> Vec<ReplyRule> {
     ]
 }
 
+/// One fault per reason, worded as protocol/faults.md says the endpoints word it
+/// (`protocol::examples_follow_the_fault_table` checks).
 pub fn fault(reason: FaultReason) -> Fault {
     let message = match reason {
         FaultReason::MalformedXml => "not well-formed XML at byte 212: unclosed tag",
@@ -270,16 +272,16 @@ pub fn fault(reason: FaultReason) -> Fault {
         FaultReason::WrongNamespace => "<JobRunRequest> in soap:Body is in namespace \"urn:mailrun:soap:v0\", expected \"urn:mailrun:soap:v1\"",
         FaultReason::MissingField => "missing <runnerId> in JobRunRequest",
         FaultReason::InvalidValue => "invalid value for <outcome> in JobRunRequest/results/result[2]: \"Bounced\" is not one of Sent, Deferred, Failed, NotAttempted, Unknown",
-        FaultReason::MissingSignature => "missing X-Mailrun-Signature header",
+        FaultReason::MissingSignature => "request is not signed (no X-Mailrun-* headers)",
         FaultReason::BadSignature => "signature does not match",
-        FaultReason::StaleTimestamp => "timestamp is 412 s away from the receiver's clock (window ±300 s)",
-        FaultReason::ReplayedNonce => "nonce already used",
+        FaultReason::StaleTimestamp => "timestamp 1795429588 is outside the ±300 s window around 1795430000",
+        FaultReason::ReplayedNonce => "nonce already used; sign every request afresh",
         FaultReason::UnknownRunner => "no runner has key id \"k-old\"",
         FaultReason::RunnerDisabled => "runner \"runner-eu-1\" is disabled",
-        FaultReason::VersionNotIncreasing => "config version 6 is not above the applied version 7",
+        FaultReason::VersionNotIncreasing => "version 7 does not increase the applied version 7",
         FaultReason::PlainHttpRefused => "plain http:// to a non-loopback peer is refused",
-        FaultReason::Unavailable => "database unavailable, try again later",
-        FaultReason::Internal => "internal error",
+        FaultReason::Unavailable => "the dispatcher's database is unavailable; retry later",
+        FaultReason::Internal => "not configured; see the endpoint's log",
     };
     Fault::new(reason, message)
 }
@@ -300,12 +302,68 @@ pub fn kebab(token: &str) -> String {
     out
 }
 
+/// A mixed outcome as the contract asks for it: the server accepted one recipient,
+/// refused one for good and one for now; every recipient is listed with its own answer.
+pub fn job_run_request_mixed() -> JobRunRequest {
+    let recipient = |address: &str, outcome, code, enhanced: &str, text: &str| RecipientResult {
+        address: address.into(),
+        outcome,
+        smtp_code: Some(code),
+        enhanced_status: Some(enhanced.into()),
+        text: Some(text.into()),
+    };
+    JobRunRequest {
+        runner_id: "runner-eu-1".into(),
+        capacity: 200,
+        software_version: "0.1.0".into(),
+        config_version: 7,
+        results: vec![MessageResult {
+            job_run_id: "jr-20261123-0002".into(),
+            message_id: 1050,
+            lease_token: "lt-1050".into(),
+            outcome: Outcome::Sent,
+            smtp_code: Some(250),
+            enhanced_status: Some("2.0.0".into()),
+            text: Some("Ok: queued as 7Qw2Rt".into()),
+            attempted_at: at(1_795_430_100, 0),
+            recipients: vec![
+                recipient(
+                    "alice@example.org",
+                    Outcome::Sent,
+                    250,
+                    "2.1.5",
+                    "Recipient ok",
+                ),
+                recipient(
+                    "bob@example.org",
+                    Outcome::Failed,
+                    550,
+                    "5.1.1",
+                    "No such user",
+                ),
+                recipient(
+                    "carol@example.org",
+                    Outcome::Deferred,
+                    452,
+                    "4.2.2",
+                    "Mailbox full",
+                ),
+            ],
+        }],
+        held_job_runs: None,
+    }
+}
+
 /// The checked-in examples: file name → body.
 pub fn examples() -> Vec<(String, Body)> {
     let mut out: Vec<(String, Body)> = vec![
         (
             "job-run-request.xml".into(),
             Body::JobRunRequest(job_run_request()),
+        ),
+        (
+            "job-run-request-mixed.xml".into(),
+            Body::JobRunRequest(job_run_request_mixed()),
         ),
         ("job-run.xml".into(), Body::JobRun(job_run())),
         ("job-run-empty.xml".into(), Body::JobRun(job_run_empty())),
