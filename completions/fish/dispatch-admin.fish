@@ -48,6 +48,7 @@ complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "suppr
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "reply-rule" -d 'The reply policy: what SMTP answers mean (retry, another account, suppress, fail)'
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "unknown" -d 'Messages whose outcome is unknown (DATA sent, no answer): list and resolve'
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "account-group" -d 'Named failover lists of SMTP accounts (enqueue --account-group)'
+complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "api-key" -d 'Keys of the HTTP JSON API (dispatch-cgi under /api/v1/): add, list, revoke'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand init" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand init" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand init" -l json -d 'Print machine-readable JSON'
@@ -465,3 +466,30 @@ complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account-gr
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account-group; and __fish_seen_subcommand_from list" -l json -d 'Print machine-readable JSON'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account-group; and __fish_seen_subcommand_from list" -s v -l verbose -d 'Say what was done'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account-group; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and not __fish_seen_subcommand_from add list revoke" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and not __fish_seen_subcommand_from add list revoke" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and not __fish_seen_subcommand_from add list revoke" -l json -d 'Print machine-readable JSON'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and not __fish_seen_subcommand_from add list revoke" -s v -l verbose -d 'Say what was done'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and not __fish_seen_subcommand_from add list revoke" -s h -l help -d 'Print help'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and not __fish_seen_subcommand_from add list revoke" -f -a "add" -d 'Make a key and print it once (only its SHA-256 is stored: it cannot be shown again). Scopes: read (GET only), send (also queue and cancel messages), admin (also add, pause, resume and remove recurring jobs)'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and not __fish_seen_subcommand_from add list revoke" -f -a "list" -d 'Every key with its scope, note, last use and revocation (never the key itself)'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and not __fish_seen_subcommand_from add list revoke" -f -a "revoke" -d 'Refuse a key from now on (by id or prefix); its answers stay stored'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from add" -l scope -d 'What the key may do' -r -f -a "send\t''
+read\t''
+admin\t''"
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from add" -l note -d 'A note to recognise the key by in `list` (which application holds it)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from add" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from add" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from add" -l json -d 'Print machine-readable JSON'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from add" -s v -l verbose -d 'Say what was done'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from list" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from list" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from list" -l json -d 'Print machine-readable JSON'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from list" -s v -l verbose -d 'Say what was done'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from revoke" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from revoke" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from revoke" -l json -d 'Print machine-readable JSON'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from revoke" -s v -l verbose -d 'Say what was done'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from revoke" -s h -l help -d 'Print help'

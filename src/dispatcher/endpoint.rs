@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_CONFIG, EXIT_OK, EXIT_USAGE};
+use crate::dispatcher::api::{self, ApiConfig};
 use crate::dispatcher::status_page::{self, StatusPageConfig};
 use crate::dispatcher::{connection, queue, runners, schema};
 use crate::protocol::codec::{self, Limits};
@@ -46,7 +47,10 @@ pub const DEFAULT_LEASE_SECONDS: u32 = 600;
         claims a batch and answers a signed JobRun.\n\n\
         GET shows the read-only status page (HTML; by default only to loopback clients, \
         see [status_page] in dispatcher.toml); GET ?health answers a one-line health \
-        text without touching the database.",
+        text without touching the database.\n\n\
+        Paths containing /api/v1 are the HTTP JSON API for applications (bearer API keys \
+        from dispatch-admin api-key, JSON bodies, Idempotency-Key, RFC 9457 problems): \
+        see docs/api.md and protocol/openapi.yaml.",
     after_help = EXIT_CODES_HELP
 )]
 pub struct Args {
@@ -120,22 +124,27 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
         args.config.as_deref(),
     )
     .and_then(|url| {
-        // The status page's access setting lives in the same config file.
+        // The status page's access setting and the API's defaults live in the same file.
         let (config, _) =
             crate::dispatcher::config::DispatcherConfig::load(args.config.as_deref())?;
-        Ok((url, config.status_page))
+        let api = ApiConfig {
+            defaults: config.defaults.clone(),
+            time_zone: config.time_zone.clone(),
+        };
+        Ok((url, (config.status_page, api)))
     });
     let in_cgi = std::env::var_os("GATEWAY_INTERFACE").is_some();
 
     match (args.listen, in_cgi) {
         (Some(addr), _) => {
-            let (database_url, status_page) = database_url?;
+            let (database_url, (status_page, api)) = database_url?;
             let endpoint = Endpoint {
                 database_url,
                 lease_seconds: args.lease_seconds,
                 max_body,
                 verbose: args.verbose,
                 status_page,
+                api,
             };
             crate::web::listen::serve(
                 &addr.to_string(),
@@ -145,13 +154,14 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
         (None, true) => match database_url {
-            Ok((database_url, status_page)) => {
+            Ok((database_url, (status_page, api))) => {
                 let endpoint = Endpoint {
                     database_url,
                     lease_seconds: args.lease_seconds,
                     max_body,
                     verbose: args.verbose,
                     status_page,
+                    api,
                 };
                 crate::web::cgi::serve_once(&|req| endpoint.handle(req), adapter_limit(max_body))?;
                 Ok(EXIT_OK)
@@ -200,6 +210,8 @@ pub struct Endpoint {
     pub verbose: bool,
     /// Who may see the status page (GET); `[status_page]` in dispatcher.toml.
     pub status_page: StatusPageConfig,
+    /// Defaults of the HTTP JSON API under `/api/v1/` (docs/api.md).
+    pub api: ApiConfig,
 }
 
 /// A refusal: the fault to answer and, once the runner's key is known, the key that
@@ -249,6 +261,16 @@ impl Endpoint {
             .remote_addr
             .map(|a| a.to_string())
             .unwrap_or_else(|| "-".to_string());
+        if let Some(path) = api::api_path(&request.path) {
+            return api::handle(
+                &request,
+                path,
+                &self.database_url,
+                &self.api,
+                self.max_body,
+                self.verbose,
+            );
+        }
         match request.method.as_str() {
             "GET" | "HEAD" => {
                 // `?health`: a check for monitoring that touches no database and needs

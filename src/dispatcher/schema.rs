@@ -28,6 +28,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "routines_as_sources",
         include_str!("../../migrations/0008_routines_as_sources.sql"),
     ),
+    (9, "api", include_str!("../../migrations/0009_api.sql")),
 ];
 
 /// A database at a version below this was made by a build from before the squash; its

@@ -232,6 +232,7 @@ pub fn is_loopback_ip(ip: IpAddr) -> bool {
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        201 => "Created",
         204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
@@ -241,6 +242,8 @@ pub fn reason_phrase(status: u16) -> &'static str {
         411 => "Length Required",
         413 => "Content Too Large",
         415 => "Unsupported Media Type",
+        409 => "Conflict",
+        422 => "Unprocessable Content",
         500 => "Internal Server Error",
         501 => "Not Implemented",
         502 => "Bad Gateway",

@@ -5,6 +5,7 @@
 mod common;
 
 mod admin;
+mod api;
 mod core_dumps;
 mod correctness;
 mod dispatcher;

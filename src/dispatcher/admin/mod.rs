@@ -4,6 +4,7 @@
 
 mod account;
 mod account_group;
+mod api_key;
 mod args;
 mod enqueue;
 mod messages;
@@ -127,6 +128,9 @@ pub enum Command {
     /// Named failover lists of SMTP accounts (enqueue --account-group).
     #[command(subcommand)]
     AccountGroup(account_group::AccountGroupCommand),
+    /// Keys of the HTTP JSON API (dispatch-cgi under /api/v1/): add, list, revoke.
+    #[command(subcommand)]
+    ApiKey(api_key::ApiKeyCommand),
 }
 
 pub fn main(args: Args) -> anyhow::Result<u8> {
@@ -161,6 +165,7 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
                 Command::ReplyRule(r) => reply_rule::reply_rule_cmd(&mut db, r, out),
                 Command::Unknown(u) => unknown::unknown_cmd(&mut db, u, out),
                 Command::AccountGroup(g) => account_group::account_group_cmd(&mut db, g, out),
+                Command::ApiKey(k) => api_key::api_key_cmd(&mut db, k, out),
                 Command::Purge { older_than } => {
                     let n = queue::purge(&mut db, older_than)?;
                     out.result(json!({"purged": n}), || format!("purged {n} messages"));
