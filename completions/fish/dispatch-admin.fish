@@ -38,6 +38,7 @@ complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "polic
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "runner" -d 'Manage runners'
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "account" -d 'Manage SMTP accounts'
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "enqueue" -d 'Queue messages: from flags, an .eml file, or JSON lines on stdin (--jsonl)'
+complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "list" -d 'Messages by send time with filters (state, account, recipient domain, send-at range, recurring job), a page at a time or --all'
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "status" -d 'Counts by state, the oldest due message, and the runners'
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "show" -d 'One message with every delivery attempt, per recipient'
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "cancel" -d 'Cancel queued, deferred or leased messages'
@@ -272,6 +273,21 @@ complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand enqueue" -
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand enqueue" -l json -d 'Print machine-readable JSON'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand enqueue" -s v -l verbose -d 'Say what was done'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand enqueue" -s h -l help -d 'Print help'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l state -d 'Only this state: scheduled (queued, never tried, due later than now) or a message state (queued, leased, deferred, sent, failed, cancelled, expired, unknown)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l account -d 'Only messages of this SMTP account' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l domain -d 'Only messages with a recipient (To, Cc or Bcc) in this domain' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l send-after -d 'Only messages due at or after this time' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l send-before -d 'Only messages due before this time' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l recurring-job -d 'Only messages of this recurring job (id or name)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l limit -d 'Messages per page (1-1000)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l cursor -d 'Continue after the page that printed this cursor' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l time-zone -d 'IANA time zone for local times [default: time_zone in the config file, else UTC]' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l all -d 'Print every page, not only the first'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l json -d 'Print machine-readable JSON'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -s v -l verbose -d 'Say what was done'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -s h -l help -d 'Print help'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand status" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand status" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand status" -l json -d 'Print machine-readable JSON'

@@ -287,7 +287,8 @@ impl Endpoint {
                         let mut db = connection::connect(&self.database_url)?;
                         schema::require_current(&mut db)?;
                         let now = connection::db_now(&mut db)?;
-                        status_page::render(&mut db, now)
+                        let paging = status_page::Paging::from_query(&request.query);
+                        status_page::render_page(&mut db, now, &paging)
                     })
                 };
                 if self.verbose || response.status >= 500 {

@@ -7,6 +7,7 @@ mod account_group;
 mod api_key;
 mod args;
 mod enqueue;
+mod list;
 mod messages;
 mod migrate;
 mod output;
@@ -87,6 +88,9 @@ pub enum Command {
     Account(account::AccountCommand),
     /// Queue messages: from flags, an .eml file, or JSON lines on stdin (--jsonl).
     Enqueue(Box<enqueue::EnqueueArgs>),
+    /// Messages by send time with filters (state, account, recipient domain, send-at
+    /// range, recurring job), a page at a time or --all.
+    List(Box<list::ListArgs>),
     /// Counts by state, the oldest due message, and the runners.
     Status,
     /// One message with every delivery attempt, per recipient.
@@ -152,6 +156,7 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
                 Command::Runner(r) => runner::runner(&mut db, r, out),
                 Command::Account(a) => account::account(&mut db, a, out),
                 Command::Enqueue(e) => enqueue::enqueue(&mut db, args.config.as_deref(), *e, out),
+                Command::List(l) => list::list(&mut db, args.config.as_deref(), *l, out),
                 Command::Status => messages::status(&mut db, out),
                 Command::Schedule(s) => {
                     schedule::schedule(&mut db, args.config.as_deref(), s, out.json, out.verbose)
