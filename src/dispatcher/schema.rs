@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../migrations/0008_routines_as_sources.sql"),
     ),
     (9, "api", include_str!("../../migrations/0009_api.sql")),
+    (
+        10,
+        "recurring_limits",
+        include_str!("../../migrations/0010_recurring_limits.sql"),
+    ),
 ];
 
 /// A database at a version below this was made by a build from before the squash; its
@@ -66,6 +71,7 @@ pub const ROUTINE_SOURCES: &[Source] = &[
     source!("functions/enqueue_at.sql"),
     source!("functions/enqueue.sql"),
     source!("functions/enqueue_many.sql"),
+    source!("functions/add_recurring_job.sql"),
     source!("functions/window_bucket_seconds.sql"),
     source!("functions/quota_bucket.sql"),
     source!("functions/throttle_factor.sql"),

@@ -434,6 +434,7 @@ fn application_scenario(api: &Api, url: &str, send: &str, read: &str, adm: &str)
 
     // Recurring jobs (admin scope).
     let job = json!({"cron": "0 9 * * MON", "time_zone": "Europe/Berlin", "name": "weekly",
+                     "count": 3, "until": "in 300 days",
                      "template": {"from": "app@example.com", "to": "f@example.org",
                                   "subject": "weekly", "text": "x"}});
     let denied = api.post("/recurring", send, &job);
@@ -444,6 +445,12 @@ fn application_scenario(api: &Api, url: &str, send: &str, read: &str, adm: &str)
     let added = api.post("/recurring", adm, &job);
     let j = added.expect(201);
     assert_eq!(j["name"], "weekly");
+    assert_eq!(
+        (j["max_runs"].as_i64(), j["runs"].as_i64()),
+        (Some(3), Some(0)),
+        "{j}"
+    );
+    assert!(j["until"].is_string() && j["finished"] == false, "{j}");
     assert!(j["next_run"].is_string());
     let listed = api.get("/recurring", read);
     assert_eq!(listed.expect(200)["jobs"].as_array().unwrap().len(), 1);

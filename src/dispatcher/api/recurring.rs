@@ -21,6 +21,8 @@ const FIELDS: &[&str] = &[
     "name",
     "template",
     "max_lateness_seconds",
+    "count",
+    "until",
 ];
 
 fn job_json(job: &RecurringJob) -> Value {
@@ -29,6 +31,8 @@ fn job_json(job: &RecurringJob) -> Value {
         "paused": job.paused, "created_at": job.created_at,
         "last_occurrence_at": job.last_occurrence_at,
         "max_lateness_seconds": job.max_lateness_seconds,
+        "max_runs": job.max_runs, "runs": job.runs, "until": job.until,
+        "finished": job.finished(),
         "next_run": job.next_run(), "template": job.template,
     })
 }
@@ -143,7 +147,27 @@ pub(super) fn add(
             Problem::invalid(pointer, format!("template: {e}"))
         })?
         .message;
-    let id = recurring::add(
+    let count = match obj.get("count") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_i64()
+                .and_then(|n| i32::try_from(n).ok())
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| {
+                    Problem::invalid("/count", "want a whole number of runs, at least 1")
+                })?,
+        ),
+    };
+    let until = match text("until")? {
+        Some(input) => Some(
+            intake
+                .read_send_at(input, tz)
+                .map_err(|e| Problem::invalid("/until", e.replacen("\"send_at\"", "\"until\"", 1)))?
+                .at,
+        ),
+        None => None,
+    };
+    let id = recurring::add_limited(
         tx,
         &recurring::NewJob {
             name,
@@ -151,6 +175,7 @@ pub(super) fn add(
             template: &template,
             max_lateness: lateness,
         },
+        &recurring::RunLimits { count, until },
     )
     .map_err(|e| {
         let pointer = if e.to_string().contains("lateness") {
