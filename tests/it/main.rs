@@ -13,6 +13,7 @@ mod dispatcher_runner;
 mod e2e;
 mod faults;
 mod imports;
+mod lifetime;
 mod listing;
 mod manpages;
 mod packaging;
