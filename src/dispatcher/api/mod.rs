@@ -432,6 +432,31 @@ mod tests {
         );
     }
 
+    /// Plain HTTP from a non-loopback peer is refused before the key or the database is
+    /// looked at (the URL here reaches no database).
+    #[test]
+    fn plain_http_from_afar_is_refused_first() {
+        let req = Request {
+            method: "POST".into(),
+            path: "/cgi-bin/dispatch-cgi/api/v1/messages".into(),
+            query: String::new(),
+            headers: vec![("authorization".into(), "Bearer mrk_x_y".into())],
+            body: b"{}".to_vec(),
+            remote_addr: Some("192.0.2.1".parse().unwrap()),
+        };
+        let r = handle(
+            &req,
+            "/messages",
+            "postgres://nobody@127.0.0.1:1/none",
+            &ApiConfig::default(),
+            1024,
+            false,
+        );
+        assert_eq!(r.status, 403);
+        assert_eq!(r.content_type, problem::PROBLEM_CONTENT_TYPE);
+        assert!(String::from_utf8_lossy(&r.body).contains("https-required"));
+    }
+
     #[test]
     fn query_strings() {
         let q = query_pairs("a=1&send_after=2026-12-01T00%3A00%3A00%2B01%3A00&b").unwrap();
