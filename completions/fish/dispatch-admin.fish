@@ -122,6 +122,9 @@ complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand report" -l
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand report" -l summary -d 'Counts per job run (default) or per recurring job instead of attempt rows' -r -f -a "job-run\t'Per batch handed to a runner: messages sent, deferred, failed'
 recurring-job\t'Per recurring job: occurrences, and its messages by current state'"
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand report" -l time-zone -d 'IANA time zone for local --since/--until [default: time_zone in the config file, else UTC]' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand report" -l mail-to -d 'Queue the report as a message to this address (repeatable), through mailrun itself: counts and the first failures in the body, every row as a CSV attachment; prints the message id' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand report" -l mail-from -d 'Sender of the mailed report [default: [defaults] from in the config file]' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand report" -l mail-account -d 'SMTP account of the mailed report [default: [defaults] account, else the only account]' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand report" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand report" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand report" -l csv -d 'Print CSV (RFC 4180, with a header line) instead of a table'

@@ -15,6 +15,7 @@ mod policy;
 mod quota;
 mod reply_rule;
 mod report;
+mod report_mail;
 mod runner;
 mod schedule;
 mod suppress;
