@@ -406,7 +406,7 @@ def main():
                     help="fewer messages and rows (about 4 minutes); 1M rows become 100k")
     ap.add_argument("--runs", type=int, help="runs per figure (default 3)")
     ap.add_argument("--out", help="also write the results as Markdown to this file")
-    ap.add_argument("--only", default="ceiling,postfix,e2e,claim,latency,tick,rss",
+    ap.add_argument("--only", default="ceiling,postfix,e2e,claim,latency,tick,rss,api",
                     help="comma-separated sections (ratios need their references)")
     ap.add_argument("--sizes", default="2048,51200", help="message body sizes in bytes")
     ap.add_argument("--transports", default="listen,cgi", help="end-to-end transports")
@@ -426,6 +426,7 @@ def main():
         "tick_runs": 10 if q else 30,
         "rss_small": 1000,
         "rss_big": 10_000 if q else 100_000,
+        "api_n": 1000 if q else 5000,
     }
 
     workdir = tempfile.mkdtemp(prefix="mailrun-bench-", dir="/var/tmp")
@@ -621,6 +622,44 @@ def main():
                     vals.append(usage.ru_maxrss / 1024)  # KiB -> MiB
                 rss[label] = record("rss", f"runner-send, {n} messages spooled", "MiB", vals)
 
+        api = {}
+        if "api" in only:
+            heading("8. HTTP JSON API enqueue vs dispatch-admin enqueue --jsonl (msgs/s)")
+            if mr.lighttpd is None:
+                mr.start_lighttpd([])
+            key = json.loads(mr.admin("--json", "api-key", "add", "--scope", "send"))["key"]
+            n = cfg["api_n"]
+            path = os.path.join(workdir, "api.jsonl")
+            jsonl(path, n, 2048)
+            with open(path) as f:
+                msgs = [json.loads(line) for line in f]
+            bases = {"listen": f"http://127.0.0.1:{mr.dispatch_port}/mailrun/api/v1",
+                     "cgi": f"http://127.0.0.1:{mr.lighttpd}/cgi-bin/dispatch/api/v1"}
+            vals = []
+            for _ in range(runs):
+                mr.reset_queue()
+                t0 = time.monotonic()
+                subprocess.run([f"{BIN}/dispatch-admin", "enqueue", "--jsonl", path],
+                               env=mr.env, check=True, stdout=subprocess.DEVNULL)
+                vals.append(n / (time.monotonic() - t0))
+            api["jsonl"] = record("api", f"enqueue --jsonl, 2 KB x {n}", "msgs/s", vals)
+            for transport, base in bases.items():
+                for mode, size, conc in (("batch", 1000, 1), ("single", 1, 8)):
+                    chunks = [msgs[i:i + size] for i in range(0, n, size)]
+                    vals = []
+                    for _ in range(runs):
+                        mr.reset_queue()
+                        t0 = time.monotonic()
+                        api_post_all(base, key, chunks, mode, conc)
+                        vals.append(n / (time.monotonic() - t0))
+                        got = int(pg.psql("SELECT count(*) FROM mailrun.messages"))
+                        if got != n:
+                            die(f"API {transport} {mode}: {got} messages queued, want {n}")
+                    label = (f"API {transport}, batches of {size}" if mode == "batch"
+                             else f"API {transport}, one per request, {conc} clients")
+                    api[(transport, mode)] = record("api", f"{label}, 2 KB x {n}", "msgs/s", vals)
+            mr.reset_queue()
+
         # ------------------------------------------------------------ ratios last
         heading("Ratios (median / median; target in brackets)")
 
@@ -633,6 +672,9 @@ def main():
             print(s)
             lines_out.append(s)
 
+        for key, v in sorted((k, v) for k, v in api.items() if k != "jsonl"):
+            ratio(f"API enqueue {key[0]} {key[1]} / enqueue --jsonl", v, api.get("jsonl"),
+                  ("reference", lambda r: True))
         for key, v in sorted(e2e.items()):
             size, transport, nr, batch = key
             ratio(f"e2e {size // 1024} KB {transport} {nr}r b{batch} / ceiling -s 8", v,
@@ -680,6 +722,41 @@ WHERE m.id IN (SELECT d.id FROM mailrun.messages d
                ORDER BY d.next_attempt_at, d.id LIMIT 100 FOR UPDATE SKIP LOCKED)
 RETURNING m.*;
 """
+
+
+def api_post_all(base, key, chunks, mode, conc):
+    """POSTs every chunk (a batch, or one message) to the API from `conc` threads."""
+    import urllib.request
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    todo = list(chunks)
+    lock = threading.Lock()
+    errors = []
+
+    def worker():
+        while True:
+            with lock:
+                if not todo or errors:
+                    return
+                chunk = todo.pop()
+            if mode == "batch":
+                url, body = f"{base}/messages/batch", {"messages": chunk}
+            else:
+                url, body = f"{base}/messages", chunk[0]
+            req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers,
+                                         method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=300) as r:
+                    r.read()
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(conc)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        die(f"API request failed: {errors[0]}")
 
 
 def fill(mr, pg, n, size, reset=True):

@@ -3,13 +3,15 @@
 # PostgreSQL (server binaries; the tests make their own private cluster with initdb),
 # Postfix's smtp-sink and a scripted aiosmtpd (real SMTP servers), lighttpd (real CGI),
 # Apache 2.4 (mod_cgid, mod_php, suexec: how shared hosts run CGI and PHP), PHP and Perl's
-# SOAP::Lite (foreign SOAP stacks), xmllint (XSD validation), zeep (a SOAP client mailrun did not write) and Chromium
+# SOAP::Lite (foreign SOAP stacks), xmllint (XSD validation), zeep (a SOAP client mailrun
+# did not write), curl and openapi-core (an HTTP client and an OpenAPI validator mailrun
+# did not write) and Chromium
 # (headless, for the status page), cargo-deb and dpkg tools (for the Debian package), faketime (clock skew).
 # Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postgresql libxml2-utils postfix lighttpd apache2 apache2-suexec-pristine libapache2-mod-php php-cli php-xml libsoap-lite-perl python3 python3-venv ca-certificates chromium dpkg-dev groff-base binutils passwd faketime)
+APT_PACKAGES=(postgresql curl libxml2-utils postfix lighttpd apache2 apache2-suexec-pristine libapache2-mod-php php-cli php-xml libsoap-lite-perl python3 python3-venv ca-certificates chromium dpkg-dev groff-base binutils passwd faketime)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -29,11 +31,11 @@ fi
 
 # Python tools in a project-local virtualenv (Debian's pip refuses system-wide installs).
 VENV=.venv-test
-PY_PACKAGES=(zeep==4.3.1 aiosmtpd==1.4.6 requests)
+PY_PACKAGES=(zeep==4.3.1 aiosmtpd==1.4.6 requests openapi-core==0.19.5)
 if [ ! -x "$VENV/bin/python3" ]; then
   /usr/bin/python3 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python3" -c "import zeep, aiosmtpd, requests" 2>/dev/null; then
+if ! "$VENV/bin/python3" -c "import zeep, aiosmtpd, requests, openapi_core" 2>/dev/null; then
   echo "test-setup: installing ${PY_PACKAGES[*]} into $VENV" >&2
   "$VENV/bin/python3" -m pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi

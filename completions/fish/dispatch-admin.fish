@@ -38,6 +38,7 @@ complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "polic
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "runner" -d 'Manage runners'
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "account" -d 'Manage SMTP accounts'
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "enqueue" -d 'Queue messages: from flags, an .eml file, or JSON lines on stdin (--jsonl)'
+complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "list" -d 'Messages by send time with filters (state, account, recipient domain, send-at range, recurring job), a page at a time or --all'
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "status" -d 'Counts by state, the oldest due message, and the runners'
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "show" -d 'One message with every delivery attempt, per recipient'
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "cancel" -d 'Cancel queued, deferred or leased messages'
@@ -49,6 +50,7 @@ complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "reply
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "unknown" -d 'Messages whose outcome is unknown (DATA sent, no answer): list and resolve'
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "account-group" -d 'Named failover lists of SMTP accounts (enqueue --account-group)'
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "wsdl" -d 'Print dispatch-cgi\'s WSDL with its real address and the schema inlined, for SOAP stacks (zeep, SoapClient...) to load as it is; needs no database'
+complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "api-key" -d 'Keys of the HTTP JSON API (dispatch-cgi under /api/v1/): add, list, revoke'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand init" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand init" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand init" -l json -d 'Print machine-readable JSON'
@@ -75,6 +77,8 @@ complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand schedule; 
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand schedule; and __fish_seen_subcommand_from add" -l time-zone -d 'IANA time zone the spec\'s times are read in [default: time_zone in the config file, else UTC]' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand schedule; and __fish_seen_subcommand_from add" -l name -d 'A unique name to refer to the job by (letters, digits, \'.\', \'_\', \'-\')' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand schedule; and __fish_seen_subcommand_from add" -l max-lateness -d 'Skip an occurrence a tick sees later than this (after an outage) instead of sending it late: 30m, 6h, 2d' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand schedule; and __fish_seen_subcommand_from add" -l count -d 'Stop after this many occurrences have queued a message (skipped or refused occurrences do not count)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand schedule; and __fish_seen_subcommand_from add" -l until -d 'No occurrence after this time: RFC 3339 or a send-later phrase ("in 30 days", "2027-01-31 18:00"), read in the job\'s time zone' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand schedule; and __fish_seen_subcommand_from add" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand schedule; and __fish_seen_subcommand_from add" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand schedule; and __fish_seen_subcommand_from add" -l json -d 'Print machine-readable JSON'
@@ -119,6 +123,9 @@ complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand report" -l
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand report" -l summary -d 'Counts per job run (default) or per recurring job instead of attempt rows' -r -f -a "job-run\t'Per batch handed to a runner: messages sent, deferred, failed'
 recurring-job\t'Per recurring job: occurrences, and its messages by current state'"
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand report" -l time-zone -d 'IANA time zone for local --since/--until [default: time_zone in the config file, else UTC]' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand report" -l mail-to -d 'Queue the report as a message to this address (repeatable), through mailrun itself: counts and the first failures in the body, every row as a CSV attachment; prints the message id' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand report" -l mail-from -d 'Sender of the mailed report [default: [defaults] from in the config file]' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand report" -l mail-account -d 'SMTP account of the mailed report [default: [defaults] account, else the only account]' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand report" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand report" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand report" -l csv -d 'Print CSV (RFC 4180, with a header line) instead of a table'
@@ -142,18 +149,20 @@ complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand policy; an
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand policy; and __fish_seen_subcommand_from sync" -l json -d 'Print machine-readable JSON'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand policy; and __fish_seen_subcommand_from sync" -s v -l verbose -d 'Say what was done'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand policy; and __fish_seen_subcommand_from sync" -s h -l help -d 'Print help'
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable rotate-key confirm-key" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable rotate-key confirm-key" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable rotate-key confirm-key" -l json -d 'Print machine-readable JSON'
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable rotate-key confirm-key" -s v -l verbose -d 'Say what was done'
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable rotate-key confirm-key" -s h -l help -d 'Print help'
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable rotate-key confirm-key" -f -a "add" -d 'Register a runner; prints its new key once, with the runner-admin line to paste'
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable rotate-key confirm-key" -f -a "list" -d 'List runners'
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable rotate-key confirm-key" -f -a "set" -d 'Change a runner\'s endpoint or batch size'
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable rotate-key confirm-key" -f -a "disable" -d 'Stop handing work to a runner'
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable rotate-key confirm-key" -f -a "enable" -d 'Hand work to a runner again'
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable rotate-key confirm-key" -f -a "rotate-key" -d 'Make a new key (printed once); the old key stays valid until confirm-key'
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable rotate-key confirm-key" -f -a "confirm-key" -d 'Forget the previous key after a rotation (the dispatcher also does this when the runner first signs with the new key)'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable revoke remove rotate-key confirm-key" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable revoke remove rotate-key confirm-key" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable revoke remove rotate-key confirm-key" -l json -d 'Print machine-readable JSON'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable revoke remove rotate-key confirm-key" -s v -l verbose -d 'Say what was done'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable revoke remove rotate-key confirm-key" -s h -l help -d 'Print help'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable revoke remove rotate-key confirm-key" -f -a "add" -d 'Register a runner; prints its new key once, with the runner-admin line to paste'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable revoke remove rotate-key confirm-key" -f -a "list" -d 'List runners'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable revoke remove rotate-key confirm-key" -f -a "set" -d 'Change a runner\'s endpoint or batch size'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable revoke remove rotate-key confirm-key" -f -a "disable" -d 'Stop handing work to a runner'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable revoke remove rotate-key confirm-key" -f -a "enable" -d 'Hand work to a runner again'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable revoke remove rotate-key confirm-key" -f -a "revoke" -d 'Take a runner out of service now (a dead host, a stolen key): disable it, so its requests are refused, and return the messages leased to it to the queue at once (the next dispatch-tick hands them to another runner) instead of when the lease ends. Reports it sends after a later `enable` are recorded as late, never applied twice'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable revoke remove rotate-key confirm-key" -f -a "remove" -d 'Revoke a runner, then delete it with its job runs, leases and runner quotas (its delivery attempts stay, naming it)'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable revoke remove rotate-key confirm-key" -f -a "rotate-key" -d 'Make a new key (printed once); the old key stays valid until confirm-key'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and not __fish_seen_subcommand_from add list set disable enable revoke remove rotate-key confirm-key" -f -a "confirm-key" -d 'Forget the previous key after a rotation (the dispatcher also does this when the runner first signs with the new key)'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from add" -l endpoint -d 'The runner\'s runner-cgi URL (JobRunnerReady and config pushes go there)' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from add" -l batch-size -d 'Most messages per JobRun' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from add" -l dispatcher-url -d 'This dispatcher\'s dispatch-cgi URL, for the printed runner-admin line' -r
@@ -184,6 +193,16 @@ complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; an
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from enable" -l json -d 'Print machine-readable JSON'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from enable" -s v -l verbose -d 'Say what was done'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from enable" -s h -l help -d 'Print help'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from revoke" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from revoke" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from revoke" -l json -d 'Print machine-readable JSON'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from revoke" -s v -l verbose -d 'Say what was done'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from revoke" -s h -l help -d 'Print help'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from remove" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from remove" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from remove" -l json -d 'Print machine-readable JSON'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from remove" -s v -l verbose -d 'Say what was done'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from rotate-key" -l dispatcher-url -d 'This dispatcher\'s dispatch-cgi URL, for the printed runner-admin line' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from rotate-key" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from rotate-key" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
@@ -195,17 +214,18 @@ complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; an
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from confirm-key" -l json -d 'Print machine-readable JSON'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from confirm-key" -s v -l verbose -d 'Say what was done'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand runner; and __fish_seen_subcommand_from confirm-key" -s h -l help -d 'Print help'
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable" -l json -d 'Print machine-readable JSON'
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable" -s v -l verbose -d 'Say what was done'
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable" -s h -l help -d 'Print help'
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable" -f -a "add" -d 'Add an SMTP account. The password is read from --password-file (or stdin with `-`), or from MAILRUN_SMTP_PASSWORD; never from the command line'
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable" -f -a "limit" -d 'Set the most SMTP sessions a runner may hold to an account at once (sent to runners with every batch)'
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable" -f -a "list" -d 'List accounts (passwords show as "set" or "none")'
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable" -f -a "test" -d 'Connect, negotiate TLS as configured and log in; report the server\'s answer'
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable" -f -a "disable" -d 'Stop sending through an account (messages fail over to their next account, or wait)'
-complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable" -f -a "enable" -d 'Send through an account again'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable remove" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable remove" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable remove" -l json -d 'Print machine-readable JSON'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable remove" -s v -l verbose -d 'Say what was done'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable remove" -s h -l help -d 'Print help'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable remove" -f -a "add" -d 'Add an SMTP account. The password is read from --password-file (or stdin with `-`), or from MAILRUN_SMTP_PASSWORD; never from the command line'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable remove" -f -a "limit" -d 'Set the most SMTP sessions a runner may hold to an account at once (sent to runners with every batch)'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable remove" -f -a "list" -d 'List accounts (passwords show as "set" or "none")'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable remove" -f -a "test" -d 'Connect, negotiate TLS as configured and log in; report the server\'s answer'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable remove" -f -a "disable" -d 'Stop sending through an account (messages fail over to their next account, or wait)'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable remove" -f -a "enable" -d 'Send through an account again'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and not __fish_seen_subcommand_from add limit list test disable enable remove" -f -a "remove" -d 'Delete an account. Refused while messages (unfinished or finished) or account groups use it, unless --to moves them all to another account (failover lists keep their order); its quotas and throttle state go with it'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and __fish_seen_subcommand_from add" -l host -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and __fish_seen_subcommand_from add" -l port -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and __fish_seen_subcommand_from add" -l security -r -f -a "none\t''
@@ -247,6 +267,12 @@ complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; a
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and __fish_seen_subcommand_from enable" -l json -d 'Print machine-readable JSON'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and __fish_seen_subcommand_from enable" -s v -l verbose -d 'Say what was done'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and __fish_seen_subcommand_from enable" -s h -l help -d 'Print help'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and __fish_seen_subcommand_from remove" -l to -d 'The account that takes over its messages and group memberships' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and __fish_seen_subcommand_from remove" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and __fish_seen_subcommand_from remove" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and __fish_seen_subcommand_from remove" -l json -d 'Print machine-readable JSON'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and __fish_seen_subcommand_from remove" -s v -l verbose -d 'Say what was done'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand account; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand enqueue" -l to -d 'Recipient (repeatable)' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand enqueue" -l cc -d 'Copy recipient (repeatable)' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand enqueue" -l bcc -d 'Blind copy recipient (repeatable; not shown in the headers)' -r
@@ -272,6 +298,21 @@ complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand enqueue" -
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand enqueue" -l json -d 'Print machine-readable JSON'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand enqueue" -s v -l verbose -d 'Say what was done'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand enqueue" -s h -l help -d 'Print help'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l state -d 'Only this state: scheduled (queued, never tried, due later than now) or a message state (queued, leased, deferred, sent, failed, cancelled, expired, unknown)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l account -d 'Only messages of this SMTP account' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l domain -d 'Only messages with a recipient (To, Cc or Bcc) in this domain' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l send-after -d 'Only messages due at or after this time' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l send-before -d 'Only messages due before this time' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l recurring-job -d 'Only messages of this recurring job (id or name)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l limit -d 'Messages per page (1-1000)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l cursor -d 'Continue after the page that printed this cursor' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l time-zone -d 'IANA time zone for local times [default: time_zone in the config file, else UTC]' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l all -d 'Print every page, not only the first'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -l json -d 'Print machine-readable JSON'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -s v -l verbose -d 'Say what was done'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand list" -s h -l help -d 'Print help'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand status" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand status" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand status" -l json -d 'Print machine-readable JSON'
@@ -472,3 +513,30 @@ complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand wsdl" -l c
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand wsdl" -l json -d 'Print machine-readable JSON'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand wsdl" -s v -l verbose -d 'Say what was done'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand wsdl" -s h -l help -d 'Print help'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and not __fish_seen_subcommand_from add list revoke" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and not __fish_seen_subcommand_from add list revoke" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and not __fish_seen_subcommand_from add list revoke" -l json -d 'Print machine-readable JSON'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and not __fish_seen_subcommand_from add list revoke" -s v -l verbose -d 'Say what was done'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and not __fish_seen_subcommand_from add list revoke" -s h -l help -d 'Print help'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and not __fish_seen_subcommand_from add list revoke" -f -a "add" -d 'Make a key and print it once (only its SHA-256 is stored: it cannot be shown again). Scopes: read (GET only), send (also queue and cancel messages), admin (also add, pause, resume and remove recurring jobs)'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and not __fish_seen_subcommand_from add list revoke" -f -a "list" -d 'Every key with its scope, note, last use and revocation (never the key itself)'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and not __fish_seen_subcommand_from add list revoke" -f -a "revoke" -d 'Refuse a key from now on (by id or prefix); its answers stay stored'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from add" -l scope -d 'What the key may do' -r -f -a "send\t''
+read\t''
+admin\t''"
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from add" -l note -d 'A note to recognise the key by in `list` (which application holds it)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from add" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from add" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from add" -l json -d 'Print machine-readable JSON'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from add" -s v -l verbose -d 'Say what was done'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from list" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from list" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from list" -l json -d 'Print machine-readable JSON'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from list" -s v -l verbose -d 'Say what was done'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from revoke" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from revoke" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from revoke" -l json -d 'Print machine-readable JSON'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from revoke" -s v -l verbose -d 'Say what was done'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from revoke" -s h -l help -d 'Print help'

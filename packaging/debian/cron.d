@@ -11,3 +11,7 @@ MAILRUN_RUNNER_DIR=/var/lib/mailrun/runner
 
 # Runner: poll and deliver (add --force if this runner accepts no inbound HTTP).
 #* * * * *   mailrun   /usr/bin/runner-admin cycle --max-seconds 55
+
+# A daily digest of yesterday's deliveries, mailed through mailrun itself (counts and
+# failures in the body, every attempt as a CSV attachment; [defaults] from is the sender).
+#0 7 * * *   mailrun   /usr/bin/dispatch-admin report --since 24h --mail-to ops@example.com

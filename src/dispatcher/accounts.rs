@@ -232,3 +232,25 @@ fn describe_smtp_error(e: &lettre::transport::smtp::Error) -> String {
     }
     out
 }
+
+/// Removes an account (`mailrun.remove_account`), moving its messages and groups to `to`
+/// when given; refused (EXIT_DATA, with the counts) while anything uses it otherwise.
+/// How many messages moved.
+pub fn remove(c: &mut impl GenericClient, name: &str, to: Option<&str>) -> anyhow::Result<i64> {
+    use postgres::types::Type;
+    match c.query_typed_one(
+        "SELECT mailrun.remove_account($1, $2)",
+        &[(&name, Type::TEXT), (&to, Type::TEXT)],
+    ) {
+        Ok(row) => Ok(row.get(0)),
+        Err(e) => match e.as_db_error() {
+            Some(d)
+                if *d.code() == postgres::error::SqlState::NO_DATA_FOUND
+                    || d.code().code() == "22023" =>
+            {
+                Err(crate::cli::CliError::new(crate::cli::EXIT_DATA, d.message()).into())
+            }
+            _ => Err(e.into()),
+        },
+    }
+}

@@ -10,13 +10,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_CONFIG, EXIT_OK, EXIT_USAGE};
+use crate::dispatcher::api::{self, ApiConfig};
 use crate::dispatcher::status_page::{self, StatusPageConfig};
 use crate::dispatcher::{connection, queue, runners, schema};
 use crate::protocol::codec::{self, Limits};
 use crate::protocol::faults;
 use crate::protocol::sign::{self, Signature, SigningKey};
 use crate::protocol::{Body, Fault, FaultReason, JobRun, JobRunRequest};
-use crate::web::{Request, Response};
+use crate::web::{Request, RequestError, Response};
 use clap::Parser;
 
 /// The SOAPAction a JobRunRequest carries (WSDL: `soapAction`).
@@ -47,7 +48,10 @@ pub const DEFAULT_LEASE_SECONDS: u32 = 600;
         claims a batch and answers a signed JobRun.\n\n\
         GET shows the read-only status page (HTML; by default only to loopback clients, \
         see [status_page] in dispatcher.toml); GET ?health answers a one-line health \
-        text without touching the database.",
+        text without touching the database.\n\n\
+        Paths containing /api/v1 are the HTTP JSON API for applications (bearer API keys \
+        from dispatch-admin api-key, JSON bodies, Idempotency-Key, RFC 9457 problems): \
+        see docs/api.md and protocol/openapi.yaml.",
     after_help = EXIT_CODES_HELP
 )]
 pub struct Args {
@@ -121,36 +125,47 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
         args.config.as_deref(),
     )
     .and_then(|url| {
-        // The status page's access setting lives in the same config file.
+        // The status page's access setting and the API's defaults live in the same file.
         let (config, _) =
             crate::dispatcher::config::DispatcherConfig::load(args.config.as_deref())?;
-        Ok((url, config.status_page))
+        let api = ApiConfig {
+            defaults: config.defaults.clone(),
+            time_zone: config.time_zone.clone(),
+        };
+        Ok((url, (config.status_page, api)))
     });
     let in_cgi = std::env::var_os("GATEWAY_INTERFACE").is_some();
 
     match (args.listen, in_cgi) {
         (Some(addr), _) => {
-            let (database_url, status_page) = database_url?;
+            let (database_url, (status_page, api)) = database_url?;
             let endpoint = Endpoint {
                 database_url,
                 lease_seconds: args.lease_seconds,
                 max_body,
                 verbose: args.verbose,
                 status_page,
+                api,
             };
-            crate::web::listen::serve(&addr.to_string(), move |req| endpoint.handle(req), max_body)?;
+            crate::web::listen::serve(
+                &addr.to_string(),
+                move |req| endpoint.handle(req),
+                refusal,
+                max_body,
+            )?;
             Ok(EXIT_OK)
         }
         (None, true) => match database_url {
-            Ok((database_url, status_page)) => {
+            Ok((database_url, (status_page, api))) => {
                 let endpoint = Endpoint {
                     database_url,
                     lease_seconds: args.lease_seconds,
                     max_body,
                     verbose: args.verbose,
                     status_page,
+                    api,
                 };
-                crate::web::cgi::serve_once(&|req| endpoint.handle(req), max_body)?;
+                crate::web::cgi::serve_once(&|req| endpoint.handle(req), refusal, max_body)?;
                 Ok(EXIT_OK)
             }
             Err(err) => {
@@ -172,8 +187,17 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
 /// until its operator fixes the configuration (the reason is in the log).
 fn answer_not_configured() {
     let handler = |req: Request| fault_response(&faults::not_configured(), None, &req);
-    if let Err(e) = crate::web::cgi::serve_once(&handler, DEFAULT_MAX_BODY) {
+    if let Err(e) = crate::web::cgi::serve_once(&handler, refusal, DEFAULT_MAX_BODY) {
         eprintln!("dispatch-cgi: error: cannot answer the web server: {e}");
+    }
+}
+
+/// A request the web adapter refused before any handler ran: a problem document under
+/// `/api/v1/` (the API's contract), else the SOAP fault `protocol/faults.md` names.
+fn refusal(error: &RequestError) -> Response {
+    match error.path.as_deref().and_then(api::api_path) {
+        Some(_) => api::refusal(error),
+        None => error.to_response(),
     }
 }
 
@@ -185,6 +209,8 @@ pub struct Endpoint {
     pub verbose: bool,
     /// Who may see the status page (GET); `[status_page]` in dispatcher.toml.
     pub status_page: StatusPageConfig,
+    /// Defaults of the HTTP JSON API under `/api/v1/` (docs/api.md).
+    pub api: ApiConfig,
 }
 
 /// A refusal: the fault to answer and, once the runner's key is known, the key that
@@ -234,6 +260,16 @@ impl Endpoint {
             .remote_addr
             .map(|a| a.to_string())
             .unwrap_or_else(|| "-".to_string());
+        if let Some(path) = api::api_path(&request.path) {
+            return api::handle(
+                &request,
+                path,
+                &self.database_url,
+                &self.api,
+                self.max_body,
+                self.verbose,
+            );
+        }
         match request.method.as_str() {
             "GET" | "HEAD" => {
                 // `?health`: a check for monitoring that touches no database and needs
@@ -250,7 +286,8 @@ impl Endpoint {
                         let mut db = connection::connect(&self.database_url)?;
                         schema::require_current(&mut db)?;
                         let now = connection::db_now(&mut db)?;
-                        status_page::render(&mut db, now)
+                        let paging = status_page::Paging::from_query(&request.query);
+                        status_page::render_page(&mut db, now, &paging)
                     })
                 };
                 if self.verbose || response.status >= 500 {

@@ -2,11 +2,15 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod api;
+pub mod api_keys;
 pub mod charset;
 pub mod config;
 pub mod config_versions;
 pub mod connection;
 pub mod endpoint;
+pub mod intake;
+pub mod listing;
 pub mod message;
 pub mod outbound;
 pub mod push;

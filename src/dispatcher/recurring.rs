@@ -8,6 +8,8 @@
 //! enqueues the message. Overlapping ticks therefore enqueue one message, never two.
 
 use chrono::{DateTime, Duration, Utc};
+use postgres::error::SqlState;
+use postgres::types::Type;
 use postgres::GenericClient;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -37,6 +39,12 @@ pub struct RecurringJob {
     pub created_at: DateTime<Utc>,
     pub last_occurrence_at: Option<DateTime<Utc>>,
     pub max_lateness_seconds: i32,
+    /// Stop after this many occurrences queued a message (`schedule add --count`).
+    pub max_runs: Option<i32>,
+    /// No occurrence after this instant (`schedule add --until`).
+    pub until: Option<DateTime<Utc>>,
+    /// Occurrences that queued a message so far.
+    pub runs: i32,
 }
 
 impl RecurringJob {
@@ -50,18 +58,32 @@ impl RecurringJob {
     /// (or after creation). It may be in the past when a tick is still to come. `None`
     /// when paused or when the spec no longer parses.
     pub fn next_run(&self) -> Option<DateTime<Utc>> {
-        if self.paused {
+        if self.paused || self.runs_used_up() {
             return None;
         }
         let after = self
             .last_occurrence_at
             .map_or(self.created_at, |l| l.max(self.created_at));
-        self.spec().ok()?.next_after(after)
+        self.spec()
+            .ok()?
+            .next_after(after)
+            .filter(|t| self.until.is_none_or(|u| *t <= u))
+    }
+
+    /// Its run count is reached.
+    pub fn runs_used_up(&self) -> bool {
+        self.max_runs.is_some_and(|m| self.runs >= m)
+    }
+
+    /// Its run count is reached or no occurrence is left before its end time; a
+    /// finished job stays listed until removed.
+    pub fn finished(&self) -> bool {
+        !self.paused && self.next_run().is_none() && self.spec().is_ok()
     }
 }
 
 const JOB_COLUMNS: &str = "id, name, cron, time_zone, template, paused, created_at, \
-                           last_occurrence_at, max_lateness_seconds";
+                           last_occurrence_at, max_lateness_seconds, max_runs, until, runs";
 
 fn job_from_row(r: &postgres::Row) -> RecurringJob {
     RecurringJob {
@@ -74,7 +96,17 @@ fn job_from_row(r: &postgres::Row) -> RecurringJob {
         created_at: r.get(6),
         last_occurrence_at: r.get(7),
         max_lateness_seconds: r.get(8),
+        max_runs: r.get(9),
+        until: r.get(10),
+        runs: r.get(11),
     }
+}
+
+/// How long a job runs: at most `count` messages, none after `until` (both optional).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunLimits {
+    pub count: Option<i32>,
+    pub until: Option<DateTime<Utc>>,
 }
 
 /// What `add` stores.
@@ -119,6 +151,17 @@ pub fn check_template(c: &mut impl GenericClient, template: &Value) -> anyhow::R
 /// Stores a new job after checking its template; its id. The job fires for the first
 /// occurrence after now (database clock), never for one before it was added.
 pub fn add(c: &mut impl GenericClient, job: &NewJob) -> anyhow::Result<i64> {
+    add_limited(c, job, &RunLimits::default())
+}
+
+/// `add` with a run count and an end time. The row is written by the stored procedure
+/// `mailrun.add_recurring_job` (what applications using the database call), after the
+/// checks that need Rust: the cron spec's fields and the name's form.
+pub fn add_limited(
+    c: &mut impl GenericClient,
+    job: &NewJob,
+    limits: &RunLimits,
+) -> anyhow::Result<i64> {
     if job.max_lateness < MIN_LATENESS || job.max_lateness > MAX_LATENESS {
         return Err(CliError::new(
             EXIT_DATA,
@@ -150,34 +193,49 @@ pub fn add(c: &mut impl GenericClient, job: &NewJob) -> anyhow::Result<i64> {
             .into());
         }
     }
-    let mut tx = c.transaction()?;
-    check_template(&mut tx, job.template)?;
-    let seconds = i32::try_from(job.max_lateness.num_seconds()).unwrap_or(i32::MAX);
-    let row = tx.query_opt(
-        "INSERT INTO mailrun.recurring_jobs (name, cron, time_zone, template, max_lateness_seconds)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (name) DO NOTHING RETURNING id",
-        &[
-            &job.name,
-            &job.spec.as_str(),
-            &job.spec.time_zone().name(),
-            job.template,
-            &seconds,
-        ],
-    )?;
-    let Some(row) = row else {
+    let obj = job
+        .template
+        .as_object()
+        .ok_or_else(|| CliError::new(EXIT_DATA, "the template must be a JSON object"))?;
+    if let Some(f) = PER_OCCURRENCE_FIELDS.iter().find(|f| obj.contains_key(**f)) {
         return Err(CliError::new(
             EXIT_DATA,
             format!(
-                "a recurring job named {:?} exists already",
-                job.name.unwrap_or("")
+                "template: \"{f}\" is set per occurrence (the cron spec gives the time, each \
+                 message gets its own Message-ID); remove it"
             ),
         )
         .into());
-    };
-    tx.commit()?;
-    Ok(row.get(0))
+    }
+    let seconds = i32::try_from(job.max_lateness.num_seconds()).unwrap_or(i32::MAX);
+    let cron = job.spec.as_str();
+    let tz = job.spec.time_zone().name();
+    let row = c.query_typed_one(
+        "SELECT mailrun.add_recurring_job($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            (&cron, Type::TEXT),
+            (job.template, Type::JSONB),
+            (&tz, Type::TEXT),
+            (&job.name, Type::TEXT),
+            (&limits.count, Type::INT4),
+            (&limits.until, Type::TIMESTAMPTZ),
+            (&seconds, Type::INT4),
+        ],
+    );
+    match row {
+        Ok(row) => Ok(row.get(0)),
+        Err(e) => match e.as_db_error() {
+            Some(db) if *db.code() == SqlState::INVALID_PARAMETER_VALUE => {
+                Err(CliError::new(EXIT_DATA, db.message()).into())
+            }
+            _ => Err(e.into()),
+        },
+    }
 }
+
+/// A job the tick still materialises: not paused, runs left (its end time is checked
+/// against each occurrence).
+const LIVE: &str = "NOT paused AND (max_runs IS NULL OR runs < max_runs)";
 
 /// Every job, by id.
 pub fn list(c: &mut impl GenericClient) -> anyhow::Result<Vec<RecurringJob>> {
@@ -276,7 +334,7 @@ pub fn materialise_due(
 ) -> anyhow::Result<TickReport> {
     let ids: Vec<i64> = c
         .query_typed(
-            "SELECT id FROM mailrun.recurring_jobs WHERE NOT paused ORDER BY id",
+            &format!("SELECT id FROM mailrun.recurring_jobs WHERE {LIVE} ORDER BY id"),
             &[],
         )?
         .iter()
@@ -288,7 +346,7 @@ pub fn materialise_due(
         let Some(row) = tx.query_opt(
             &format!(
                 "SELECT {JOB_COLUMNS} FROM mailrun.recurring_jobs
-                 WHERE id = $1 AND NOT paused FOR UPDATE SKIP LOCKED"
+                 WHERE id = $1 AND {LIVE} FOR UPDATE SKIP LOCKED"
             ),
             &[&id],
         )?
@@ -309,6 +367,8 @@ pub fn materialise_due(
         let lateness = Duration::seconds(i64::from(job.max_lateness_seconds));
         let outcome = match catch_up(&spec, job.last_occurrence_at, job.created_at, now, lateness) {
             CatchUp::NothingDue => None,
+            // Past its end time: the job is finished, nothing is recorded.
+            CatchUp::Stale(t) | CatchUp::Due(t) if job.until.is_some_and(|u| t > u) => None,
             CatchUp::Stale(t) => record(&mut tx, &job, t, None)?,
             CatchUp::Due(t) => record(&mut tx, &job, t, Some(&job.template))?,
         };
@@ -364,6 +424,12 @@ fn record(
             sp.execute(
                 "UPDATE mailrun.messages SET recurring_job_id = $2 WHERE id = $1",
                 &[&message_id, &job.id],
+            )?;
+            // Under the job's row lock, with the occurrence row: the count holds
+            // however many ticks overlap.
+            sp.execute_typed(
+                "UPDATE mailrun.recurring_jobs SET runs = runs + 1 WHERE id = $1",
+                &[(&job.id, Type::INT8)],
             )?;
             sp.execute(
                 "UPDATE mailrun.recurring_occurrences SET message_id = $3

@@ -236,6 +236,31 @@ pub fn set_enabled(c: &mut impl GenericClient, id: &str, enabled: bool) -> anyho
     Ok(())
 }
 
+/// Revokes a runner (`mailrun.revoke_runner`): disabled, its leased messages back in the
+/// queue now; how many.
+pub fn revoke(c: &mut impl GenericClient, id: &str) -> anyhow::Result<i64> {
+    routine(c, "SELECT mailrun.revoke_runner($1)", id)
+}
+
+/// Removes a runner after revoking it (`mailrun.remove_runner`); how many messages went
+/// back to the queue.
+pub fn remove(c: &mut impl GenericClient, id: &str) -> anyhow::Result<i64> {
+    routine(c, "SELECT mailrun.remove_runner($1)", id)
+}
+
+fn routine(c: &mut impl GenericClient, sql: &str, id: &str) -> anyhow::Result<i64> {
+    match c.query_typed_one(sql, &[(&id, postgres::types::Type::TEXT)]) {
+        Ok(row) => Ok(row.get(0)),
+        Err(e)
+            if e.as_db_error()
+                .is_some_and(|d| *d.code() == postgres::error::SqlState::NO_DATA_FOUND) =>
+        {
+            Err(CliError::new(EXIT_DATA, format!("no runner {id:?}")).into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Changes endpoint and/or batch size.
 pub fn update(
     c: &mut impl GenericClient,

@@ -28,6 +28,12 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "routines_as_sources",
         include_str!("../../migrations/0008_routines_as_sources.sql"),
     ),
+    (9, "api", include_str!("../../migrations/0009_api.sql")),
+    (
+        10,
+        "recurring_limits",
+        include_str!("../../migrations/0010_recurring_limits.sql"),
+    ),
 ];
 
 /// A database at a version below this was made by a build from before the squash; its
@@ -65,6 +71,7 @@ pub const ROUTINE_SOURCES: &[Source] = &[
     source!("functions/enqueue_at.sql"),
     source!("functions/enqueue.sql"),
     source!("functions/enqueue_many.sql"),
+    source!("functions/add_recurring_job.sql"),
     source!("functions/window_bucket_seconds.sql"),
     source!("functions/quota_bucket.sql"),
     source!("functions/throttle_factor.sql"),
@@ -83,6 +90,9 @@ pub const ROUTINE_SOURCES: &[Source] = &[
     source!("functions/release_frees_now.sql"),
     source!("functions/reap_expired.sql"),
     source!("functions/release_lost_batches.sql"),
+    source!("functions/revoke_runner.sql"),
+    source!("functions/remove_runner.sql"),
+    source!("functions/remove_account.sql"),
     source!("functions/count_due.sql"),
     source!("functions/cancel.sql"),
     source!("functions/retry.sql"),

@@ -3,6 +3,7 @@
 //! attempts. Only reads; the callers render.
 
 use chrono::{DateTime, Utc};
+use postgres::types::Type;
 use postgres::GenericClient;
 use serde_json::{json, Value};
 
@@ -65,27 +66,36 @@ pub struct Scheduled {
     pub recurring_job_id: Option<i64>,
 }
 
-/// How many messages are scheduled after `now`, and the `limit` soonest.
+/// How many messages are scheduled after `now`, and the `limit` soonest after the
+/// `(send_at, id)` given (keyset paging: any page costs what the first does).
 pub fn scheduled(
     c: &mut impl GenericClient,
     now: DateTime<Utc>,
+    after: Option<(DateTime<Utc>, i64)>,
     limit: i64,
 ) -> anyhow::Result<(i64, Vec<Scheduled>)> {
     let total: i64 = c
-        .query_one(
+        .query_typed_one(
             "SELECT count(*) FROM mailrun.messages
              WHERE state = 'queued' AND attempts = 0 AND send_at > $1",
-            &[&now],
+            &[(&now, Type::TIMESTAMPTZ)],
         )?
         .get(0);
+    let (after_at, after_id) = (after.map(|a| a.0), after.map(|a| a.1));
     let rows = c
-        .query(
+        .query_typed(
             "SELECT id, send_at, array_to_string(to_addrs || cc_addrs || bcc_addrs, ', '),
                     subject, recurring_job_id
              FROM mailrun.messages
              WHERE state = 'queued' AND attempts = 0 AND send_at > $1
+               AND ($3::timestamptz IS NULL OR (send_at, id) > ($3, $4))
              ORDER BY send_at, id LIMIT $2",
-            &[&now, &limit],
+            &[
+                (&now, Type::TIMESTAMPTZ),
+                (&limit, Type::INT8),
+                (&after_at, Type::TIMESTAMPTZ),
+                (&after_id, Type::INT8),
+            ],
         )?
         .iter()
         .map(|r| Scheduled {

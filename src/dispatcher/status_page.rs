@@ -23,6 +23,7 @@ use postgres::GenericClient;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+use crate::dispatcher::listing::Cursor;
 use crate::dispatcher::{queue, recurring, runners, stats};
 use crate::protocol::Outcome;
 use crate::web::{Request, Response};
@@ -274,6 +275,35 @@ pub fn runner_health(
 
 /// Renders the whole page from the database as of `now` (pass the database's `now()`).
 pub fn render(c: &mut impl GenericClient, now: DateTime<Utc>) -> anyhow::Result<String> {
+    render_page(c, now, &Paging::default())
+}
+
+/// Where the scheduled list starts (`?scheduled=CURSOR`), and what links must carry
+/// along (a `token` given in the query).
+#[derive(Debug, Default, Clone)]
+pub struct Paging {
+    pub scheduled_after: Option<Cursor>,
+    pub keep_query: String,
+}
+
+impl Paging {
+    /// From the request's query string; a malformed cursor starts at the first page.
+    pub fn from_query(query: &str) -> Paging {
+        Paging {
+            scheduled_after: query_param(query, "scheduled").and_then(|c| Cursor::decode(&c).ok()),
+            keep_query: query_param(query, "token")
+                .map(|t| format!("&token={t}"))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The page, with the scheduled list starting where `paging` says.
+pub fn render_page(
+    c: &mut impl GenericClient,
+    now: DateTime<Utc>,
+    paging: &Paging,
+) -> anyhow::Result<String> {
     let mut h = String::with_capacity(16 * 1024);
     h.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n");
     h.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
@@ -289,7 +319,7 @@ pub fn render(c: &mut impl GenericClient, now: DateTime<Utc>) -> anyhow::Result<
         escape(&ts(now))
     );
     queue_section(c, &mut h)?;
-    scheduled_section(c, &mut h, now)?;
+    scheduled_section(c, &mut h, now, paging)?;
     recurring_section(c, &mut h, now)?;
     runners_section(c, &mut h, now)?;
     failures_section(c, &mut h, now)?;
@@ -322,8 +352,13 @@ fn scheduled_section(
     c: &mut impl GenericClient,
     h: &mut String,
     now: DateTime<Utc>,
+    paging: &Paging,
 ) -> anyhow::Result<()> {
-    let (total, rows) = stats::scheduled(c, now, ROWS)?;
+    let after = paging.scheduled_after.map(|c| (c.send_at, c.id));
+    // One more than shown tells whether a next page exists.
+    let (total, mut rows) = stats::scheduled(c, now, after, ROWS + 1)?;
+    let more = rows.len() as i64 > ROWS;
+    rows.truncate(ROWS as usize);
     let _ = writeln!(
         h,
         "<h2>Scheduled <span class=\"meta\">(<span id=\"scheduled-total\">{total}</span>, soonest first)</span></h2>"
@@ -345,9 +380,31 @@ fn scheduled_section(
         );
     }
     h.push_str("</table></div>\n");
-    if total > ROWS {
-        let _ = writeln!(h, "<p class=\"meta\">… and {} more.</p>", total - ROWS);
+    // Pages by keyset: a link per page, never an offset.
+    let keep = escape(&paging.keep_query);
+    h.push_str("<p class=\"meta\">");
+    if paging.scheduled_after.is_some() {
+        let _ = write!(
+            h,
+            "<a id=\"scheduled-first\" href=\"?scheduled={keep}\">first page</a> "
+        );
     }
+    match rows.last().filter(|_| more) {
+        Some(last) => {
+            let cursor = Cursor {
+                send_at: last.send_at,
+                id: last.id,
+            }
+            .encode();
+            let _ = write!(
+                h,
+                "<a id=\"scheduled-next\" href=\"?scheduled={cursor}{keep}\">next {ROWS}</a>"
+            );
+        }
+        None if total > ROWS => h.push_str("last page"),
+        None => {}
+    }
+    h.push_str("</p>\n");
     Ok(())
 }
 

@@ -26,7 +26,7 @@ use crate::protocol::{
 use crate::runner::config::RunnerConfig;
 use crate::runner::nonces;
 use crate::runner::state::{now_unix, write_atomic, ConfigLock, StateDir};
-use crate::web::{self, Request, Response};
+use crate::web::{self, Request, RequestError, Response};
 
 use crate::protocol::limits::RUNNER_MAX_REQUEST_BYTES as MAX_REQUEST_BYTES;
 
@@ -87,13 +87,21 @@ pub fn main(args: Args) -> Result<u8> {
     match &args.listen {
         Some(addr) => {
             config_check?;
-            web::listen::serve(addr, move |req| endpoint.handle(req), MAX_REQUEST_BYTES).map_err(
-                |e| CliError::new(EXIT_UNAVAILABLE, format!("cannot listen on {addr}: {e}")),
-            )?
+            web::listen::serve(
+                addr,
+                move |req| endpoint.handle(req),
+                RequestError::to_response,
+                MAX_REQUEST_BYTES,
+            )
+            .map_err(|e| CliError::new(EXIT_UNAVAILABLE, format!("cannot listen on {addr}: {e}")))?
         }
         None => {
-            web::cgi::serve_once(&|req| endpoint.handle(req), MAX_REQUEST_BYTES)
-                .context("cannot answer the CGI request")?;
+            web::cgi::serve_once(
+                &|req| endpoint.handle(req),
+                RequestError::to_response,
+                MAX_REQUEST_BYTES,
+            )
+            .context("cannot answer the CGI request")?;
             config_check?;
             // The request was answered with a fault; the reason is already logged.
             return Ok(endpoint.failed.load(Ordering::Relaxed));

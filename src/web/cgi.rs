@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
 
-use super::{reason_phrase, split_target, Request, RequestError, Response};
+use super::{reason_phrase, split_target, Refuse, Request, RequestError, Response};
 
 /// The most of a refused body (over-size, chunked, of unknown length) read and discarded
 /// before answering; beyond it the web server may reset the connection instead of
@@ -18,8 +18,9 @@ pub const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
 const BODY_METHODS: [&str; 3] = ["POST", "PUT", "PATCH"];
 
 /// Read the request from the process environment and stdin, run `handler`, write the
-/// response to stdout. Refused requests (413, 411, 400) never reach the handler.
-pub fn serve_once<H>(handler: &H, max_body: usize) -> io::Result<()>
+/// response to stdout. Refused requests (413, 411, 400) never reach the handler: `refuse`
+/// answers them.
+pub fn serve_once<H>(handler: &H, refuse: Refuse, max_body: usize) -> io::Result<()>
 where
     H: Fn(Request) -> Response + ?Sized,
 {
@@ -27,7 +28,7 @@ where
     let env = std::env::vars_os().filter_map(|(k, v)| Some((utf8(k)?, utf8(v)?)));
     let response = match read_request(env, io::stdin().lock(), max_body) {
         Ok(req) => handler(req),
-        Err(e) => e.to_response(),
+        Err(e) => refuse(&e),
     };
     let mut out = io::stdout().lock();
     write_response(&mut out, &response)?;
@@ -92,7 +93,7 @@ pub fn read_request(
             Ok(n) if v.bytes().all(|b| b.is_ascii_digit()) => Some(n),
             _ => {
                 drain(&mut stdin, DRAIN_LIMIT);
-                return Err(RequestError::new(400, "CONTENT_LENGTH is not a number"));
+                return Err(RequestError::new(400, "CONTENT_LENGTH is not a number").at(&path));
             }
         },
         None => None,
@@ -106,7 +107,8 @@ pub fn read_request(
             return Err(RequestError::new(
                 413,
                 format!("request body exceeds the limit of {max_body} bytes"),
-            ));
+            )
+            .at(&path));
         }
         Some(n) => {
             // n <= max_body, which is a usize, so the cast is lossless.
@@ -116,6 +118,7 @@ pub fn read_request(
                     400,
                     format!("could not read the {n}-byte request body: {e}"),
                 )
+                .at(&path)
             })?;
             body
         }
@@ -125,10 +128,7 @@ pub fn read_request(
             // Apache passes a chunked body on without CONTENT_LENGTH; it too must be
             // read to its end before the answer can reach the client.
             drain(&mut stdin, DRAIN_LIMIT);
-            return Err(RequestError::new(
-                411,
-                "a request body needs a Content-Length",
-            ));
+            return Err(RequestError::new(411, "a request body needs a Content-Length").at(&path));
         }
         None => Vec::new(),
     };

@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread;
 
-use super::{split_target, Request, RequestError, Response};
+use super::{split_target, Refuse, Request, RequestError, Response};
 
 /// Worker threads: enough that one slow request does not stall the others.
 pub const WORKERS: usize = 8;
@@ -41,7 +41,7 @@ impl Listener {
     }
 
     /// Serve forever with a pool of `WORKERS` threads.
-    pub fn run<H>(self, handler: H, max_body: usize) -> io::Result<()>
+    pub fn run<H>(self, handler: H, refuse: Refuse, max_body: usize) -> io::Result<()>
     where
         H: Fn(Request) -> Response + Send + Sync + 'static,
     {
@@ -52,7 +52,7 @@ impl Listener {
                 let handler = Arc::clone(&handler);
                 thread::Builder::new()
                     .name(format!("listen-{i}"))
-                    .spawn(move || worker(&server, &*handler, max_body))
+                    .spawn(move || worker(&server, &*handler, refuse, max_body))
             })
             .collect::<io::Result<_>>()?;
         for w in workers {
@@ -66,16 +66,21 @@ impl Listener {
 }
 
 /// Bind, print `listening on http://ADDR` to stderr, and serve forever.
-pub fn serve<H>(addr: &str, handler: H, max_body: usize) -> io::Result<()>
+pub fn serve<H>(addr: &str, handler: H, refuse: Refuse, max_body: usize) -> io::Result<()>
 where
     H: Fn(Request) -> Response + Send + Sync + 'static,
 {
     let listener = bind(addr)?;
     eprintln!("listening on http://{}", listener.local_addr());
-    listener.run(handler, max_body)
+    listener.run(handler, refuse, max_body)
 }
 
-fn worker<H>(server: &tiny_http::Server, handler: &H, max_body: usize) -> io::Result<()>
+fn worker<H>(
+    server: &tiny_http::Server,
+    handler: &H,
+    refuse: Refuse,
+    max_body: usize,
+) -> io::Result<()>
 where
     H: Fn(Request) -> Response + ?Sized,
 {
@@ -87,7 +92,7 @@ where
                 eprintln!("mailrun: request handler panicked; answering 500");
                 Response::text(500, "internal error")
             }),
-            Err(e) => e.to_response(),
+            Err(e) => refuse(&e),
         };
         if let Err(e) = raw.respond(to_tiny(response)) {
             // The client went away; nothing to tell it. Keep serving others.
@@ -112,7 +117,7 @@ fn read_request(raw: &mut tiny_http::Request, max_body: usize) -> Result<Request
     let remote_addr = raw.remote_addr().map(|a| a.ip());
     if let Some(n) = raw.body_length() {
         if n > max_body {
-            return Err(too_large(max_body));
+            return Err(too_large(max_body).at(&path));
         }
     }
     // Chunked bodies have no declared length: cap while reading.
@@ -120,9 +125,11 @@ fn read_request(raw: &mut tiny_http::Request, max_body: usize) -> Result<Request
     raw.as_reader()
         .take(max_body as u64 + 1)
         .read_to_end(&mut body)
-        .map_err(|e| RequestError::new(400, format!("could not read the request body: {e}")))?;
+        .map_err(|e| {
+            RequestError::new(400, format!("could not read the request body: {e}")).at(&path)
+        })?;
     if body.len() > max_body {
-        return Err(too_large(max_body));
+        return Err(too_large(max_body).at(&path));
     }
     Ok(Request {
         method,

@@ -147,14 +147,28 @@ impl fmt::Debug for BodyLen {
 pub struct RequestError {
     pub status: u16,
     pub message: String,
+    /// The request's path when the refusal came after it was read: a service behind the
+    /// adapter may answer refusals in its own form ([`Refuse`]).
+    pub path: Option<String>,
 }
+
+/// How a service answers the adapters' refusals; [`RequestError::to_response`] (a SOAP
+/// fault) unless the service has another form for some paths.
+pub type Refuse = fn(&RequestError) -> Response;
 
 impl RequestError {
     pub fn new(status: u16, message: impl Into<String>) -> Self {
         RequestError {
             status,
             message: message.into(),
+            path: None,
         }
+    }
+
+    /// The same refusal, for a request to `path`.
+    pub fn at(mut self, path: &str) -> Self {
+        self.path = Some(path.to_string());
+        self
     }
 
     /// The fault reason of the refusal: `TooLarge` for 413, else `MalformedXml` (the
@@ -257,6 +271,7 @@ pub fn is_loopback_ip(ip: IpAddr) -> bool {
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        201 => "Created",
         204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
@@ -266,6 +281,8 @@ pub fn reason_phrase(status: u16) -> &'static str {
         411 => "Length Required",
         413 => "Content Too Large",
         415 => "Unsupported Media Type",
+        409 => "Conflict",
+        422 => "Unprocessable Content",
         500 => "Internal Server Error",
         501 => "Not Implemented",
         502 => "Bad Gateway",

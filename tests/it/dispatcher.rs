@@ -874,7 +874,13 @@ fn runner_endpoint(key: SigningKey, runner_id: &str) -> FakeRunnerEndpoint {
         let headers = mailrun::web::sign_response(&key, &req, codec::soap_action(&answer), &bytes);
         Response::new(status, codec::CONTENT_TYPE, bytes).with_headers(headers)
     };
-    std::thread::spawn(move || listener.run(handler, 1024 * 1024));
+    std::thread::spawn(move || {
+        listener.run(
+            handler,
+            mailrun::web::RequestError::to_response,
+            1024 * 1024,
+        )
+    });
     FakeRunnerEndpoint {
         url,
         calls,

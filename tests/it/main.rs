@@ -5,6 +5,7 @@
 mod common;
 
 mod admin;
+mod api;
 mod clients;
 mod core_dumps;
 mod correctness;
@@ -14,6 +15,8 @@ mod e2e;
 mod fault_table;
 mod faults;
 mod imports;
+mod lifetime;
+mod listing;
 mod manpages;
 mod packaging;
 mod protocol;

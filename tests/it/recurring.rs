@@ -593,3 +593,226 @@ fn dispatch_tick_says_when_an_occurrence_is_skipped() {
         assert_eq!(stderr(&out), "");
     }
 }
+
+/// Fires `now` on four overlapping ticks at once (what cron does when one is slow).
+fn overlapping_ticks(url: &str, now: DateTime<Utc>) {
+    let barrier = Arc::new(Barrier::new(4));
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, barrier) = (url.to_string(), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                let mut c = db(&url);
+                barrier.wait();
+                recurring::materialise_due(&mut c, now).unwrap()
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn count_3_runs_three_times_with_overlapping_ticks() {
+    let url = init("recurring_count");
+    let dir = common::temp_dir();
+    let path = dir.path().join("t.json");
+    std::fs::write(&path, template().to_string()).unwrap();
+    let out = admin(
+        &url,
+        &[
+            "--json",
+            "schedule",
+            "add",
+            "--cron",
+            "0 * * * *",
+            "--count",
+            "3",
+            "--template",
+            path.to_str().unwrap(),
+            "--name",
+            "three",
+        ],
+    );
+    assert_status(&out, 0);
+    let job = json_out(&out);
+    assert_eq!(
+        (job["max_runs"].as_i64(), job["runs"].as_i64()),
+        (Some(3), Some(0))
+    );
+    let id = job["id"].as_i64().unwrap();
+    db(&url)
+        .execute(
+            "UPDATE mailrun.recurring_jobs SET created_at = $2 WHERE id = $1",
+            &[&id, &utc(2025, 3, 1, 8, 30)],
+        )
+        .unwrap();
+    for hour in 9..=14 {
+        overlapping_ticks(&url, utc(2025, 3, 1, hour, 1));
+    }
+    assert_eq!(count(&url, "SELECT count(*) FROM mailrun.messages"), 3);
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM mailrun.recurring_occurrences WHERE status = 'enqueued'"
+        ),
+        3
+    );
+    let list = json_out(&admin(&url, &["--json", "schedule", "list"]));
+    assert_eq!(list[0]["runs"], 3, "{list}");
+    assert_eq!(list[0]["finished"], true, "{list}");
+    assert!(list[0]["next_run"].is_null(), "{list}");
+    let table = stdout(&admin(&url, &["schedule", "list"]));
+    assert!(
+        table.contains("3/3") && table.contains("finished"),
+        "{table}"
+    );
+    assert_status(
+        &admin(
+            &url,
+            &[
+                "schedule",
+                "add",
+                "--cron",
+                "@daily",
+                "--count",
+                "0",
+                "--template",
+                path.to_str().unwrap(),
+            ],
+        ),
+        64,
+    );
+}
+
+#[test]
+fn until_ends_a_job_after_its_last_occurrence() {
+    let url = init("recurring_until");
+    let mut c = db(&url);
+    let spec = CronSpec::parse("0 * * * *").unwrap();
+    let id = recurring::add_limited(
+        &mut c,
+        &recurring::NewJob {
+            name: None,
+            spec: &spec,
+            template: &template(),
+            max_lateness: Duration::hours(24),
+        },
+        &recurring::RunLimits {
+            count: None,
+            until: Some(Utc::now() + Duration::days(1)),
+        },
+    )
+    .unwrap();
+    // Moved into the past so the ticks can be simulated: created 08:30, until 11:30.
+    c.execute(
+        "UPDATE mailrun.recurring_jobs SET created_at = $2, until = $3 WHERE id = $1",
+        &[&id, &utc(2025, 3, 1, 8, 30), &utc(2025, 3, 1, 11, 30)],
+    )
+    .unwrap();
+    for hour in 9..=14 {
+        overlapping_ticks(&url, utc(2025, 3, 1, hour, 1));
+    }
+    let times: Vec<DateTime<Utc>> = c
+        .query(
+            "SELECT occurrence_at FROM mailrun.recurring_occurrences
+             WHERE status = 'enqueued' AND message_id IS NOT NULL ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        times,
+        vec![
+            utc(2025, 3, 1, 9, 0),
+            utc(2025, 3, 1, 10, 0),
+            utc(2025, 3, 1, 11, 0)
+        ]
+    );
+    let job = recurring::find(&mut c, &id.to_string()).unwrap();
+    assert!(job.finished() && job.next_run().is_none());
+    let past = admin(
+        &url,
+        &[
+            "schedule",
+            "add",
+            "--cron",
+            "@daily",
+            "--until",
+            "2001-01-01T00:00:00Z",
+            "--template",
+            "/dev/null",
+        ],
+    );
+    assert_status(&past, 65);
+}
+
+/// Applications that use the database directly add jobs with mailrun.add_recurring_job;
+/// bad input is refused with the procedure's words and stores nothing.
+#[test]
+fn the_sql_procedure_adds_recurring_jobs_and_refuses_bad_ones() {
+    let url = init("recurring_sql");
+    let mut c = db(&url);
+    let id: i64 = c
+        .query_one(
+            "SELECT mailrun.add_recurring_job('0 9 * * MON', $1, 'Europe/Berlin', 'sql-job', 2)",
+            &[&template()],
+        )
+        .unwrap()
+        .get(0);
+    let job = recurring::find(&mut c, "sql-job").unwrap();
+    assert_eq!(
+        (job.id, job.max_runs, job.time_zone.as_str()),
+        (id, Some(2), "Europe/Berlin")
+    );
+    assert!(job.next_run().is_some());
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM mailrun.messages"),
+        0,
+        "the trial enqueue stayed"
+    );
+    let mut refused = |sql: &str, template: Value| -> String {
+        let e = c.query_one(sql, &[&template]).unwrap_err();
+        let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+        assert_eq!(db.code().code(), "22023", "{}", db.message());
+        db.message().to_string()
+    };
+    let mut no_from = template();
+    no_from.as_object_mut().unwrap().remove("from");
+    let m = refused("SELECT mailrun.add_recurring_job('@daily', $1)", no_from);
+    assert!(m.starts_with("template: "), "{m}");
+    let mut with_send_at = template();
+    with_send_at["send_at"] = json!("2030-01-01T00:00:00Z");
+    assert!(refused(
+        "SELECT mailrun.add_recurring_job('@daily', $1)",
+        with_send_at
+    )
+    .contains("per occurrence"));
+    assert!(refused(
+        "SELECT mailrun.add_recurring_job('@daily', $1, 'Mars/Olympus')",
+        template()
+    )
+    .contains("time zone"));
+    assert!(refused(
+        "SELECT mailrun.add_recurring_job('every day', $1)",
+        template()
+    )
+    .contains("cron spec"));
+    assert!(refused(
+        "SELECT mailrun.add_recurring_job('@daily', $1, 'UTC', NULL, NULL, now() - interval '1 day')",
+        template()
+    )
+    .contains("past"));
+    assert!(refused(
+        "SELECT mailrun.add_recurring_job('@daily', $1, 'UTC', 'sql-job')",
+        template()
+    )
+    .contains("exists already"));
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM mailrun.recurring_jobs"),
+        1
+    );
+    assert_eq!(count(&url, "SELECT count(*) FROM mailrun.messages"), 0);
+}

@@ -632,3 +632,92 @@ fn mixed_outcomes_show_every_recipient() {
         .get(0);
     assert_eq!(state, "sent");
 }
+
+/// `report --mail-to` queues the report through mailrun itself: the counts and the
+/// failure in the body, and exactly the rows of `report --csv` as an attachment.
+#[test]
+fn report_mailed_through_mailrun_itself() {
+    use base64::Engine as _;
+    let (url, _job_run, _ids) = delivered("report_mail");
+    let csv = stdout(&admin(&url, &["report", "--csv"]));
+    let before = count(&url, "SELECT count(*) FROM mailrun.messages");
+    let v = json_out(&admin(
+        &url,
+        &[
+            "--json",
+            "report",
+            "--mail-to",
+            "ops@example.org",
+            "--mail-from",
+            "mailrun@example.org",
+        ],
+    ));
+    let id = v["queued"].as_i64().unwrap();
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM mailrun.messages"),
+        before + 1
+    );
+    let row = db(&url)
+        .query_one(
+            "SELECT to_addrs, subject, text_body, attachments, state FROM mailrun.messages
+             WHERE id = $1",
+            &[&id],
+        )
+        .unwrap();
+    let to: Vec<String> = row.get(0);
+    let subject: String = row.get(1);
+    let text: String = row.get(2);
+    let attachments: Value = row.get(3);
+    let state: String = row.get(4);
+    assert_eq!(to, vec!["ops@example.org".to_string()]);
+    assert_eq!(state, "queued");
+    assert!(
+        subject.starts_with("mailrun report: 2 sent, 1 deferred, 1 failed"),
+        "{subject}"
+    );
+    assert!(
+        text.contains("failed (1 shown of 1)") && text.contains("550"),
+        "{text}"
+    );
+    let a = &attachments[0];
+    assert_eq!(a["content_type"], "text/csv");
+    assert!(a["filename"].as_str().unwrap().ends_with(".csv"));
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(a["data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(String::from_utf8(data).unwrap(), csv);
+
+    // Refused, queueing nothing: flags that do not go together, a bad address, no sender.
+    assert_status(
+        &admin(&url, &["report", "--csv", "--mail-to", "ops@example.org"]),
+        64,
+    );
+    assert_status(
+        &admin(&url, &["report", "--mail-from", "a@example.org"]),
+        64,
+    );
+    let bad = admin(
+        &url,
+        &[
+            "report",
+            "--mail-to",
+            "not an address",
+            "--mail-from",
+            "a@example.org",
+        ],
+    );
+    assert_status(&bad, 65);
+    assert!(
+        stderr(&bad).contains("cannot be mailed"),
+        "{}",
+        stderr(&bad)
+    );
+    assert_status(
+        &admin(&url, &["report", "--mail-to", "ops@example.org"]),
+        65,
+    );
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM mailrun.messages"),
+        before + 1
+    );
+}

@@ -234,7 +234,13 @@ impl TestDispatcher {
             let headers = web::sign_response(&key, &req, codec::soap_action(&body), &bytes);
             Response::new(200, codec::CONTENT_TYPE, bytes).with_headers(headers)
         };
-        std::thread::spawn(move || listener.run(handler, 16 * 1024 * 1024));
+        std::thread::spawn(move || {
+            listener.run(
+                handler,
+                mailrun::web::RequestError::to_response,
+                16 * 1024 * 1024,
+            )
+        });
         TestDispatcher {
             url,
             requests,

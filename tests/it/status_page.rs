@@ -136,7 +136,13 @@ fn serve(url: &str, config: StatusPageConfig) -> String {
                 status_page::render(&mut c, now)
             })
         };
-        mailrun::web::listen::serve(&bind, handler, 1 << 20).expect("serve");
+        mailrun::web::listen::serve(
+            &bind,
+            handler,
+            mailrun::web::RequestError::to_response,
+            1 << 20,
+        )
+        .expect("serve");
     });
     common::wait_for_listener(&addr, "the status page server", None, String::new);
     format!("http://{addr}/")

@@ -38,7 +38,7 @@ where
 {
     let listener = listen::bind("127.0.0.1:0").expect("bind loopback");
     let addr = listener.local_addr();
-    thread::spawn(move || listener.run(handler, MAX_BODY));
+    thread::spawn(move || listener.run(handler, mailrun::web::RequestError::to_response, MAX_BODY));
     format!("http://{addr}")
 }
 

@@ -68,6 +68,15 @@ pub enum AccountCommand {
     Disable { name: String },
     /// Send through an account again.
     Enable { name: String },
+    /// Delete an account. Refused while messages (unfinished or finished) or account
+    /// groups use it, unless --to moves them all to another account (failover lists keep
+    /// their order); its quotas and throttle state go with it.
+    Remove {
+        name: String,
+        /// The account that takes over its messages and group memberships.
+        #[arg(long, value_name = "OTHER")]
+        to: Option<String>,
+    },
 }
 
 pub(super) fn read_secret_file(path: &Path) -> anyhow::Result<String> {
@@ -160,6 +169,16 @@ pub(super) fn account(
             out.result(json!({"account": name, "added": true}), || {
                 format!("account {name} added")
             });
+        }
+        AccountCommand::Remove { name, to } => {
+            let moved = accounts::remove(db, &name, to.as_deref())?;
+            out.result(
+                json!({"account": name, "removed": true, "moved_messages": moved, "to": to}),
+                || match &to {
+                    Some(t) => format!("account {name} removed; {moved} message(s) moved to {t}"),
+                    None => format!("account {name} removed"),
+                },
+            );
         }
         AccountCommand::List => {
             let list = accounts::list(db)?;

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::cli::{CliError, EXIT_DATA, EXIT_OK, EXIT_USAGE};
 use crate::dispatcher::config::DispatcherConfig;
+use crate::dispatcher::intake::{Intake, Prepared};
 use crate::dispatcher::queue::{self, EnqueueError};
 use crate::dispatcher::quota;
 use crate::dispatcher::retry::Policy;
@@ -234,15 +235,16 @@ pub(super) fn enqueue(
     }
     let when = SendAtReader::new(db, args.time_zone.as_deref(), &config)?;
     let mut m = message_from_flags(&args)?;
-    let mut read_as = None;
     if let Some(input) = &args.send_at {
-        let at = when.read(input).map_err(|e| CliError::new(EXIT_DATA, e))?;
-        m["send_at"] = json!(at.at.to_rfc3339());
-        read_as = Some(at.read_as);
+        m["send_at"] = json!(input);
     }
-    message::apply_defaults(&mut m, &config.defaults);
-    message::check_no_nul(&m).map_err(|e| CliError::new(EXIT_DATA, e))?;
-    message::check(&m, Some(policy.max_message_bytes)).map_err(|e| CliError::new(EXIT_DATA, e))?;
+    let Prepared {
+        message: m,
+        send_at_read_as: read_as,
+    } = when
+        .intake(&config, &policy)
+        .prepare(m, when.tz)
+        .map_err(|e| CliError::new(EXIT_DATA, e))?;
     let id = queue::enqueue(db, &m).map_err(enqueue_error)?;
     if out.json {
         println!(
@@ -283,8 +285,12 @@ impl SendAtReader {
         Ok(SendAtReader { tz, now })
     }
 
-    fn read(&self, input: &str) -> Result<when::SendAt, String> {
-        when::parse_send_at(input, self.now, self.tz).map_err(|e| format!("\"send_at\": {e}"))
+    fn intake<'a>(&self, config: &'a DispatcherConfig, policy: &Policy) -> Intake<'a> {
+        Intake {
+            defaults: &config.defaults,
+            max_message_bytes: policy.max_message_bytes,
+            now: self.now,
+        }
     }
 }
 
@@ -319,6 +325,7 @@ pub(super) fn enqueue_jsonl(
             |e| CliError::new(EXIT_DATA, format!("cannot read {}: {e}", path.display())),
         )?))
     };
+    let intake = when.intake(config, policy);
     let account_names: Vec<String> = accounts::list(db)?.into_iter().map(|a| a.name).collect();
     let group_names: Vec<String> = quota::account_groups(db)?
         .into_iter()
@@ -342,14 +349,8 @@ pub(super) fn enqueue_jsonl(
             .and_then(|line| {
                 serde_json::from_str::<Value>(&line).map_err(|e| format!("not JSON: {e}"))
             })
-            .and_then(|mut m| {
-                message::check_no_nul(&m)?;
-                if let Some(input) = m.get("send_at").and_then(Value::as_str) {
-                    let at = when.read(input)?;
-                    m["send_at"] = json!(at.at.to_rfc3339());
-                }
-                message::apply_defaults(&mut m, &config.defaults);
-                message::check(&m, Some(policy.max_message_bytes))?;
+            .and_then(|m| {
+                let m = intake.prepare(m, when.tz)?.message;
                 if let Some(acc) = m.get("account").and_then(Value::as_str) {
                     if !account_names.iter().any(|a| a == acc) {
                         return Err(format!("unknown SMTP account {acc:?}"));

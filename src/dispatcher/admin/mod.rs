@@ -4,8 +4,10 @@
 
 mod account;
 mod account_group;
+mod api_key;
 mod args;
 mod enqueue;
+mod list;
 mod messages;
 mod migrate;
 mod output;
@@ -13,6 +15,7 @@ mod policy;
 mod quota;
 mod reply_rule;
 mod report;
+mod report_mail;
 mod runner;
 mod schedule;
 mod suppress;
@@ -86,6 +89,9 @@ pub enum Command {
     Account(account::AccountCommand),
     /// Queue messages: from flags, an .eml file, or JSON lines on stdin (--jsonl).
     Enqueue(Box<enqueue::EnqueueArgs>),
+    /// Messages by send time with filters (state, account, recipient domain, send-at
+    /// range, recurring job), a page at a time or --all.
+    List(Box<list::ListArgs>),
     /// Counts by state, the oldest due message, and the runners.
     Status,
     /// One message with every delivery attempt, per recipient.
@@ -134,6 +140,9 @@ pub enum Command {
         #[arg(long, value_name = "URL")]
         url: String,
     },
+    /// Keys of the HTTP JSON API (dispatch-cgi under /api/v1/): add, list, revoke.
+    #[command(subcommand)]
+    ApiKey(api_key::ApiKeyCommand),
 }
 
 pub fn main(args: Args) -> anyhow::Result<u8> {
@@ -158,6 +167,7 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
                 Command::Runner(r) => runner::runner(&mut db, r, out),
                 Command::Account(a) => account::account(&mut db, a, out),
                 Command::Enqueue(e) => enqueue::enqueue(&mut db, args.config.as_deref(), *e, out),
+                Command::List(l) => list::list(&mut db, args.config.as_deref(), *l, out),
                 Command::Status => messages::status(&mut db, out),
                 Command::Schedule(s) => {
                     schedule::schedule(&mut db, args.config.as_deref(), s, out.json, out.verbose)
@@ -174,6 +184,7 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
                 Command::Wsdl { url } => {
                     print_wsdl(crate::protocol::wsdl::Service::Dispatcher, &url)
                 }
+                Command::ApiKey(k) => api_key::api_key_cmd(&mut db, k, out),
                 Command::Purge { older_than } => {
                     let n = queue::purge(&mut db, older_than)?;
                     out.result(json!({"purged": n}), || format!("purged {n} messages"));

@@ -86,6 +86,18 @@ pub struct ReportArgs {
     /// file, else UTC]
     #[arg(long, value_name = "TZ")]
     pub time_zone: Option<String>,
+    /// Queue the report as a message to this address (repeatable), through mailrun
+    /// itself: counts and the first failures in the body, every row as a CSV
+    /// attachment; prints the message id.
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["csv", "summary"])]
+    pub mail_to: Vec<String>,
+    /// Sender of the mailed report [default: [defaults] from in the config file]
+    #[arg(long, value_name = "ADDR", requires = "mail_to")]
+    pub mail_from: Option<String>,
+    /// SMTP account of the mailed report [default: [defaults] account, else the only
+    /// account]
+    #[arg(long, value_name = "NAME", requires = "mail_to")]
+    pub mail_account: Option<String>,
 }
 
 /// `dispatch-admin report`.
@@ -252,6 +264,21 @@ pub fn report(
         }
         None => {
             let rows = report::attempts(db, &filter)?;
+            if !args.mail_to.is_empty() {
+                let mail = super::report_mail::MailTo {
+                    to: &args.mail_to,
+                    from: args.mail_from.as_deref(),
+                    account: args.mail_account.as_deref(),
+                };
+                return super::report_mail::queue_report(
+                    db,
+                    &config,
+                    &mail,
+                    &rows,
+                    (since, until, now),
+                    json_out,
+                );
+            }
             if json_out {
                 println!("{}", serde_json::to_value(&rows)?);
             } else if args.csv {

@@ -37,6 +37,15 @@ pub enum RunnerCommand {
     Disable { id: String },
     /// Hand work to a runner again.
     Enable { id: String },
+    /// Take a runner out of service now (a dead host, a stolen key): disable it, so its
+    /// requests are refused, and return the messages leased to it to the queue at once
+    /// (the next dispatch-tick hands them to another runner) instead of when the lease
+    /// ends. Reports it sends after a later `enable` are recorded as late, never applied
+    /// twice.
+    Revoke { id: String },
+    /// Revoke a runner, then delete it with its job runs, leases and runner quotas (its
+    /// delivery attempts stay, naming it).
+    Remove { id: String },
     /// Make a new key (printed once); the old key stays valid until confirm-key.
     RotateKey {
         id: String,
@@ -134,6 +143,20 @@ pub(super) fn runner(
             out.result(json!({"runner": id, "enabled": true}), || {
                 format!("runner {id} enabled")
             });
+        }
+        RunnerCommand::Revoke { id } => {
+            let n = runners::revoke(db, &id)?;
+            out.result(
+                json!({"runner": id, "revoked": true, "requeued": n}),
+                || format!("runner {id} revoked; {n} leased message(s) back in the queue"),
+            );
+        }
+        RunnerCommand::Remove { id } => {
+            let n = runners::remove(db, &id)?;
+            out.result(
+                json!({"runner": id, "removed": true, "requeued": n}),
+                || format!("runner {id} removed; {n} leased message(s) back in the queue"),
+            );
         }
         RunnerCommand::RotateKey { id, dispatcher_url } => {
             let key = runners::rotate_key(db, &id)?;

@@ -40,6 +40,14 @@ pub enum ScheduleCommand {
         /// sending it late: 30m, 6h, 2d.
         #[arg(long, value_name = "AGE", default_value = "24h", value_parser = parse_duration)]
         max_lateness: Duration,
+        /// Stop after this many occurrences have queued a message (skipped or refused
+        /// occurrences do not count).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
+        count: Option<i32>,
+        /// No occurrence after this time: RFC 3339 or a send-later phrase ("in 30 days",
+        /// "2027-01-31 18:00"), read in the job's time zone.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
     },
     /// List recurring jobs with their next run.
     List,
@@ -84,6 +92,8 @@ pub(super) fn job_json(job: &recurring::RecurringJob) -> Value {
         "paused": job.paused, "created_at": job.created_at,
         "last_occurrence_at": job.last_occurrence_at,
         "max_lateness_seconds": job.max_lateness_seconds,
+        "max_runs": job.max_runs, "runs": job.runs, "until": job.until,
+        "finished": job.finished(),
         "next_run": next,
         "next_run_read_as": next.zip(tz).map(|(t, tz)| when::describe(t, tz)),
         "subject": job.template.get("subject"),
@@ -106,8 +116,18 @@ pub fn schedule(
             time_zone: tz_flag,
             name,
             max_lateness,
+            count,
+            until,
         } => {
             let tz = time_zone(tz_flag.as_deref(), &config)?;
+            let until = match until {
+                Some(s) => Some(
+                    when::parse_send_at(&s, crate::dispatcher::connection::db_now(db)?, tz)
+                        .map_err(|e| CliError::new(EXIT_DATA, format!("--until: {e}")))?
+                        .at,
+                ),
+                None => None,
+            };
             let spec = CronSpec::parse_in(&cron, tz)
                 .map_err(|e| CliError::new(EXIT_DATA, e.to_string()))?;
             let mut template = read_template(&template)?;
@@ -115,7 +135,7 @@ pub fn schedule(
             let policy = Policy::load(db)?;
             message::check(&template, Some(policy.max_message_bytes))
                 .map_err(|e| CliError::new(EXIT_DATA, format!("template: {e}")))?;
-            let id = recurring::add(
+            let id = recurring::add_limited(
                 db,
                 &recurring::NewJob {
                     name: name.as_deref(),
@@ -123,6 +143,7 @@ pub fn schedule(
                     template: &template,
                     max_lateness,
                 },
+                &recurring::RunLimits { count, until },
             )?;
             let job = recurring::find(db, &id.to_string())?;
             if json_out {
@@ -164,6 +185,10 @@ pub fn schedule(
                     "created_at",
                     "last_occurrence_at",
                     "max_lateness_seconds",
+                    "max_runs",
+                    "runs",
+                    "until",
+                    "finished",
                     "next_run_read_as",
                 ] {
                     let v = match &value[key] {
@@ -224,18 +249,37 @@ pub(super) fn state_change(id: i64, verb: &str, changed: bool, json_out: bool, v
 
 pub(super) fn job_table(jobs: &[recurring::RecurringJob]) -> String {
     let mut s = format!(
-        "{:>5} {:<16} {:<18} {:<16} {:<7} {:<21} {}\n",
-        "ID", "NAME", "CRON", "TIME ZONE", "PAUSED", "NEXT RUN (UTC)", "SUBJECT"
+        "{:>5} {:<16} {:<18} {:<16} {:<7} {:<7} {:<21} {:<21} {}\n",
+        "ID",
+        "NAME",
+        "CRON",
+        "TIME ZONE",
+        "PAUSED",
+        "RUNS",
+        "UNTIL (UTC)",
+        "NEXT RUN (UTC)",
+        "SUBJECT"
     );
     for j in jobs {
+        let runs = match j.max_runs {
+            Some(m) => format!("{}/{m}", j.runs),
+            None => j.runs.to_string(),
+        };
+        let next = if j.finished() {
+            "finished".to_string()
+        } else {
+            fmt_time(j.next_run())
+        };
         s.push_str(&format!(
-            "{:>5} {:<16} {:<18} {:<16} {:<7} {:<21} {}\n",
+            "{:>5} {:<16} {:<18} {:<16} {:<7} {:<7} {:<21} {:<21} {}\n",
             j.id,
             j.name.as_deref().unwrap_or("-"),
             j.cron,
             j.time_zone,
             if j.paused { "yes" } else { "no" },
-            fmt_time(j.next_run()),
+            runs,
+            fmt_time(j.until),
+            next,
             j.template
                 .get("subject")
                 .and_then(Value::as_str)
