@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postgresql libxml2-utils postfix lighttpd python3 python3-venv ca-certificates chromium dpkg-dev groff-base binutils passwd faketime)
+APT_PACKAGES=(postgresql libxml2-utils postfix lighttpd python3 python3-venv ca-certificates chromium dpkg-dev groff-base binutils passwd faketime pgbouncer openssl)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

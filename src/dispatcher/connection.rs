@@ -163,5 +163,5 @@ pub fn refused_value(err: &anyhow::Error) -> Option<String> {
 pub fn db_now(
     db: &mut impl postgres::GenericClient,
 ) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    Ok(db.query_one("SELECT now()", &[])?.get(0))
+    Ok(db.query_typed_one("SELECT now()", &[])?.get(0))
 }

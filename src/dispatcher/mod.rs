@@ -23,4 +23,5 @@ pub mod stats;
 pub mod status_page;
 pub mod suppression;
 pub mod tick;
+pub mod typed;
 pub mod unknown;
