@@ -6,6 +6,7 @@ pub mod charset;
 pub mod config;
 pub mod config_versions;
 pub mod connection;
+pub mod db_tls;
 pub mod endpoint;
 pub mod message;
 pub mod outbound;

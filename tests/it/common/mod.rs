@@ -196,7 +196,7 @@ pub fn pgbouncer_bin() -> PathBuf {
 
 /// Runs a PostgreSQL program, as the `postgres` user when we are root (PostgreSQL refuses
 /// to run as root).
-fn pg_command(program: &str) -> Command {
+pub fn pg_command(program: &str) -> Command {
     let bin = pg_bin(program);
     if is_root() {
         let mut cmd = Command::new("runuser");
