@@ -5,6 +5,9 @@
 #   benches/bench.sh                 full run (about 11 minutes on 2 cores, builds included)
 #   benches/bench.sh --quick         smaller volumes (100k rows instead of 1M, ...)
 #   benches/bench.sh --out FILE      also write the results as Markdown
+#   benches/bench.sh --only pooler   dispatch-tick direct, through PgBouncer (transaction
+#                                    pooling) and over TLS vs a bare process start; a tick
+#                                    with 10k vs 1M due (docs/scaling.md); --quick: 100k
 #   benches/bench.sh --latency [--delays 0.1,0.3 --domains 1,10,100 --out FILE]
 #                                    mailrun and stock Postfix against a receiving server
 #                                    that answers late (benches/latency.py, delay_smtp.py)
