@@ -52,6 +52,7 @@ pub fn connect(url: &str) -> Result<postgres::Client, DbError> {
         db_tls::SslMode::Prefer => SslMode::Prefer,
         _ => SslMode::Require,
     });
+    ANSWERED.with(|a| *a.borrow_mut() = None);
     let mut failures: Vec<DbError> = Vec::new();
     for (target, one) in each_host(&config) {
         let connected = match &tls.connector {

@@ -534,7 +534,11 @@ fn db_refusal(err: anyhow::Error) -> Refusal {
     Refusal {
         fault: Fault::new(reason, message),
         key: None,
-        log_detail: Some(format!("{err:#}")),
+        // Which host answered matters with several (a standby answering read-only).
+        log_detail: Some(match connection::answered_by() {
+            Some(database) => format!("{database}: {err:#}"),
+            None => format!("{err:#}"),
+        }),
     }
 }
 
