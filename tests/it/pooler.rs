@@ -7,10 +7,11 @@
 //!   (`query_typed`, `execute_typed`) or simple-protocol (`batch_execute`) methods.
 //! - The multi-endpoint run of the issue, scaled down: three dispatch-cgi endpoints (two
 //!   CGI behind their own lighttpd, one `--listen`), six runners, dispatch-tick from two
-//!   "hosts" at once, a recurring job and concurrent dispatch-admin calls, all through one
-//!   PgBouncer in transaction mode. Checked: every message delivered exactly once, every
-//!   command succeeded, no runner cycle refused, no outbox left, no ERROR in the server's
-//!   log, and the server's log (log_statement = all) shows no named statement executed.
+//!   "hosts" at once, a recurring job, migrate, push-config and concurrent dispatch-admin
+//!   calls, all through one PgBouncer in transaction mode. Checked: every message
+//!   delivered exactly once, every command succeeded, no runner cycle refused, no outbox
+//!   left, no ERROR in the server's log, and the server's log (log_statement = all) shows
+//!   no named statement executed.
 //!   `MAILRUN_POOLER_MESSAGES=10000` runs the issue's full count (default 2000).
 use crate::common;
 use crate::common::pgbouncer::PgBouncer;
@@ -214,6 +215,22 @@ fn three_endpoints_six_runners_two_ticks_through_pgbouncer_transaction_pooling()
         ],
     );
     common::assert_status(&out, 0);
+    // migrate (its advisory lock lives only as long as its transaction) and push-config
+    // through the pooler too.
+    common::assert_status(&common::admin(&pooled, &["migrate"]), 0);
+    let push = |args: &[&str]| {
+        common::run(
+            common::command(pipeline::PUSH_CONFIG)
+                .args(["--database-url", &pooled])
+                .args(args),
+        )
+    };
+    let first_url = format!("dispatcher_url={}", endpoints[0]);
+    common::assert_status(
+        &push(&["set", "--no-push", &first_url, "batch_size=200"]),
+        0,
+    );
+    common::assert_status(&push(&["show", "--json"]), 0);
 
     db.enqueue(n);
     let watch =
