@@ -8,6 +8,9 @@
 #   benches/bench.sh --only api      the HTTP JSON API's enqueue rate (CGI and --listen,
 #                                    batches and one message per request) as a ratio to
 #                                    dispatch-admin enqueue --jsonl of the same messages
+#   benches/bench.sh --only pooler   dispatch-tick direct, through PgBouncer (transaction
+#                                    pooling) and over TLS vs a bare process start; a tick
+#                                    with 10k vs 1M due (docs/scaling.md); --quick: 100k
 #   benches/bench.sh --latency [--delays 0.1,0.3 --domains 1,10,100 --out FILE]
 #                                    mailrun and stock Postfix against a receiving server
 #                                    that answers late (benches/latency.py, delay_smtp.py)

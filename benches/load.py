@@ -407,7 +407,9 @@ def main():
     ap.add_argument("--runs", type=int, help="runs per figure (default 3)")
     ap.add_argument("--out", help="also write the results as Markdown to this file")
     ap.add_argument("--only", default="ceiling,postfix,e2e,claim,latency,tick,rss,api",
-                    help="comma-separated sections (ratios need their references)")
+                    help="comma-separated sections (ratios need their references); "
+                         "`pooler` (not in the default run): dispatch-tick direct, through "
+                         "PgBouncer and over TLS, and with 10k vs 1M due")
     ap.add_argument("--sizes", default="2048,51200", help="message body sizes in bytes")
     ap.add_argument("--transports", default="listen,cgi", help="end-to-end transports")
     ap.add_argument("--runner-counts", default="1,2", help="end-to-end runner counts")
@@ -425,6 +427,8 @@ def main():
         "latency_k": 20,
         "tick_runs": 10 if q else 30,
         "rss_small": 1000,
+        "pooler_small": 10_000,
+        "pooler_big": 100_000 if q else 1_000_000,
         "rss_big": 10_000 if q else 100_000,
         "api_n": 1000 if q else 5000,
     }
@@ -587,6 +591,10 @@ def main():
             tick["tick"] = record("tick", "dispatch-tick, nothing due (exit 3)", "s", tv)
             tick["bare"] = record("tick", "bare `fn main() {}` built with rustc -O", "s", bv)
 
+        pool = {}
+        if "pooler" in only:
+            pool = pooler_section(mr, pg, workdir, cfg, runs, record, heading)
+
         rss = {}
         if "rss" in only:
             heading("7. runner-send peak RSS with spooled messages (2 KB each, batches of 1000)")
@@ -696,6 +704,14 @@ def main():
               lat.get("small"), ("<= 1.2", lambda r: r <= 1.2))
         ratio("empty dispatch-tick / bare process start", tick.get("tick"), tick.get("bare"),
               ("<= 3", lambda r: r <= 3))
+        ratio("empty dispatch-tick through PgBouncer / bare process start", pool.get("pooled"),
+              pool.get("bare"), ("<= 3", lambda r: r <= 3))
+        ratio("empty dispatch-tick direct / bare process start", pool.get("direct"),
+              pool.get("bare"), ("reference", lambda r: True))
+        ratio("empty dispatch-tick TLS (require) / direct", pool.get("tls"), pool.get("direct"),
+              ("reference", lambda r: True))
+        ratio(f"dispatch-tick with {cfg['pooler_big']} due / {cfg['pooler_small']} due",
+              pool.get("big"), pool.get("small"), ("<= 1.2", lambda r: r <= 1.2))
         ratio(f"runner-send RSS {cfg['rss_big']} / {cfg['rss_small']} spooled", rss.get("big"),
               rss.get("small"), ("<= 1.2", lambda r: r <= 1.2))
     finally:
@@ -712,6 +728,109 @@ def main():
     if a.out:
         with open(a.out, "w") as f:
             f.write("```\n" + "\n".join(lines_out).strip("\n") + "\n```\n")
+
+
+def pooler_section(mr, pg, workdir, cfg, runs, record, heading):
+    """dispatch-tick's cost per run: on an empty queue direct, through a private PgBouncer
+    (transaction pooling) and over TLS, against a bare process start; then with 10k and
+    with 1M messages due (one runner that refuses connections at once, so the tick's own
+    work is what is timed). Returns the medians by name."""
+    out = {}
+    heading("8. dispatch-tick: direct, through PgBouncer, over TLS; 10k vs 1M due (seconds per run)")
+    mr.reset_queue()
+    bare = os.path.join(workdir, "bare")
+    if not os.path.exists(bare):
+        subprocess.run(["rustc", "-O", "-o", bare, os.path.join(ROOT, "benches/support/bare.rs")],
+                       check=True)
+    bouncer = PgBouncer(workdir, pg.port)
+    # TLS on the server: a throwaway self-signed certificate (require: encrypted, no check).
+    data = f"{pg.dir}/data"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", f"{data}/server.key",
+                    "-out", f"{data}/server.crt"], check=True, capture_output=True)
+    if os.getuid() == 0:
+        for f in ("server.key", "server.crt"):
+            shutil.chown(f"{data}/{f}", "postgres", "postgres")
+    os.chmod(f"{data}/server.key", 0o600)
+    pg.psql("ALTER SYSTEM SET ssl = on", db="postgres")
+    pg.psql("SELECT pg_reload_conf()", db="postgres")
+    time.sleep(1)
+
+    def tick(url):
+        subprocess.run([f"{BIN}/dispatch-tick", "--database-url", url], env=mr.env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    urls = {"direct": pg.url, "pooled": bouncer.url("mailrun"),
+            "tls": pg.url + "?sslmode=require"}
+    # Each way in works (a refused TLS or pooler would time a quick failure instead);
+    # sslmode=require fails without TLS.
+    for k, url in urls.items():
+        r = subprocess.run([f"{BIN}/dispatch-tick", "--database-url", url], env=mr.env,
+                           capture_output=True, text=True)
+        if r.returncode != 3:
+            die(f"dispatch-tick ({k}) exited {r.returncode}, expected 3: {r.stderr.strip()}")
+    vals = {k: [] for k in ("bare", "direct", "pooled", "tls")}
+    for _ in range(runs):
+        vals["bare"].append(statistics.median(timed(lambda: subprocess.run([bare]), cfg["tick_runs"])))
+        for k, url in urls.items():
+            vals[k].append(statistics.median(timed(lambda: tick(url), cfg["tick_runs"])))
+    out["bare"] = record("pooler", "bare `fn main() {}` built with rustc -O", "s", vals["bare"])
+    out["direct"] = record("pooler", "dispatch-tick, nothing due, direct (loopback)", "s", vals["direct"])
+    out["pooled"] = record("pooler", "dispatch-tick, nothing due, through PgBouncer", "s", vals["pooled"])
+    out["tls"] = record("pooler", "dispatch-tick, nothing due, direct over TLS", "s", vals["tls"])
+
+    mr.admin("runner", "add", "tickbench", "--endpoint", "http://127.0.0.1:9/", "--batch-size", "100")
+    for label, rows in (("small", cfg["pooler_small"]), ("big", cfg["pooler_big"])):
+        fill(mr, pg, rows - int(pg.psql("SELECT count(*) FROM mailrun.messages")), 512, reset=False)
+        pg.psql("VACUUM ANALYZE mailrun.messages")
+        v = [statistics.median(timed(lambda: tick(urls["pooled"]), cfg["tick_runs"] // 3 or 1))
+             for _ in range(runs)]
+        out[label] = record("pooler", f"dispatch-tick through PgBouncer, {rows} due", "s", v)
+    mr.admin("runner", "disable", "tickbench")
+    conns = pg.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'mailrun' "
+                    "AND application_name = ''")
+    say(f"server connections PgBouncer kept open to mailrun: {conns}")
+    bouncer.stop()
+    return out
+
+
+class PgBouncer:
+    """A private PgBouncer (transaction pooling) in front of the bench's PostgreSQL."""
+
+    def __init__(self, workdir, pg_port):
+        self.dir = os.path.join(workdir, "pgbouncer")
+        os.makedirs(self.dir)
+        self.port = free_port()
+        with open(f"{self.dir}/userlist.txt", "w") as f:
+            f.write('"postgres" ""\n')
+        with open(f"{self.dir}/pgbouncer.ini", "w") as f:
+            f.write(f"""[databases]
+* = host=127.0.0.1 port={pg_port}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {self.dir}/userlist.txt
+pool_mode = transaction
+default_pool_size = 20
+max_client_conn = 1000
+logfile = {self.dir}/pgbouncer.log
+pidfile = {self.dir}/pgbouncer.pid
+""")
+        argv = [tool("pgbouncer", "/usr/sbin")]
+        if os.getuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+            argv += ["-u", "postgres"]
+        PROCS.start(argv + [f"{self.dir}/pgbouncer.ini"], stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL)
+        wait_port(self.port, "pgbouncer")
+
+    def url(self, db):
+        return f"postgres://postgres@127.0.0.1:{self.port}/{db}"
+
+    def stop(self):
+        pass  # PROCS.stop_all() ends it with the rest
 
 
 BARE_CLAIM = """UPDATE mailrun.messages m

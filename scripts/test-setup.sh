@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postgresql curl libxml2-utils postfix lighttpd apache2 apache2-suexec-pristine libapache2-mod-php php-cli php-xml libsoap-lite-perl python3 python3-venv ca-certificates chromium dpkg-dev groff-base binutils passwd faketime)
+APT_PACKAGES=(postgresql curl libxml2-utils postfix lighttpd apache2 apache2-suexec-pristine libapache2-mod-php php-cli php-xml libsoap-lite-perl python3 python3-venv ca-certificates chromium dpkg-dev groff-base binutils passwd faketime pgbouncer openssl)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -1,4 +1,4 @@
-complete -c dispatch-tick -l database-url -d 'PostgreSQL URL (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-tick -l database-url -d 'PostgreSQL URL (default: MAILRUN_DATABASE_URL, then the config file); TLS: ?sslmode=verify-full&sslrootcert=FILE; primary and standby: HOST1,HOST2 with target_session_attrs=read-write (docs/dispatcher.md)' -r
 complete -c dispatch-tick -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
 complete -c dispatch-tick -l timeout -d 'Connect and read timeout for each runner, in seconds' -r
 complete -c dispatch-tick -l parallel -d 'How many runners to contact at once' -r

@@ -25,7 +25,7 @@ function __fish_push_config_using_subcommand
 end
 
 complete -c push-config -n "__fish_push_config_needs_command" -l runner -d 'Push to this runner only' -r
-complete -c push-config -n "__fish_push_config_needs_command" -l database-url -d 'PostgreSQL URL (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c push-config -n "__fish_push_config_needs_command" -l database-url -d 'PostgreSQL URL (default: MAILRUN_DATABASE_URL, then the config file); TLS: ?sslmode=verify-full&sslrootcert=FILE; primary and standby: HOST1,HOST2 with target_session_attrs=read-write (docs/dispatcher.md)' -r
 complete -c push-config -n "__fish_push_config_needs_command" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
 complete -c push-config -n "__fish_push_config_needs_command" -l timeout -d 'Connect and read timeout for each runner, in seconds' -r
 complete -c push-config -n "__fish_push_config_needs_command" -l all -d 'Push to every enabled runner'
@@ -38,7 +38,7 @@ complete -c push-config -n "__fish_push_config_needs_command" -s V -l version -d
 complete -c push-config -n "__fish_push_config_needs_command" -f -a "set" -d 'Create a new config version with KEY=VALUE changes, then push it'
 complete -c push-config -n "__fish_push_config_needs_command" -f -a "show" -d 'Print the latest config version'
 complete -c push-config -n "__fish_push_config_using_subcommand set" -l runner -d 'Push to this runner only' -r
-complete -c push-config -n "__fish_push_config_using_subcommand set" -l database-url -d 'PostgreSQL URL (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c push-config -n "__fish_push_config_using_subcommand set" -l database-url -d 'PostgreSQL URL (default: MAILRUN_DATABASE_URL, then the config file); TLS: ?sslmode=verify-full&sslrootcert=FILE; primary and standby: HOST1,HOST2 with target_session_attrs=read-write (docs/dispatcher.md)' -r
 complete -c push-config -n "__fish_push_config_using_subcommand set" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
 complete -c push-config -n "__fish_push_config_using_subcommand set" -l timeout -d 'Connect and read timeout for each runner, in seconds' -r
 complete -c push-config -n "__fish_push_config_using_subcommand set" -l no-push -d 'Only create the version; push later'
@@ -49,7 +49,7 @@ complete -c push-config -n "__fish_push_config_using_subcommand set" -s v -l ver
 complete -c push-config -n "__fish_push_config_using_subcommand set" -l json -d 'Print the result as JSON on stdout'
 complete -c push-config -n "__fish_push_config_using_subcommand set" -s h -l help -d 'Print help'
 complete -c push-config -n "__fish_push_config_using_subcommand show" -l runner -d 'Push to this runner only' -r
-complete -c push-config -n "__fish_push_config_using_subcommand show" -l database-url -d 'PostgreSQL URL (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c push-config -n "__fish_push_config_using_subcommand show" -l database-url -d 'PostgreSQL URL (default: MAILRUN_DATABASE_URL, then the config file); TLS: ?sslmode=verify-full&sslrootcert=FILE; primary and standby: HOST1,HOST2 with target_session_attrs=read-write (docs/dispatcher.md)' -r
 complete -c push-config -n "__fish_push_config_using_subcommand show" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
 complete -c push-config -n "__fish_push_config_using_subcommand show" -l timeout -d 'Connect and read timeout for each runner, in seconds' -r
 complete -c push-config -n "__fish_push_config_using_subcommand show" -l all -d 'Push to every enabled runner'

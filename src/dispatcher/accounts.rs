@@ -1,6 +1,7 @@
 //! SMTP accounts messages are sent through. Passwords are stored in the database (the
 //! runners need them in each JobRun) and never printed: listings say "set" or "none".
 
+use crate::dispatcher::typed::params;
 use std::time::Duration;
 
 use postgres::GenericClient;
@@ -84,11 +85,11 @@ pub fn add(c: &mut impl GenericClient, account: &SmtpAccount) -> anyhow::Result<
         )
         .into());
     }
-    c.execute(
+    c.execute_typed(
         "INSERT INTO mailrun.smtp_accounts
              (name, host, port, security, username, password, max_connections)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[
+        &params(&[
             &account.name,
             &account.host,
             &i32::from(account.port),
@@ -96,7 +97,7 @@ pub fn add(c: &mut impl GenericClient, account: &SmtpAccount) -> anyhow::Result<
             &account.username,
             &account.password,
             &account.max_connections.map(|n| n as i32),
-        ],
+        ]),
     )?;
     Ok(())
 }
@@ -107,9 +108,9 @@ pub fn set_max_connections(
     name: &str,
     max_connections: Option<u32>,
 ) -> anyhow::Result<()> {
-    let n = c.execute(
+    let n = c.execute_typed(
         "UPDATE mailrun.smtp_accounts SET max_connections = $2 WHERE name = $1",
-        &[&name, &max_connections.map(|n| n as i32)],
+        &params(&[&name, &max_connections.map(|n| n as i32)]),
     )?;
     if n == 0 {
         return Err(CliError::new(EXIT_DATA, format!("no account {name:?}")).into());
@@ -134,17 +135,17 @@ fn from_row(row: &postgres::Row) -> anyhow::Result<SmtpAccount> {
 }
 
 pub fn get(c: &mut impl GenericClient, name: &str) -> anyhow::Result<Option<SmtpAccount>> {
-    c.query_opt(
+    c.query_typed_opt(
         "SELECT name, host, port, security, username, password, max_connections
          FROM mailrun.smtp_accounts WHERE name = $1",
-        &[&name],
+        &params(&[&name]),
     )?
     .map(|r| from_row(&r))
     .transpose()
 }
 
 pub fn list(c: &mut impl GenericClient) -> anyhow::Result<Vec<SmtpAccount>> {
-    c.query(
+    c.query_typed(
         "SELECT name, host, port, security, username, password, max_connections
          FROM mailrun.smtp_accounts ORDER BY name",
         &[],

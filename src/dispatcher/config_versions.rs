@@ -3,6 +3,7 @@
 //! checks, and the JobRunnerConfigUpdate a version becomes (with the reply policy as it is
 //! when pushed).
 
+use crate::dispatcher::typed::params;
 use anyhow::Context;
 use postgres::GenericClient;
 use serde::{Deserialize, Serialize};
@@ -297,7 +298,7 @@ fn check_sha256(key: &str, value: &str) -> Result<String, String> {
 /// The latest config version and its settings, if any.
 pub fn latest(c: &mut impl GenericClient) -> anyhow::Result<Option<(i64, StoredSettings)>> {
     let row = c
-        .query_opt(
+        .query_typed_opt(
             "SELECT version, settings FROM mailrun.config_versions ORDER BY version DESC LIMIT 1",
             &[],
         )
@@ -341,9 +342,9 @@ pub fn create_version(
         .map_err(|e| CliError::new(EXIT_DATA, e))?;
     let version = previous + 1;
     let json = serde_json::to_value(&settings).context("encoding settings")?;
-    tx.execute(
+    tx.execute_typed(
         "INSERT INTO mailrun.config_versions (version, settings) VALUES ($1, $2)",
-        &[&version, &json],
+        &params(&[&version, &json]),
     )
     .context("inserting the new config version")?;
     tx.commit().context("committing the new config version")?;

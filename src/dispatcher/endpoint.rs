@@ -59,7 +59,9 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
-    /// PostgreSQL URL (default: MAILRUN_DATABASE_URL, then the config file).
+    /// PostgreSQL URL (default: MAILRUN_DATABASE_URL, then the config file); TLS:
+    /// ?sslmode=verify-full&sslrootcert=FILE; primary and standby: HOST1,HOST2 with
+    /// target_session_attrs=read-write (docs/dispatcher.md).
     #[arg(long, value_name = "URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
@@ -506,7 +508,11 @@ fn db_refusal(err: anyhow::Error) -> Refusal {
     Refusal {
         fault,
         key: None,
-        log_detail: Some(format!("{err:#}")),
+        // Which host answered matters with several (a standby answering read-only).
+        log_detail: Some(match connection::answered_by() {
+            Some(database) => format!("{database}: {err:#}"),
+            None => format!("{err:#}"),
+        }),
     }
 }
 

@@ -34,7 +34,7 @@ impl Intake<'_> {
 
     /// Checks and completes one message object; the error text names the field at fault
     /// (see [`field_of`]).
-    pub fn prepare(&self, mut m: Value, tz: chrono_tz::Tz) -> Result<Prepared, String> {
+    pub fn complete(&self, mut m: Value, tz: chrono_tz::Tz) -> Result<Prepared, String> {
         message::check_no_nul(&m)?;
         let mut read_as = None;
         match m.get("send_at") {
@@ -86,7 +86,7 @@ mod tests {
         };
         let tz = when::parse_time_zone("Europe/Berlin").unwrap();
         let p = intake
-            .prepare(
+            .complete(
                 json!({"from": "a@example.com", "to": ["b@example.com"], "send_at": "tomorrow 9am"}),
                 tz,
             )
@@ -94,11 +94,11 @@ mod tests {
         assert_eq!(p.message["send_at"], json!("2026-12-05T08:00:00+00:00"));
         assert!(p.send_at_read_as.unwrap().contains("Europe/Berlin"));
         let e = intake
-            .prepare(json!({"to": ["b@example.com"]}), tz)
+            .complete(json!({"to": ["b@example.com"]}), tz)
             .unwrap_err();
         assert_eq!(field_of(&e), Some("from"));
         let e = intake
-            .prepare(json!({"from": "a@example.com", "send_at": 5}), tz)
+            .complete(json!({"from": "a@example.com", "send_at": 5}), tz)
             .unwrap_err();
         assert_eq!(field_of(&e), Some("send_at"));
     }

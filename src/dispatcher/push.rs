@@ -72,7 +72,9 @@ pub struct Args {
     #[arg(long, global = true)]
     pub force: bool,
 
-    /// PostgreSQL URL (default: MAILRUN_DATABASE_URL, then the config file).
+    /// PostgreSQL URL (default: MAILRUN_DATABASE_URL, then the config file); TLS:
+    /// ?sslmode=verify-full&sslrootcert=FILE; primary and standby: HOST1,HOST2 with
+    /// target_session_attrs=read-write (docs/dispatcher.md).
     #[arg(long, value_name = "URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
 

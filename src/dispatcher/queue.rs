@@ -3,6 +3,7 @@
 //! Every function takes a `GenericClient`, so callers choose the transaction: the SOAP
 //! endpoint applies a runner's results and claims its next batch in one transaction.
 
+use crate::dispatcher::typed::params;
 use base64::Engine as _;
 use postgres::error::SqlState;
 use postgres::types::Type;
@@ -60,7 +61,7 @@ impl ApplyStatus {
 /// Enqueues one message (the JSON object documented in docs/queue.md); its id.
 pub fn enqueue(c: &mut impl GenericClient, message: &Value) -> Result<i64, EnqueueError> {
     let row = c
-        .query_one("SELECT mailrun.enqueue($1)", &[message])
+        .query_typed_one("SELECT mailrun.enqueue($1)", &params(&[message]))
         .map_err(invalid_or_db)?;
     Ok(row.get(0))
 }
@@ -75,7 +76,7 @@ pub fn enqueue_many(
     for (chunk_no, chunk) in messages.chunks(ENQUEUE_CHUNK).enumerate() {
         let array = Value::Array(chunk.to_vec());
         let rows = c
-            .query("SELECT * FROM mailrun.enqueue_many($1)", &[&array])
+            .query_typed("SELECT * FROM mailrun.enqueue_many($1)", &params(&[&array]))
             .map_err(|e| match invalid_or_db(e) {
                 EnqueueError::Invalid { position, message } => EnqueueError::Invalid {
                     position: position.map(|p| chunk_no * ENQUEUE_CHUNK + p),
@@ -285,10 +286,10 @@ pub fn apply_results_detailed(
     // array's elements in order, so each is applied in message-id order.
     for chunk in order.chunks(APPLY_CHUNK) {
         let batch = Value::Array(chunk.iter().map(|&i| result_json(&results[i])).collect());
-        let rows = c.query(
+        let rows = c.query_typed(
             "SELECT t.n, mailrun.apply_result($1, t.r)
              FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(r, n)",
-            &[&runner_id, &batch],
+            &params(&[&runner_id, &batch]),
         )?;
         if rows.len() != chunk.len() {
             anyhow::bail!(
@@ -439,10 +440,11 @@ pub fn remember_nonce(
     timestamp: i64,
 ) -> anyhow::Result<bool> {
     let _ = timestamp;
-    Ok(
-        c.query_one("SELECT mailrun.remember_nonce($1, $2)", &[&key_id, &nonce])?
-            .get(0),
-    )
+    Ok(c.query_typed_one(
+        "SELECT mailrun.remember_nonce($1, $2)",
+        &params(&[&key_id, &nonce]),
+    )?
+    .get(0))
 }
 
 /// Cancels a message; its state before. Errors (not found, already finished) are
@@ -457,7 +459,7 @@ pub fn retry(c: &mut impl GenericClient, id: i64) -> anyhow::Result<String> {
 }
 
 fn one_text(c: &mut impl GenericClient, sql: &str, id: i64) -> anyhow::Result<String> {
-    match c.query_one(sql, &[&id]) {
+    match c.query_typed_one(sql, &params(&[&id])) {
         Ok(row) => Ok(row.get(0)),
         Err(e) => match e.as_db_error() {
             Some(db)
@@ -473,9 +475,9 @@ fn one_text(c: &mut impl GenericClient, sql: &str, id: i64) -> anyhow::Result<St
 
 /// Deletes finished messages older than `age_seconds`; how many.
 pub fn purge(c: &mut impl GenericClient, age_seconds: i64) -> anyhow::Result<i64> {
-    Ok(c.query_one(
+    Ok(c.query_typed_one(
         "SELECT mailrun.purge(make_interval(secs => $1::bigint::float8))",
-        &[&age_seconds],
+        &params(&[&age_seconds]),
     )?
     .get(0))
 }

@@ -4,6 +4,7 @@
 //! lock per quota, counting into per-bucket counters (`mailrun.quota_usage`). This module
 //! edits the caps and reads what is used, who is throttled and what is held back.
 
+use crate::dispatcher::typed::params;
 use chrono::{DateTime, Utc};
 use postgres::GenericClient;
 use serde::Serialize;
@@ -173,18 +174,18 @@ pub fn set(c: &mut impl GenericClient, scope: Scope, key: &str, caps: &Caps) -> 
         Scope::Domain => None,
     };
     if let Some(sql) = exists_sql {
-        if c.query_opt(sql, &[&key])?.is_none() {
+        if c.query_typed_opt(sql, &params(&[&key]))?.is_none() {
             return Err(CliError::new(EXIT_DATA, format!("no {} {key:?}", scope.as_str())).into());
         }
     }
     let (wl, ws) = caps.window.unzip();
-    c.execute(
+    c.execute_typed(
         "INSERT INTO mailrun.quotas (scope, key, per_second, per_hour, per_day, window_limit,
                                      window_seconds)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (scope, key) DO UPDATE SET per_second = $3, per_hour = $4, per_day = $5,
              window_limit = $6, window_seconds = $7, updated_at = now()",
-        &[
+        &params(&[
             &scope.as_str(),
             &key,
             &caps.per_second,
@@ -192,23 +193,23 @@ pub fn set(c: &mut impl GenericClient, scope: Scope, key: &str, caps: &Caps) -> 
             &caps.per_day,
             &wl,
             &ws,
-        ],
+        ]),
     )?;
     Ok(())
 }
 
 /// Removes the caps of a scope (its counters go with it); false when there were none.
 pub fn remove(c: &mut impl GenericClient, scope: Scope, key: &str) -> anyhow::Result<bool> {
-    Ok(c.execute(
+    Ok(c.execute_typed(
         "DELETE FROM mailrun.quotas WHERE scope = $1 AND key = $2",
-        &[&scope.as_str(), &key],
+        &params(&[&scope.as_str(), &key]),
     )? > 0)
 }
 
 /// Every quota with its use now. Given-back reservations not yet folded into the
 /// counters (the next claim does that) are subtracted here.
 pub fn list(c: &mut impl GenericClient) -> anyhow::Result<Vec<QuotaStatus>> {
-    let rows = c.query(
+    let rows = c.query_typed(
         "SELECT q.scope, q.key, q.per_second, q.per_hour, q.per_day, q.window_limit,
                 q.window_seconds, k.second, k.hour, k.day, k.win,
                 CASE WHEN q.scope = 'runner' THEN 1.0
@@ -268,7 +269,7 @@ pub fn list(c: &mut impl GenericClient) -> anyhow::Result<Vec<QuotaStatus>> {
 
 /// Throttled accounts and domains (also those recovered, until their factor is back at 1).
 pub fn throttles(c: &mut impl GenericClient) -> anyhow::Result<Vec<Throttle>> {
-    let rows = c.query(
+    let rows = c.query_typed(
         "SELECT scope, key, mailrun.throttle_factor(scope, key), paused_until, signals,
                 last_signal_at, last_code, last_enhanced, last_text
          FROM mailrun.throttles
@@ -294,15 +295,15 @@ pub fn throttles(c: &mut impl GenericClient) -> anyhow::Result<Vec<Throttle>> {
 
 /// Forgets the throttle state of an account or domain; false when it had none.
 pub fn unthrottle(c: &mut impl GenericClient, scope: &str, key: &str) -> anyhow::Result<bool> {
-    Ok(c.execute(
+    Ok(c.execute_typed(
         "DELETE FROM mailrun.throttles WHERE scope = $1 AND key = $2",
-        &[&scope, &key],
+        &params(&[&scope, &key]),
     )? > 0)
 }
 
 /// Queued or deferred messages a quota or throttle holds back now, by reason.
 pub fn held(c: &mut impl GenericClient) -> anyhow::Result<Vec<Held>> {
-    let rows = c.query(
+    let rows = c.query_typed(
         "SELECT held_reason, count(*), min(held_until) FROM mailrun.messages
          WHERE state IN ('queued', 'deferred') AND held_until > now()
            AND held_reason IS NOT NULL
@@ -320,7 +321,7 @@ pub fn held(c: &mut impl GenericClient) -> anyhow::Result<Vec<Held>> {
 }
 
 pub fn settings(c: &mut impl GenericClient) -> anyhow::Result<Settings> {
-    let r = c.query_one(
+    let r = c.query_typed_one(
         "SELECT throttle_pause_seconds, throttle_max_pause_seconds, throttle_recover_seconds,
                 throttle_min_factor, unknown_retry_after_seconds FROM mailrun.quota_settings",
         &[],
@@ -350,17 +351,17 @@ pub fn store_settings(c: &mut impl GenericClient, s: &Settings) -> anyhow::Resul
         )
         .into());
     }
-    c.execute(
+    c.execute_typed(
         "UPDATE mailrun.quota_settings SET throttle_pause_seconds = $1,
                 throttle_max_pause_seconds = $2, throttle_recover_seconds = $3,
                 throttle_min_factor = $4, unknown_retry_after_seconds = $5",
-        &[
+        &params(&[
             &s.throttle_pause_seconds,
             &s.throttle_max_pause_seconds,
             &s.throttle_recover_seconds,
             &s.throttle_min_factor,
             &s.unknown_retry_after_seconds,
-        ],
+        ]),
     )?;
     Ok(())
 }
@@ -371,9 +372,9 @@ pub fn set_account_enabled(
     name: &str,
     enabled: bool,
 ) -> anyhow::Result<()> {
-    if c.execute(
+    if c.execute_typed(
         "UPDATE mailrun.smtp_accounts SET enabled = $2 WHERE name = $1",
-        &[&name, &enabled],
+        &params(&[&name, &enabled]),
     )? == 0
     {
         return Err(CliError::new(EXIT_DATA, format!("no account {name:?}")).into());
@@ -402,30 +403,33 @@ pub fn set_account_group(
         if accounts[..i].contains(a) {
             return Err(CliError::new(EXIT_DATA, format!("account {a:?} is named twice")).into());
         }
-        if c.query_opt("SELECT 1 FROM mailrun.smtp_accounts WHERE name = $1", &[a])?
-            .is_none()
+        if c.query_typed_opt(
+            "SELECT 1 FROM mailrun.smtp_accounts WHERE name = $1",
+            &params(&[a]),
+        )?
+        .is_none()
         {
             return Err(CliError::new(EXIT_DATA, format!("no account {a:?}")).into());
         }
     }
-    c.execute(
+    c.execute_typed(
         "INSERT INTO mailrun.account_groups (name, accounts) VALUES ($1, $2)
          ON CONFLICT (name) DO UPDATE SET accounts = $2, updated_at = now()",
-        &[&name, &accounts],
+        &params(&[&name, &accounts]),
     )?;
     Ok(())
 }
 
 /// Removes a group (messages already enqueued keep their list); false if none.
 pub fn remove_account_group(c: &mut impl GenericClient, name: &str) -> anyhow::Result<bool> {
-    Ok(c.execute(
+    Ok(c.execute_typed(
         "DELETE FROM mailrun.account_groups WHERE name = $1",
-        &[&name],
+        &params(&[&name]),
     )? > 0)
 }
 
 pub fn account_groups(c: &mut impl GenericClient) -> anyhow::Result<Vec<AccountGroup>> {
-    Ok(c.query(
+    Ok(c.query_typed(
         "SELECT name, accounts FROM mailrun.account_groups ORDER BY name",
         &[],
     )?

@@ -7,6 +7,7 @@
 //! is inserted `ON CONFLICT DO NOTHING` and only the transaction whose insert won
 //! enqueues the message. Overlapping ticks therefore enqueue one message, never two.
 
+use crate::dispatcher::typed::params;
 use chrono::{DateTime, Duration, Utc};
 use postgres::error::SqlState;
 use postgres::types::Type;
@@ -239,7 +240,7 @@ const LIVE: &str = "NOT paused AND (max_runs IS NULL OR runs < max_runs)";
 
 /// Every job, by id.
 pub fn list(c: &mut impl GenericClient) -> anyhow::Result<Vec<RecurringJob>> {
-    Ok(c.query(
+    Ok(c.query_typed(
         &format!("SELECT {JOB_COLUMNS} FROM mailrun.recurring_jobs ORDER BY id"),
         &[],
     )?
@@ -251,13 +252,13 @@ pub fn list(c: &mut impl GenericClient) -> anyhow::Result<Vec<RecurringJob>> {
 /// A job by its id or its name.
 pub fn find(c: &mut impl GenericClient, id_or_name: &str) -> anyhow::Result<RecurringJob> {
     let row = match id_or_name.parse::<i64>() {
-        Ok(id) => c.query_opt(
+        Ok(id) => c.query_typed_opt(
             &format!("SELECT {JOB_COLUMNS} FROM mailrun.recurring_jobs WHERE id = $1"),
-            &[&id],
+            &params(&[&id]),
         )?,
-        Err(_) => c.query_opt(
+        Err(_) => c.query_typed_opt(
             &format!("SELECT {JOB_COLUMNS} FROM mailrun.recurring_jobs WHERE name = $1"),
-            &[&id_or_name],
+            &params(&[&id_or_name]),
         )?,
     };
     row.map(|r| job_from_row(&r))
@@ -266,10 +267,10 @@ pub fn find(c: &mut impl GenericClient, id_or_name: &str) -> anyhow::Result<Recu
 
 /// Pauses a job; false when it was paused already.
 pub fn pause(c: &mut impl GenericClient, id: i64) -> anyhow::Result<bool> {
-    let n = c.execute(
+    let n = c.execute_typed(
         "UPDATE mailrun.recurring_jobs SET paused = true, updated_at = now()
          WHERE id = $1 AND NOT paused",
-        &[&id],
+        &params(&[&id]),
     )?;
     Ok(n == 1)
 }
@@ -277,18 +278,21 @@ pub fn pause(c: &mut impl GenericClient, id: i64) -> anyhow::Result<bool> {
 /// Resumes a job; false when it was not paused. Occurrences that fell in the pause are
 /// not caught up: the job continues with the first occurrence after now.
 pub fn resume(c: &mut impl GenericClient, id: i64) -> anyhow::Result<bool> {
-    let n = c.execute(
+    let n = c.execute_typed(
         "UPDATE mailrun.recurring_jobs SET paused = false, updated_at = now(),
              last_occurrence_at = greatest(last_occurrence_at, now())
          WHERE id = $1 AND paused",
-        &[&id],
+        &params(&[&id]),
     )?;
     Ok(n == 1)
 }
 
 /// Removes a job and its occurrence history; its messages stay (without the link).
 pub fn remove(c: &mut impl GenericClient, id: i64) -> anyhow::Result<bool> {
-    Ok(c.execute("DELETE FROM mailrun.recurring_jobs WHERE id = $1", &[&id])? == 1)
+    Ok(c.execute_typed(
+        "DELETE FROM mailrun.recurring_jobs WHERE id = $1",
+        &params(&[&id]),
+    )? == 1)
 }
 
 /// What a tick did for one job.
@@ -343,12 +347,12 @@ pub fn materialise_due(
     let mut report = TickReport::default();
     for id in ids {
         let mut tx = c.transaction()?;
-        let Some(row) = tx.query_opt(
+        let Some(row) = tx.query_typed_opt(
             &format!(
                 "SELECT {JOB_COLUMNS} FROM mailrun.recurring_jobs
                  WHERE id = $1 AND {LIVE} FOR UPDATE SKIP LOCKED"
             ),
-            &[&id],
+            &params(&[&id]),
         )?
         else {
             continue;
@@ -391,19 +395,19 @@ fn record(
     } else {
         "skipped"
     };
-    let won = tx.execute(
+    let won = tx.execute_typed(
         "INSERT INTO mailrun.recurring_occurrences (job_id, occurrence_at, status)
          VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        &[&job.id, &t, &status],
+        &params(&[&job.id, &t, &status]),
     )? == 1;
     if !won {
         return Ok(None);
     }
-    tx.execute(
+    tx.execute_typed(
         "UPDATE mailrun.recurring_jobs
          SET last_occurrence_at = greatest(last_occurrence_at, $2), updated_at = now()
          WHERE id = $1",
-        &[&job.id, &t],
+        &params(&[&job.id, &t]),
     )?;
     let Some(template) = template else {
         return Ok(Some(Materialised {
@@ -421,9 +425,9 @@ fn record(
     let mut sp = tx.transaction()?;
     let outcome = match queue::enqueue(&mut sp, &message) {
         Ok(message_id) => {
-            sp.execute(
+            sp.execute_typed(
                 "UPDATE mailrun.messages SET recurring_job_id = $2 WHERE id = $1",
-                &[&message_id, &job.id],
+                &params(&[&message_id, &job.id]),
             )?;
             // Under the job's row lock, with the occurrence row: the count holds
             // however many ticks overlap.
@@ -431,20 +435,20 @@ fn record(
                 "UPDATE mailrun.recurring_jobs SET runs = runs + 1 WHERE id = $1",
                 &[(&job.id, Type::INT8)],
             )?;
-            sp.execute(
+            sp.execute_typed(
                 "UPDATE mailrun.recurring_occurrences SET message_id = $3
                  WHERE job_id = $1 AND occurrence_at = $2",
-                &[&job.id, &t, &message_id],
+                &params(&[&job.id, &t, &message_id]),
             )?;
             sp.commit()?;
             OccurrenceOutcome::Enqueued { message_id }
         }
         Err(EnqueueError::Invalid { message, .. }) => {
             sp.rollback()?;
-            tx.execute(
+            tx.execute_typed(
                 "UPDATE mailrun.recurring_occurrences SET status = 'failed', detail = $3
                  WHERE job_id = $1 AND occurrence_at = $2",
-                &[&job.id, &t, &message],
+                &params(&[&job.id, &t, &message]),
             )?;
             OccurrenceOutcome::Failed { detail: message }
         }
@@ -473,11 +477,11 @@ pub fn occurrences(
     job_id: i64,
     limit: i64,
 ) -> anyhow::Result<Vec<Occurrence>> {
-    Ok(c.query(
+    Ok(c.query_typed(
         "SELECT job_id, occurrence_at, status, message_id, detail
              FROM mailrun.recurring_occurrences WHERE job_id = $1
              ORDER BY occurrence_at DESC LIMIT $2",
-        &[&job_id, &limit],
+        &params(&[&job_id, &limit]),
     )?
     .iter()
     .map(|r| Occurrence {

@@ -3,6 +3,7 @@
 //! fail, and whether to throttle the account or the recipient domain. Applied by
 //! `mailrun.apply_result` when results arrive (docs/quotas.md).
 
+use crate::dispatcher::typed::params;
 use postgres::GenericClient;
 use serde::Serialize;
 
@@ -135,7 +136,9 @@ fn validate(c: &mut impl GenericClient, r: &NewRule) -> anyhow::Result<()> {
                 "the pattern must be 1 to {max} characters"
             )));
         }
-        let valid: bool = c.query_one("SELECT mailrun.valid_regex($1)", &[p])?.get(0);
+        let valid: bool = c
+            .query_typed_one("SELECT mailrun.valid_regex($1)", &params(&[p]))?
+            .get(0);
         if !valid || p.contains(['\r', '\n']) {
             return Err(data_err(format!(
                 "pattern {p:?} is not a valid regular expression"
@@ -156,8 +159,11 @@ fn validate(c: &mut impl GenericClient, r: &NewRule) -> anyhow::Result<()> {
         }
     }
     if let Some(a) = &r.account {
-        if c.query_opt("SELECT 1 FROM mailrun.smtp_accounts WHERE name = $1", &[a])?
-            .is_none()
+        if c.query_typed_opt(
+            "SELECT 1 FROM mailrun.smtp_accounts WHERE name = $1",
+            &params(&[a]),
+        )?
+        .is_none()
         {
             return Err(data_err(format!("no account {a:?}")));
         }
@@ -178,7 +184,7 @@ pub fn add(
 ) -> anyhow::Result<i64> {
     validate(c, rule)?;
     let mut tx = c.transaction()?;
-    tx.execute("LOCK TABLE mailrun.reply_rules IN EXCLUSIVE MODE", &[])?;
+    tx.execute_typed("LOCK TABLE mailrun.reply_rules IN EXCLUSIVE MODE", &[])?;
     let position = match rule.position {
         Some(p) => {
             if !(1..MAX_POSITION / 2).contains(&p) {
@@ -189,19 +195,19 @@ pub fn add(
             }
             // Two steps through a free range so the UNIQUE constraint never sees a
             // transient duplicate.
-            tx.execute(
+            tx.execute_typed(
                 "UPDATE mailrun.reply_rules SET position = position + $2 WHERE position >= $1",
-                &[&p, &(MAX_POSITION / 2)],
+                &params(&[&p, &(MAX_POSITION / 2)]),
             )?;
-            tx.execute(
+            tx.execute_typed(
                 "UPDATE mailrun.reply_rules SET position = position - $1 + 1 WHERE position >= $1",
-                &[&(MAX_POSITION / 2)],
+                &params(&[&(MAX_POSITION / 2)]),
             )?;
             p
         }
         None => {
             let p: i32 = tx
-                .query_one(
+                .query_typed_one(
                     "SELECT coalesce(max(position), 0) + 10 FROM mailrun.reply_rules",
                     &[],
                 )?
@@ -213,11 +219,11 @@ pub fn add(
         }
     };
     let id: i64 = tx
-        .query_one(
+        .query_typed_one(
             "INSERT INTO mailrun.reply_rules (position, code, enhanced, pattern, domain, account,
                                               action, throttle, note)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-            &[
+            &params(&[
                 &position,
                 &rule.code,
                 &rule.enhanced,
@@ -227,7 +233,7 @@ pub fn add(
                 &action.as_str(),
                 &throttle.as_str(),
                 &rule.note,
-            ],
+            ]),
         )?
         .get(0);
     tx.commit()?;
@@ -236,12 +242,15 @@ pub fn add(
 
 /// Removes a rule (shipped ones too); false when there was no such rule.
 pub fn remove(c: &mut impl GenericClient, id: i64) -> anyhow::Result<bool> {
-    Ok(c.execute("DELETE FROM mailrun.reply_rules WHERE id = $1", &[&id])? > 0)
+    Ok(c.execute_typed(
+        "DELETE FROM mailrun.reply_rules WHERE id = $1",
+        &params(&[&id]),
+    )? > 0)
 }
 
 /// The rules in the order they are tried.
 pub fn list(c: &mut impl GenericClient) -> anyhow::Result<Vec<Rule>> {
-    let rows = c.query(
+    let rows = c.query_typed(
         "SELECT id, position, code, enhanced, pattern, domain, account, action, throttle, note,
                 shipped
          FROM mailrun.reply_rules ORDER BY position",
@@ -276,10 +285,10 @@ pub fn decide(
     domain: Option<&str>,
     account: Option<&str>,
 ) -> anyhow::Result<Decision> {
-    let r = c.query_one(
+    let r = c.query_typed_one(
         "SELECT action, throttle, rule_id
          FROM mailrun.reply_decision($1, $2, $3, $4, $5, NULL)",
-        &[&code, &enhanced, &text, &domain, &account],
+        &params(&[&code, &enhanced, &text, &domain, &account]),
     )?;
     Ok(Decision {
         action: r.get(0),

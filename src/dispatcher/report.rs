@@ -3,8 +3,8 @@
 //! job-level summaries (per job run, per recurring job). Used by `dispatch-admin
 //! report`; the output types are kept apart from the CLI's formatting.
 
+use crate::dispatcher::typed::{params, Param};
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
-use postgres::types::ToSql;
 use postgres::GenericClient;
 use serde::Serialize;
 
@@ -65,7 +65,7 @@ pub const CSV_HEADER: &[&str] = &[
 /// SQL conditions and parameters built from a filter.
 struct Where {
     conditions: Vec<String>,
-    params: Vec<Box<dyn ToSql + Sync>>,
+    params: Vec<Box<dyn Param>>,
 }
 
 impl Where {
@@ -77,7 +77,7 @@ impl Where {
     }
 
     /// Adds `sql` with `$?` replaced by the next parameter number.
-    fn add(&mut self, sql: &str, value: Box<dyn ToSql + Sync>) {
+    fn add(&mut self, sql: &str, value: Box<dyn Param>) {
         self.params.push(value);
         self.conditions
             .push(sql.replace("$?", &format!("${}", self.params.len())));
@@ -91,7 +91,7 @@ impl Where {
         }
     }
 
-    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+    fn refs(&self) -> Vec<&dyn Param> {
         self.params.iter().map(|p| p.as_ref()).collect()
     }
 }
@@ -162,7 +162,7 @@ pub fn attempts(c: &mut impl GenericClient, f: &Filter) -> anyhow::Result<Vec<Ro
         w.clause(),
         outer.clause()
     );
-    Ok(c.query(&sql, &outer.refs())?
+    Ok(c.query_typed(&sql, &params(&outer.refs()))?
         .iter()
         .map(|r| Row {
             attempted_at: r.get(0),
@@ -286,7 +286,7 @@ pub fn job_run_summary(
          LIMIT ${n}",
         w.clause()
     );
-    Ok(c.query(&sql, &w.refs())?
+    Ok(c.query_typed(&sql, &params(&w.refs()))?
         .iter()
         .map(|r| JobRunSummary {
             job_run_id: r.get(0),
@@ -368,7 +368,7 @@ pub fn recurring_summary(
         occ = window("o.occurrence_at"),
         msg = window("m.created_at"),
     );
-    Ok(c.query(&sql, &w.refs())?
+    Ok(c.query_typed(&sql, &params(&w.refs()))?
         .iter()
         .map(|r| RecurringSummary {
             job_id: r.get(0),

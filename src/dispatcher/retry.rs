@@ -5,6 +5,7 @@
 //! source that `dispatch-admin init|migrate|policy sync` writes there. Keys missing from
 //! the file mean the defaults below (Postfix's): the file is the whole truth.
 
+use crate::dispatcher::typed::params;
 use postgres::GenericClient;
 use serde::{Deserialize, Serialize};
 
@@ -168,7 +169,7 @@ impl Policy {
 
     /// Reads `mailrun.policy`.
     pub fn load(c: &mut impl GenericClient) -> anyhow::Result<Policy> {
-        let row = c.query_one(
+        let row = c.query_typed_one(
             "SELECT backoff_min_seconds, backoff_max_seconds, give_up_after_seconds,
                     max_message_bytes, max_recipients, message_id_domain, rules
              FROM mailrun.policy",
@@ -193,11 +194,11 @@ impl Policy {
             return Ok(false);
         }
         let rules = serde_json::to_value(&self.rules)?;
-        c.execute(
+        c.execute_typed(
             "UPDATE mailrun.policy SET backoff_min_seconds = $1, backoff_max_seconds = $2,
                     give_up_after_seconds = $3, max_message_bytes = $4, max_recipients = $5,
                     message_id_domain = $6, rules = $7, updated_at = now()",
-            &[
+            &params(&[
                 &self.backoff_min_seconds,
                 &self.backoff_max_seconds,
                 &self.give_up_after_seconds,
@@ -205,7 +206,7 @@ impl Policy {
                 &self.max_recipients,
                 &self.message_id_domain,
                 &rules,
-            ],
+            ]),
         )?;
         Ok(true)
     }

@@ -6,6 +6,7 @@
 //! confirm-key` does it by hand). Rotating again while a previous key is still kept
 //! replaces that previous key.
 
+use crate::dispatcher::typed::params;
 use chrono::{DateTime, Utc};
 use postgres::GenericClient;
 
@@ -64,14 +65,16 @@ fn from_row(row: &postgres::Row) -> anyhow::Result<Runner> {
 pub fn find_by_key_id(c: &mut impl GenericClient, key_id: &str) -> anyhow::Result<Option<Runner>> {
     let sql =
         format!("SELECT {COLUMNS} FROM mailrun.runners WHERE key_id = $1 OR previous_key_id = $1");
-    c.query_opt(&sql, &[&key_id])?
+    c.query_typed_opt(&sql, &params(&[&key_id]))?
         .map(|r| from_row(&r))
         .transpose()
 }
 
 pub fn get(c: &mut impl GenericClient, id: &str) -> anyhow::Result<Option<Runner>> {
     let sql = format!("SELECT {COLUMNS} FROM mailrun.runners WHERE id = $1");
-    c.query_opt(&sql, &[&id])?.map(|r| from_row(&r)).transpose()
+    c.query_typed_opt(&sql, &params(&[&id]))?
+        .map(|r| from_row(&r))
+        .transpose()
 }
 
 /// Like `get`, but an unknown runner is a data error naming it.
@@ -81,7 +84,7 @@ pub fn require(c: &mut impl GenericClient, id: &str) -> anyhow::Result<Runner> {
 
 pub fn list(c: &mut impl GenericClient) -> anyhow::Result<Vec<Runner>> {
     let sql = format!("SELECT {COLUMNS} FROM mailrun.runners ORDER BY id");
-    c.query(&sql, &[])?.iter().map(from_row).collect()
+    c.query_typed(&sql, &[])?.iter().map(from_row).collect()
 }
 
 /// Records a contact with a runner (a request from it, or its answer to one).
@@ -93,12 +96,12 @@ pub fn record_contact(
     software_version: Option<&str>,
     config_version: Option<i64>,
 ) -> anyhow::Result<()> {
-    c.execute(
+    c.execute_typed(
         "UPDATE mailrun.runners SET last_seen = now(), last_status = $2,
                 software_version = coalesce($3, software_version),
                 config_version_applied = coalesce($4, config_version_applied)
          WHERE id = $1",
-        &[&id, &status, &software_version, &config_version],
+        &params(&[&id, &status, &software_version, &config_version]),
     )?;
     Ok(())
 }
@@ -106,9 +109,9 @@ pub fn record_contact(
 /// Records a runner's status without a proof that it answered (an unsigned or failed
 /// contact): last_seen and the versions stay as they were.
 pub fn record_status(c: &mut impl GenericClient, id: &str, status: &str) -> anyhow::Result<()> {
-    c.execute(
+    c.execute_typed(
         "UPDATE mailrun.runners SET last_status = $2 WHERE id = $1",
-        &[&id, &status],
+        &params(&[&id, &status]),
     )?;
     Ok(())
 }
@@ -116,9 +119,9 @@ pub fn record_status(c: &mut impl GenericClient, id: &str, status: &str) -> anyh
 /// The config version a runner is recorded to have applied (None: never, or no such
 /// runner).
 pub fn applied_config_version(c: &mut impl GenericClient, id: &str) -> anyhow::Result<Option<i64>> {
-    Ok(c.query_opt(
+    Ok(c.query_typed_opt(
         "SELECT config_version_applied FROM mailrun.runners WHERE id = $1",
-        &[&id],
+        &params(&[&id]),
     )?
     .and_then(|r| r.get::<_, Option<i64>>(0)))
 }
@@ -130,11 +133,11 @@ pub fn record_applied_config(
     id: &str,
     version: i64,
 ) -> anyhow::Result<()> {
-    c.execute(
+    c.execute_typed(
         "UPDATE mailrun.runners
             SET config_version_applied = GREATEST(COALESCE(config_version_applied, 0), $2)
           WHERE id = $1",
-        &[&id, &version],
+        &params(&[&id, &version]),
     )?;
     Ok(())
 }
@@ -210,25 +213,25 @@ pub fn add(
         return Err(CliError::new(EXIT_DATA, format!("runner {id:?} already exists")).into());
     }
     let key = generate_key()?;
-    c.execute(
+    c.execute_typed(
         "INSERT INTO mailrun.runners (id, endpoint, batch_size, key_id, secret)
          VALUES ($1, $2, $3, $4, $5)",
-        &[
+        &params(&[
             &id,
             &endpoint,
             &(batch_size as i32),
             &key.key_id,
             &key.secret.as_slice(),
-        ],
+        ]),
     )?;
     Ok(key)
 }
 
 /// Enables or disables a runner; an unknown runner is an error.
 pub fn set_enabled(c: &mut impl GenericClient, id: &str, enabled: bool) -> anyhow::Result<()> {
-    let n = c.execute(
+    let n = c.execute_typed(
         "UPDATE mailrun.runners SET enabled = $2 WHERE id = $1",
-        &[&id, &enabled],
+        &params(&[&id, &enabled]),
     )?;
     if n == 0 {
         return Err(CliError::new(EXIT_DATA, format!("no runner {id:?}")).into());
@@ -274,11 +277,11 @@ pub fn update(
     if let Some(n) = batch_size {
         validate_batch_size(n)?;
     }
-    let n = c.execute(
+    let n = c.execute_typed(
         "UPDATE mailrun.runners SET endpoint = coalesce($2, endpoint),
                 batch_size = coalesce($3, batch_size)
          WHERE id = $1",
-        &[&id, &endpoint, &batch_size.map(|n| n as i32)],
+        &params(&[&id, &endpoint, &batch_size.map(|n| n as i32)]),
     )?;
     if n == 0 {
         return Err(CliError::new(EXIT_DATA, format!("no runner {id:?}")).into());
@@ -289,11 +292,11 @@ pub fn update(
 /// Makes a new current key, keeping the current one as previous; returns the new key.
 pub fn rotate_key(c: &mut impl GenericClient, id: &str) -> anyhow::Result<SigningKey> {
     let key = generate_key()?;
-    let n = c.execute(
+    let n = c.execute_typed(
         "UPDATE mailrun.runners SET previous_key_id = key_id, previous_secret = secret,
                 key_id = $2, secret = $3
          WHERE id = $1",
-        &[&id, &key.key_id, &key.secret.as_slice()],
+        &params(&[&id, &key.key_id, &key.secret.as_slice()]),
     )?;
     if n == 0 {
         return Err(CliError::new(EXIT_DATA, format!("no runner {id:?}")).into());
@@ -304,10 +307,10 @@ pub fn rotate_key(c: &mut impl GenericClient, id: &str) -> anyhow::Result<Signin
 /// Forgets the previous key once the runner has used the current one (`key_id`).
 /// True when a previous key was dropped.
 pub fn confirm_key(c: &mut impl GenericClient, id: &str, key_id: &str) -> anyhow::Result<bool> {
-    let n = c.execute(
+    let n = c.execute_typed(
         "UPDATE mailrun.runners SET previous_key_id = NULL, previous_secret = NULL
          WHERE id = $1 AND key_id = $2 AND previous_key_id IS NOT NULL",
-        &[&id, &key_id],
+        &params(&[&id, &key_id]),
     )?;
     Ok(n > 0)
 }

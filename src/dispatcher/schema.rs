@@ -9,6 +9,7 @@
 //! A database migrated by a newer mailrun (a version this binary does not know) is
 //! refused: running old code against a newer schema could corrupt the queue.
 
+use crate::dispatcher::typed::params;
 use anyhow::Context;
 use postgres::GenericClient;
 use sha2::{Digest, Sha256};
@@ -182,7 +183,10 @@ pub fn current_version(c: &mut impl GenericClient) -> anyhow::Result<i32> {
 /// every source of `sql/`, all in one transaction.
 pub fn migrate(c: &mut impl GenericClient) -> anyhow::Result<Migrated> {
     let mut tx = c.transaction()?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.execute_typed(
+        "SELECT pg_advisory_xact_lock($1)",
+        &params(&[&MIGRATION_LOCK]),
+    )?;
     tx.batch_execute(
         "CREATE SCHEMA IF NOT EXISTS mailrun;
          CREATE TABLE IF NOT EXISTS mailrun.schema_migrations (
@@ -219,7 +223,7 @@ pub fn migrate(c: &mut impl GenericClient) -> anyhow::Result<Migrated> {
         .into());
     }
     let pending: Vec<&(i32, &str, &str)> = MIGRATIONS.iter().filter(|m| m.0 > current).collect();
-    let recorded: String = tx.query_one(SOURCES_DIGEST, &[])?.get(0);
+    let recorded: String = tx.query_typed_one(SOURCES_DIGEST, &[])?.get(0);
     if pending.is_empty() && recorded == SOURCES_DIGEST_BUILT {
         tx.commit()?;
         return Ok(Migrated::default());
@@ -230,17 +234,17 @@ pub fn migrate(c: &mut impl GenericClient) -> anyhow::Result<Migrated> {
     for (version, name, sql) in pending {
         tx.batch_execute(sql)
             .with_context(|| format!("migration {version:04}_{name} failed"))?;
-        tx.execute(
+        tx.execute_typed(
             "INSERT INTO mailrun.schema_migrations (version, name) VALUES ($1, $2)",
-            &[version, name],
+            &params(&[version, name]),
         )?;
         versions.push(*version);
     }
     apply_sources(&mut tx, ROUTINE_SOURCES)?;
     let paths: Vec<&str> = all_sources().map(|s| s.0).collect();
-    tx.execute(
+    tx.execute_typed(
         "DELETE FROM mailrun.schema_sources WHERE NOT path = ANY ($1)",
-        &[&paths],
+        &params(&[&paths]),
     )?;
     tx.commit()?;
     Ok(Migrated {
@@ -253,10 +257,10 @@ fn apply_sources(tx: &mut postgres::Transaction<'_>, sources: &[Source]) -> anyh
     for (path, sql) in sources {
         tx.batch_execute(sql)
             .with_context(|| format!("sql/{path} failed"))?;
-        tx.execute(
+        tx.execute_typed(
             "INSERT INTO mailrun.schema_sources (path, sha256) VALUES ($1, $2)
              ON CONFLICT (path) DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = now()",
-            &[path, &sha256_hex(sql)],
+            &params(&[path, &sha256_hex(sql)]),
         )?;
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! page: counts by state, what is due or scheduled, one message in full, recent
 //! attempts. Only reads; the callers render.
 
+use crate::dispatcher::typed::params;
 use chrono::{DateTime, Utc};
 use postgres::types::Type;
 use postgres::GenericClient;
@@ -13,7 +14,7 @@ use crate::protocol::Outcome;
 /// Messages per state, every state listed (zero when none), in display order.
 pub fn counts_by_state(c: &mut impl GenericClient) -> anyhow::Result<Vec<(MessageState, i64)>> {
     let mut counts: Vec<(MessageState, i64)> = MessageState::ALL.iter().map(|s| (*s, 0)).collect();
-    for row in c.query(
+    for row in c.query_typed(
         "SELECT state, count(*) FROM mailrun.messages GROUP BY state",
         &[],
     )? {
@@ -30,16 +31,16 @@ pub fn counts_by_state(c: &mut impl GenericClient) -> anyhow::Result<Vec<(Messag
 
 /// Messages in one state.
 pub fn count_in_state(c: &mut impl GenericClient, state: MessageState) -> anyhow::Result<i64> {
-    Ok(c.query_one(
+    Ok(c.query_typed_one(
         "SELECT count(*) FROM mailrun.messages WHERE state = $1",
-        &[&state.as_str()],
+        &params(&[&state.as_str()]),
     )?
     .get(0))
 }
 
 /// The message due longest (id, due since), if any.
 pub fn oldest_due(c: &mut impl GenericClient) -> anyhow::Result<Option<(i64, DateTime<Utc>)>> {
-    Ok(c.query_opt(
+    Ok(c.query_typed_opt(
         "SELECT id, next_attempt_at FROM mailrun.messages
          WHERE state IN ('queued', 'deferred') AND next_attempt_at <= now()
          ORDER BY next_attempt_at, id LIMIT 1",
@@ -50,7 +51,7 @@ pub fn oldest_due(c: &mut impl GenericClient) -> anyhow::Result<Option<(i64, Dat
 
 /// Finished messages a purge keeps for an operator's review.
 pub fn held_for_review(c: &mut impl GenericClient) -> anyhow::Result<i64> {
-    Ok(c.query_one(
+    Ok(c.query_typed_one(
         "SELECT count(*) FROM mailrun.messages WHERE held_for_review",
         &[],
     )?
@@ -112,7 +113,7 @@ pub fn scheduled(
 /// The newest runner config version (None before the first `push-config set`).
 pub fn latest_config_version(c: &mut impl GenericClient) -> anyhow::Result<Option<i64>> {
     Ok(
-        c.query_one("SELECT max(version) FROM mailrun.config_versions", &[])?
+        c.query_typed_one("SELECT max(version) FROM mailrun.config_versions", &[])?
             .get(0),
     )
 }
@@ -138,7 +139,7 @@ pub fn recent_attempts(
     limit: i64,
 ) -> anyhow::Result<Vec<RecentAttempt>> {
     let outcomes: Vec<&str> = outcomes.iter().map(|o| o.as_str()).collect();
-    Ok(c.query(
+    Ok(c.query_typed(
         "SELECT a.attempted_at, a.message_id, a.runner_id,
                 coalesce(r->>'address', array_to_string(m.to_addrs || m.cc_addrs || m.bcc_addrs, ', ')),
                 coalesce(r->>'outcome', a.outcome),
@@ -160,7 +161,7 @@ pub fn recent_attempts(
          WHERE coalesce(r->>'outcome', a.outcome) = ANY ($2)
          ORDER BY a.attempted_at DESC, a.id DESC
          LIMIT $1",
-        &[&limit, &outcomes],
+        &params(&[&limit, &outcomes]),
     )?
     .iter()
     .map(|r| RecentAttempt {
@@ -182,7 +183,7 @@ pub fn message_detail(
     c: &mut impl GenericClient,
     id: i64,
 ) -> anyhow::Result<Option<(Value, Vec<Value>)>> {
-    let Some(row) = c.query_opt(
+    let Some(row) = c.query_typed_opt(
         "SELECT m.id, m.state, a.name, m.from_addr, m.reply_to, m.to_addrs, m.cc_addrs,
                 m.bcc_addrs, m.subject, m.message_id_header, m.size_bytes, m.created_at,
                 m.send_at, m.next_attempt_at, m.expires_at, m.attempts, m.lease_runner,
@@ -194,7 +195,7 @@ pub fn message_detail(
                       JOIN mailrun.smtp_accounts x ON x.id = u.id ORDER BY u.i)
          FROM mailrun.messages m JOIN mailrun.smtp_accounts a ON a.id = m.account_id
          WHERE m.id = $1",
-        &[&id],
+        &params(&[&id]),
     )?
     else {
         return Ok(None);
@@ -221,11 +222,11 @@ pub fn message_detail(
         "failover_accounts": row.get::<_, Vec<String>>(28),
     });
     let attempts: Vec<Value> = c
-        .query(
+        .query_typed(
             "SELECT attempted_at, recorded_at, runner_id, job_run_id::text, outcome, smtp_code,
                     enhanced_status, text, recipients, late
              FROM mailrun.delivery_attempts WHERE message_id = $1 ORDER BY recorded_at, id",
-            &[&id],
+            &params(&[&id]),
         )?
         .iter()
         .map(|r| {

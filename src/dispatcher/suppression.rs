@@ -2,6 +2,7 @@
 //! reply policy, operator entries). `mailrun.enqueue` fails suppressed recipients at
 //! once and `mailrun.claim_batch` drops those suppressed later (docs/quotas.md).
 
+use crate::dispatcher::typed::params;
 use chrono::{DateTime, Utc};
 use postgres::GenericClient;
 use serde::Serialize;
@@ -37,39 +38,39 @@ pub fn add(c: &mut impl GenericClient, address: &str, reason: &str) -> anyhow::R
     if reason.contains(['\r', '\n']) {
         return Err(CliError::new(EXIT_DATA, "the reason must be one line").into());
     }
-    Ok(c.execute(
+    Ok(c.execute_typed(
         "INSERT INTO mailrun.suppressions (address, source, reason) VALUES ($1, 'operator', $2)
          ON CONFLICT (address) DO NOTHING",
-        &[&address, &reason],
+        &params(&[&address, &reason]),
     )? > 0)
 }
 
 /// Removes an entry; false when the address was not suppressed.
 pub fn remove(c: &mut impl GenericClient, address: &str) -> anyhow::Result<bool> {
     let address = normalize(address)?;
-    Ok(c.execute(
+    Ok(c.execute_typed(
         "DELETE FROM mailrun.suppressions WHERE address = $1",
-        &[&address],
+        &params(&[&address]),
     )? > 0)
 }
 
 /// The entry for an address, if suppressed.
 pub fn get(c: &mut impl GenericClient, address: &str) -> anyhow::Result<Option<Suppression>> {
     let address = normalize(address)?;
-    let rows = c.query(
+    let rows = c.query_typed(
         "SELECT address, source, reason, smtp_code, created_at FROM mailrun.suppressions
          WHERE address = $1",
-        &[&address],
+        &params(&[&address]),
     )?;
     Ok(rows.first().map(from_row))
 }
 
 /// Entries, newest first (at most `limit`).
 pub fn list(c: &mut impl GenericClient, limit: i64) -> anyhow::Result<Vec<Suppression>> {
-    let rows = c.query(
+    let rows = c.query_typed(
         "SELECT address, source, reason, smtp_code, created_at FROM mailrun.suppressions
          ORDER BY created_at DESC, address LIMIT $1",
-        &[&limit],
+        &params(&[&limit]),
     )?;
     Ok(rows.iter().map(from_row).collect())
 }

@@ -51,7 +51,9 @@ const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
     after_help = EXIT_CODES_HELP
 )]
 pub struct Args {
-    /// PostgreSQL URL (default: MAILRUN_DATABASE_URL, then the config file).
+    /// PostgreSQL URL (default: MAILRUN_DATABASE_URL, then the config file); TLS:
+    /// ?sslmode=verify-full&sslrootcert=FILE; primary and standby: HOST1,HOST2 with
+    /// target_session_attrs=read-write (docs/dispatcher.md).
     #[arg(long, value_name = "URL", hide_env_values = true)]
     pub database_url: Option<String>,
 

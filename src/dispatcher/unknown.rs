@@ -4,6 +4,7 @@
 //! `unknown_retry_after_seconds` is set, `reap_expired` retries them after that wait
 //! (docs/quotas.md).
 
+use crate::dispatcher::typed::params;
 use chrono::{DateTime, Utc};
 use postgres::error::SqlState;
 use postgres::GenericClient;
@@ -44,12 +45,12 @@ pub struct UnknownMessage {
 
 /// Messages in state `unknown`, oldest attempt first (at most `limit`).
 pub fn list(c: &mut impl GenericClient, limit: i64) -> anyhow::Result<Vec<UnknownMessage>> {
-    let rows = c.query(
+    let rows = c.query_typed(
         "SELECT m.id, a.name, m.to_addrs || m.cc_addrs || m.bcc_addrs, m.subject,
                 m.last_attempt_at, m.last_text
          FROM mailrun.messages m JOIN mailrun.smtp_accounts a ON a.id = m.account_id
          WHERE m.state = 'unknown' ORDER BY m.last_attempt_at, m.id LIMIT $1",
-        &[&limit],
+        &params(&[&limit]),
     )?;
     Ok(rows
         .iter()
@@ -66,9 +67,9 @@ pub fn list(c: &mut impl GenericClient, limit: i64) -> anyhow::Result<Vec<Unknow
 
 /// Resolves one message; its state before (always "unknown").
 pub fn resolve(c: &mut impl GenericClient, id: i64, how: Resolution) -> anyhow::Result<String> {
-    match c.query_one(
+    match c.query_typed_one(
         "SELECT mailrun.resolve_unknown($1, $2)",
-        &[&id, &how.as_str()],
+        &params(&[&id, &how.as_str()]),
     ) {
         Ok(row) => Ok(row.get(0)),
         Err(e) => match e.as_db_error() {

@@ -243,7 +243,7 @@ pub(super) fn enqueue(
         send_at_read_as: read_as,
     } = when
         .intake(&config, &policy)
-        .prepare(m, when.tz)
+        .complete(m, when.tz)
         .map_err(|e| CliError::new(EXIT_DATA, e))?;
     let id = queue::enqueue(db, &m).map_err(enqueue_error)?;
     if out.json {
@@ -350,7 +350,7 @@ pub(super) fn enqueue_jsonl(
                 serde_json::from_str::<Value>(&line).map_err(|e| format!("not JSON: {e}"))
             })
             .and_then(|m| {
-                let m = intake.prepare(m, when.tz)?.message;
+                let m = intake.complete(m, when.tz)?.message;
                 if let Some(acc) = m.get("account").and_then(Value::as_str) {
                     if !account_names.iter().any(|a| a == acc) {
                         return Err(format!("unknown SMTP account {acc:?}"));

@@ -48,7 +48,8 @@ fn after_help() -> String {
 pub struct Args {
     // The shared options are listed after each subcommand's own (display_order).
     /// PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default:
-    /// MAILRUN_DATABASE_URL, then the config file)
+    /// MAILRUN_DATABASE_URL, then the config file); TLS: ?sslmode=verify-full&sslrootcert=FILE;
+    /// primary and standby: HOST1,HOST2 with target_session_attrs=read-write
     #[arg(long, global = true, value_name = "URL", display_order = 900)]
     pub database_url: Option<String>,
     /// Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml,
@@ -155,38 +156,44 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
         json: args.json,
         verbose: args.verbose,
     };
+    // A database error mid-command (lost connection, a write to a standby) is "retry
+    // later" (69), not an internal error.
+    run(&mut db, args, out).map_err(connection::exit_context)
+}
+
+fn run(db: &mut postgres::Client, args: Args, out: Output) -> anyhow::Result<u8> {
     match args.command {
-        Command::Init | Command::Migrate => migrate::migrate(&mut db, args.config.as_deref(), out),
+        Command::Init | Command::Migrate => migrate::migrate(db, args.config.as_deref(), out),
         command => {
-            schema::require_current(&mut db)?;
+            schema::require_current(db)?;
             match command {
                 Command::Init | Command::Migrate => {
-                    migrate::migrate(&mut db, args.config.as_deref(), out)
+                    migrate::migrate(db, args.config.as_deref(), out)
                 }
-                Command::Policy(p) => policy::policy(&mut db, args.config.as_deref(), p, out),
-                Command::Runner(r) => runner::runner(&mut db, r, out),
-                Command::Account(a) => account::account(&mut db, a, out),
-                Command::Enqueue(e) => enqueue::enqueue(&mut db, args.config.as_deref(), *e, out),
-                Command::List(l) => list::list(&mut db, args.config.as_deref(), *l, out),
-                Command::Status => messages::status(&mut db, out),
+                Command::Policy(p) => policy::policy(db, args.config.as_deref(), p, out),
+                Command::Runner(r) => runner::runner(db, r, out),
+                Command::Account(a) => account::account(db, a, out),
+                Command::Enqueue(e) => enqueue::enqueue(db, args.config.as_deref(), *e, out),
+                Command::List(l) => list::list(db, args.config.as_deref(), *l, out),
+                Command::Status => messages::status(db, out),
                 Command::Schedule(s) => {
-                    schedule::schedule(&mut db, args.config.as_deref(), s, out.json, out.verbose)
+                    schedule::schedule(db, args.config.as_deref(), s, out.json, out.verbose)
                 }
-                Command::Report(r) => report::report(&mut db, args.config.as_deref(), *r, out.json),
-                Command::Show { id } => messages::show(&mut db, id, out),
-                Command::Cancel { ids } => messages::each(&mut db, &ids, messages::Op::Cancel, out),
-                Command::Retry { ids } => messages::each(&mut db, &ids, messages::Op::Retry, out),
-                Command::Quota(q) => quota::quota_cmd(&mut db, q, out),
-                Command::Suppress(s) => suppress::suppress_cmd(&mut db, s, out),
-                Command::ReplyRule(r) => reply_rule::reply_rule_cmd(&mut db, r, out),
-                Command::Unknown(u) => unknown::unknown_cmd(&mut db, u, out),
-                Command::AccountGroup(g) => account_group::account_group_cmd(&mut db, g, out),
+                Command::Report(r) => report::report(db, args.config.as_deref(), *r, out.json),
+                Command::Show { id } => messages::show(db, id, out),
+                Command::Cancel { ids } => messages::each(db, &ids, messages::Op::Cancel, out),
+                Command::Retry { ids } => messages::each(db, &ids, messages::Op::Retry, out),
+                Command::Quota(q) => quota::quota_cmd(db, q, out),
+                Command::Suppress(s) => suppress::suppress_cmd(db, s, out),
+                Command::ReplyRule(r) => reply_rule::reply_rule_cmd(db, r, out),
+                Command::Unknown(u) => unknown::unknown_cmd(db, u, out),
+                Command::AccountGroup(g) => account_group::account_group_cmd(db, g, out),
                 Command::Wsdl { url } => {
                     print_wsdl(crate::protocol::wsdl::Service::Dispatcher, &url)
                 }
-                Command::ApiKey(k) => api_key::api_key_cmd(&mut db, k, out),
+                Command::ApiKey(k) => api_key::api_key_cmd(db, k, out),
                 Command::Purge { older_than } => {
-                    let n = queue::purge(&mut db, older_than)?;
+                    let n = queue::purge(db, older_than)?;
                     out.result(json!({"purged": n}), || format!("purged {n} messages"));
                     Ok(EXIT_OK)
                 }

@@ -80,7 +80,7 @@ pub(super) fn enqueue_one(
         ));
     }
     let tz = time_zone(ctx, &mut body, "/time_zone")?;
-    let prepared = intake(tx, ctx)?.prepare(body, tz).map_err(|e| {
+    let prepared = intake(tx, ctx)?.complete(body, tz).map_err(|e| {
         let (pointer, detail) = refused("", &e);
         Problem::invalid(pointer, detail)
     })?;
@@ -140,7 +140,7 @@ pub(super) fn enqueue_batch(
             errors.push((format!("/messages/{i}"), "not a message object".to_string()));
             continue;
         }
-        match intake.prepare(m, tz) {
+        match intake.complete(m, tz) {
             Ok(p) => messages.push(p.message),
             Err(e) => errors.push(refused(&format!("/messages/{i}"), &e)),
         }

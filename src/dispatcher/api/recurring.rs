@@ -138,7 +138,7 @@ pub(super) fn add(
         now: connection::db_now(tx).map_err(internal)?,
     };
     let template = intake
-        .prepare(template, tz)
+        .complete(template, tz)
         .map_err(|e| {
             let pointer = match field_of(&e) {
                 Some(f) => format!("/template/{}", pointer_token(f)),

@@ -5,6 +5,7 @@
 
 pub mod apache;
 pub mod delay_smtp;
+pub mod pgbouncer;
 pub mod pipeline;
 pub mod smtp;
 pub mod smtp_sink;
@@ -179,9 +180,24 @@ pub fn pg_bin(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("PostgreSQL's {name} not found: run scripts/test-setup.sh"))
 }
 
+/// PgBouncer's program (Debian puts it in /usr/sbin, often not on a user's PATH).
+pub fn pgbouncer_bin() -> PathBuf {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin"])
+    {
+        let path = Path::new(dir).join("pgbouncer");
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!("pgbouncer not found: run scripts/test-setup.sh")
+}
+
 /// Runs a PostgreSQL program, as the `postgres` user when we are root (PostgreSQL refuses
 /// to run as root).
-fn pg_command(program: &str) -> Command {
+pub fn pg_command(program: &str) -> Command {
     let bin = pg_bin(program);
     if is_root() {
         let mut cmd = Command::new("runuser");
@@ -264,6 +280,25 @@ pub fn cluster() -> &'static PgCluster {
 impl PgCluster {
     pub fn url(&self, dbname: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{dbname}", self.port)
+    }
+
+    /// The server's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.parent().unwrap().join("postgres.log")
+    }
+
+    /// Sets server parameters (`ALTER SYSTEM`) and reloads the configuration.
+    pub fn configure(&self, settings: &[(&str, &str)]) {
+        let mut admin = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
+            .expect("connect to private cluster");
+        for (name, value) in settings {
+            admin
+                .batch_execute(&format!("ALTER SYSTEM SET {name} = '{value}'"))
+                .unwrap_or_else(|e| panic!("set {name}: {e}"));
+        }
+        admin
+            .batch_execute("SELECT pg_reload_conf()")
+            .expect("reload");
     }
 
     /// A fresh, empty database for one test; its URL.
