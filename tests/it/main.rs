@@ -14,6 +14,7 @@ mod faults;
 mod imports;
 mod manpages;
 mod packaging;
+mod php_runner;
 mod protocol;
 mod queue;
 mod quotas;

@@ -5,6 +5,7 @@
 
 pub mod apache;
 pub mod delay_smtp;
+pub mod php;
 pub mod pipeline;
 pub mod smtp;
 pub mod smtp_sink;
