@@ -496,6 +496,9 @@ function mr_remember_nonce(string $dir, string $keyId, string $nonce): bool
 /** Parses untrusted XML into nested arrays [ns, name, text, children, mu]. */
 function mr_xml_parse(string $xml, array $lim): array
 {
+    if (trim($xml) === '') {
+        throw new MrFault('MalformedXml', 'empty document: no root element');
+    }
     if (strlen($xml) > $lim['bytes']) {
         throw new MrFault('TooLarge', sprintf('envelope is %d bytes, the limit is %d bytes', strlen($xml), $lim['bytes']));
     }
@@ -1210,7 +1213,12 @@ function mr_handle_soap(string $dir, string $path, callable $header, string $bod
         }
         $responseAction = MR_ACTION_PREFIX . $op . 'Response';
         return [200, mr_sign_response($key, $path, $responseAction, $answer, $sig['nonce']), $answer, $startCycle];
-    } catch (MrFault $fault) {
+    } catch (Throwable $e) {
+        // A bug or an unexpected failure: Internal, the detail in the log only.
+        $fault = $e instanceof MrFault ? $e : new MrFault('Internal', 'internal error');
+        if (!$e instanceof MrFault) {
+            mr_log('internal error: ' . get_class($e) . ': ' . $e->getMessage());
+        }
         $out = mr_fault_body($fault);
         $action = MR_ACTION_PREFIX . 'Fault';
         $headers = $key !== null ? mr_sign_response($key, $path, $action, $out, $sig['nonce']) : ['SOAPAction' => "\"$action\""];
@@ -2042,7 +2050,7 @@ final class MrSmtp
             [$code, $text] = $s->reply();
             if ($code !== 220) {
                 $s->abort();
-                return mr_whole($code >= 500 ? 'Failed' : 'Deferred', $code, "connecting to $host:$port: $text") + ['give_up' => true];
+                return mr_whole($code >= 500 ? 'Failed' : 'Deferred', $code, $text, "connecting to $host:$port") + ['give_up' => true];
             }
             $s->ehlo();
             if ($acct['security'] === 'starttls') {
@@ -2053,7 +2061,7 @@ final class MrSmtp
                 [$code, $text] = $s->command("STARTTLS\r\n");
                 if ($code !== 220) {
                     $s->abort();
-                    return mr_whole('Deferred', $code, "STARTTLS: $text") + ['give_up' => true];
+                    return mr_whole('Deferred', $code, $text, 'STARTTLS') + ['give_up' => true];
                 }
                 if (!$s->startTls()) {
                     return mr_whole('Deferred', null, 'STARTTLS: TLS handshake failed: ' . mr_last_error()) + ['give_up' => true];
@@ -2064,7 +2072,7 @@ final class MrSmtp
                 $problem = $s->auth($acct['username'], $acct['password']);
                 if ($problem !== null) {
                     $s->abort();
-                    return mr_whole('Deferred', $problem[0], 'authentication failed: ' . $problem[1]) + ['give_up' => true];
+                    return mr_whole('Deferred', $problem[0], $problem[1], 'authentication failed') + ['give_up' => true];
                 }
             }
             return $s;
@@ -2210,9 +2218,11 @@ function mr_enhanced(?string $text): ?string
     return preg_match('/^[245]\.[0-9]{1,3}\.[0-9]{1,3}$/', $m[1]) ? $m[1] : null;
 }
 
-function mr_whole(string $outcome, ?int $code, string $text): array
+/** A result for the message as a whole; `$context` prefixes the server's text. */
+function mr_whole(string $outcome, ?int $code, string $text, ?string $context = null): array
 {
-    return ['outcome' => $outcome, 'smtp_code' => $code, 'enhanced_status' => mr_enhanced($text), 'text' => $text, 'recipients' => []];
+    return ['outcome' => $outcome, 'smtp_code' => $code, 'enhanced_status' => mr_enhanced($text),
+        'text' => $context === null ? $text : "$context: $text", 'recipients' => []];
 }
 
 function mr_class(int $code): string
@@ -2284,7 +2294,7 @@ function mr_transaction(MrSmtp $s, array $built, array $options): array|string
     }
     if ($code !== 250) {
         $s->reset();
-        return mr_whole(mr_class($code), $code, "MAIL FROM: $text");
+        return mr_whole(mr_class($code), $code, $text, 'MAIL FROM');
     }
     $recipients = [];
     foreach ($built['recipients'] as $rcpt) {
@@ -2306,8 +2316,9 @@ function mr_transaction(MrSmtp $s, array $built, array $options): array|string
             'text' => 'all recipients refused', 'recipients' => $recipients];
     }
     // From here a failure concerns every accepted recipient alike.
-    $afterData = function (string $outcome, ?int $code, string $text) use ($recipients, $accepted): array {
-        $d = mr_whole($outcome, $code, $text);
+    $afterData = function (string $outcome, ?int $code, string $reply, string $context) use ($recipients, $accepted): array {
+        $d = mr_whole($outcome, $code, $reply, $context);
+        $text = $d['text'];
         if ($accepted < count($recipients)) {
             $d['recipients'] = array_map(fn ($r) => $r['outcome'] === 'Sent'
                 ? ['address' => $r['address'], 'outcome' => $outcome, 'smtp_code' => $code, 'enhanced_status' => $d['enhanced_status'], 'text' => $text]
@@ -2318,29 +2329,29 @@ function mr_transaction(MrSmtp $s, array $built, array $options): array|string
     try {
         [$code, $text] = $s->command("DATA\r\n");
     } catch (MrSmtpIo $e) {
-        return $afterData('Deferred', null, 'DATA refused: ' . $e->getMessage());
+        return $afterData('Deferred', null, $e->getMessage(), 'DATA refused');
     }
     if ($code !== 354) {
         $s->reset();
-        return $afterData(mr_class($code), $code, "DATA refused: $text");
+        return $afterData(mr_class($code), $code, $text, 'DATA refused');
     }
     try {
         $s->write(mr_data_payload($built['bytes']));
     } catch (MrSmtpIo $e) {
-        return $afterData('Deferred', null, 'DATA: ' . $e->getMessage());
+        return $afterData('Deferred', null, $e->getMessage(), 'DATA');
     }
     try {
         [$code, $text] = $s->reply($options['data_timeout']);
     } catch (MrSmtpIo $e) {
         // The message went out but no answer came: it may have been delivered, so it
         // is never retried silently (docs/quotas.md, "Unknown outcome").
-        return $afterData('Unknown', null, 'no answer after the final dot: ' . $e->getMessage());
+        return $afterData('Unknown', null, $e->getMessage(), 'no answer after the final dot');
     }
     if ($code >= 200 && $code < 300) {
         return ['outcome' => 'Sent', 'smtp_code' => $code, 'enhanced_status' => mr_enhanced($text), 'text' => $text,
             'recipients' => $accepted < count($recipients) ? $recipients : []];
     }
-    return $afterData(mr_class($code), $code, "message refused: $text");
+    return $afterData(mr_class($code), $code, $text, 'message refused');
 }
 
 // --------------------------------------------------------------------------------------

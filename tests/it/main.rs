@@ -5,6 +5,7 @@
 mod common;
 
 mod admin;
+mod conformance;
 mod core_dumps;
 mod correctness;
 mod dispatcher;
