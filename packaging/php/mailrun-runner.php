@@ -2488,6 +2488,84 @@ function mr_ca_file(string $dir, array $config): ?string
 }
 
 // --------------------------------------------------------------------------------------
+// Self-update: the PHP file announced in a signed JobRunnerConfigUpdate replaces this one
+
+const MR_UPDATE_MAX_BYTES = 16777216;
+
+/**
+ * Installs the announced PHP runner when its version differs from this one: downloaded
+ * (no redirects, at most 16 MiB), its SHA-256 checked against the signed announcement,
+ * required to be a mailrun PHP runner, then renamed over this file. Any failure leaves
+ * the file as it was. Returns what happened, or null when there is nothing to do.
+ */
+function mr_self_update(string $dir, array $config, string $target = __FILE__): ?string
+{
+    $sw = $config['settings']['software'] ?? null;
+    if (!is_array($sw) || !str_ends_with((string) parse_url($sw['url'], PHP_URL_PATH), '.php')) {
+        return null;
+    }
+    if ($sw['version'] === MR_SOFTWARE_VERSION || trim((string) @file_get_contents("$dir/php-update")) === $sw['sha256']) {
+        return null;
+    }
+    if (($p = mr_check_url('software url', $sw['url'], (bool) $config['allow_plain_http'])) !== null) {
+        return "self-update refused: $p";
+    }
+    $context = stream_context_create([
+        'http' => ['timeout' => 600, 'follow_location' => 0, 'max_redirects' => 1, 'ignore_errors' => false],
+        'ssl' => ['verify_peer' => true, 'verify_peer_name' => true],
+    ]);
+    $fh = @fopen($sw['url'], 'rb', false, $context);
+    if ($fh === false) {
+        return "self-update: cannot download {$sw['url']}: " . mr_last_error();
+    }
+    $data = '';
+    while (!feof($fh) && strlen($data) <= MR_UPDATE_MAX_BYTES) {
+        $piece = @fread($fh, 1 << 20);
+        if ($piece === false) {
+            break;
+        }
+        $data .= $piece;
+    }
+    $complete = feof($fh);
+    fclose($fh);
+    if (!$complete || strlen($data) > MR_UPDATE_MAX_BYTES) {
+        return "self-update: the download of {$sw['url']} is cut off or larger than " . MR_UPDATE_MAX_BYTES . ' bytes';
+    }
+    $got = hash('sha256', $data);
+    if (!hash_equals($sw['sha256'], $got)) {
+        return "self-update refused: {$sw['url']} has SHA-256 $got, the dispatcher announced {$sw['sha256']}";
+    }
+    if (!str_starts_with($data, '<?php') || !str_contains($data, 'const MR_SOFTWARE_VERSION') || !str_contains($data, 'function mr_web_main')) {
+        return "self-update refused: {$sw['url']} is not a mailrun PHP runner";
+    }
+    try {
+        $tmp = dirname($target) . '/.' . basename($target) . '.update' . getmypid();
+        if (@file_put_contents($tmp, $data) !== strlen($data)) {
+            @unlink($tmp);
+            throw new MrExit(MR_EXIT_TEMPFAIL, "cannot write $tmp (disk full?)");
+        }
+        @chmod($tmp, fileperms($target) & 0777);
+        $fh = @fopen($tmp, 'r');
+        if ($fh !== false) {
+            mr_fsync($fh);
+            fclose($fh);
+        }
+        if (!@rename($tmp, $target)) {
+            @unlink($tmp);
+            throw new MrExit(MR_EXIT_TEMPFAIL, "cannot replace $target: " . mr_last_error());
+        }
+        mr_fsync_dir(dirname($target));
+        if (function_exists('opcache_invalidate')) {
+            @opcache_invalidate($target, true);
+        }
+        mr_write_atomic("$dir/php-update", $sw['sha256'] . "\n");
+    } catch (MrExit $e) {
+        return 'self-update: ' . $e->getMessage();
+    }
+    return "self-update: installed PHP runner {$sw['version']} from {$sw['url']}";
+}
+
+// --------------------------------------------------------------------------------------
 // The cycle: send what is left, poll, send, poll… (runner-admin cycle)
 
 /**
@@ -2507,6 +2585,12 @@ function mr_cycle(string $dir, array $config, int $budget, bool $force, ?callabl
         return MR_EXIT_NO_WORK;
     }
     mr_create_state($dir);
+    // The running code stays the old one; the next request runs the new file.
+    $update = mr_self_update($dir, $config);
+    if ($update !== null) {
+        $say($update);
+        mr_log($update);
+    }
     [$finished, $sent, $outOfTime] = mr_send($dir, $config, $deadline);
     $worked = $sent > 0;
     $marker = @file_get_contents("$dir/ready");

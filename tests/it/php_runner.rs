@@ -275,3 +275,184 @@ fn state_inside_the_web_root_is_refused_unless_htaccess_is_honoured() {
     let (_, again) = honoured.get(&honoured.url);
     assert!(!again.contains("id=\"token\""), "{again}");
 }
+
+/// The dispatcher's self-update offers the PHP file to PHP runners only (they report a
+/// `-php` version), and the runner installs it at its next cycle after checking its
+/// SHA-256 against the signed announcement: a wrong checksum changes nothing.
+#[test]
+fn push_config_offers_the_php_file_which_the_runner_checks_and_installs() {
+    let smtp = SmtpServer::start(SmtpServerOptions::default());
+    let system = php_system(&smtp, "php_update", 120, 10);
+    let php = &system.php;
+    // A Rust runner beside it, to see what it is offered.
+    let rust = pipeline::RunnerNode::init("rust1", &system.listening.url());
+    let port = common::free_port();
+    let mut rust_cgi = common::command(pipeline::RUNNER_CGI)
+        .arg("--state-dir")
+        .arg(rust.dir())
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--no-start"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("runner-cgi --listen");
+    common::wait_for_listener(
+        &format!("127.0.0.1:{port}"),
+        "runner-cgi",
+        Some(&mut rust_cgi),
+        String::new,
+    );
+    system.db.add_runner(
+        &rust,
+        &format!("http://127.0.0.1:{port}/cgi-bin/runner-cgi"),
+        10,
+    );
+
+    // One JobRunnerReady: the dispatcher learns the PHP runner's version.
+    system.db.enqueue(1);
+    tick_until(
+        &system,
+        Duration::from_secs(120),
+        "the message sent",
+        || sent(&system.db) == 1,
+    );
+    let reported: Option<String> = system
+        .db
+        .client()
+        .query_one(
+            "SELECT software_version FROM mailrun.runners WHERE id = 'php1'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        reported.as_deref(),
+        Some(concat!(env!("CARGO_PKG_VERSION"), "-php"))
+    );
+
+    let installed = php.public_html().join("mailrun-runner.php");
+    let original = std::fs::read(&installed).unwrap();
+    let newer = String::from_utf8(original.clone()).unwrap().replace(
+        &format!("const MR_VERSION = '{}';", env!("CARGO_PKG_VERSION")),
+        "const MR_VERSION = '9.9.9';",
+    );
+    assert!(newer.contains("'9.9.9'"));
+    std::fs::write(php.apache.root().join("mailrun-runner-9.9.9.php"), &newer).unwrap();
+    let sha = |bytes: &[u8]| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(bytes))
+    };
+    let php_url = php.apache.url_of("/mailrun-runner-9.9.9.php");
+    let push = |php_sha: &str| {
+        let out = common::run(common::command(pipeline::PUSH_CONFIG).args([
+            "--database-url",
+            &system.db.url,
+            "set",
+            &format!("dispatcher_url={}", system.listening.url()),
+            "software_version=9.9.9",
+            "software_url=http://127.0.0.1:9/mailrun-runner-9.9.9-x86_64.tar.gz",
+            &format!("software_sha256={}", "ab".repeat(32)),
+            &format!("php_software_url={php_url}"),
+            &format!("php_software_sha256={php_sha}"),
+        ]));
+        common::assert_status(&out, 0);
+    };
+    let cycle = || common::run(&mut php.cli(&["cycle", "--verbose", "--max-seconds", "10"]));
+
+    // A checksum that does not match: refused, nothing changes.
+    push(&"cd".repeat(32));
+    let toml = std::fs::read_to_string(rust.dir().join("runner.toml")).unwrap();
+    assert!(
+        toml.contains("x86_64.tar.gz") && !toml.contains(".php"),
+        "the Rust runner is offered the tar.gz: {toml}"
+    );
+    let json = std::fs::read_to_string(php.state().join("runner.json")).unwrap();
+    assert!(
+        json.contains("mailrun-runner-9.9.9.php") && json.contains("9.9.9-php"),
+        "{json}"
+    );
+    let out = cycle();
+    assert!(
+        common::stderr(&out).contains("self-update refused")
+            && common::stderr(&out).contains("SHA-256"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert_eq!(std::fs::read(&installed).unwrap(), original);
+
+    // The right checksum: installed, and the next request runs the new file.
+    push(&sha(newer.as_bytes()));
+    let out = cycle();
+    assert!(
+        common::stderr(&out).contains("installed PHP runner 9.9.9-php"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert_eq!(std::fs::read(&installed).unwrap(), newer.as_bytes());
+    // Apache's OPcache notices the new file within its revalidation period (2 s).
+    pipeline::wait_until(Duration::from_secs(20), "the new file answers", || {
+        php.get(&php.url).1.contains("9.9.9-php")
+    });
+    let _ = rust_cgi.kill();
+    let _ = rust_cgi.wait();
+}
+
+/// The PHP runner reports the Rust runner's version (with `-php`): the release build
+/// keeps them in step.
+#[test]
+fn php_runner_version_is_the_crate_version() {
+    let source = std::fs::read_to_string(php_runner_source()).unwrap();
+    assert!(
+        source.contains(&format!(
+            "const MR_VERSION = '{}';",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "packaging/php/mailrun-runner.php: MR_VERSION differs from Cargo.toml"
+    );
+}
+
+/// The release build (build-bundle.sh) writes the PHP file beside the binary bundle,
+/// stamped with the crate version, with its SHA-256 for the self-update announcement.
+#[test]
+fn release_build_puts_the_php_runner_beside_the_bundle() {
+    let out_dir = common::temp_dir();
+    // Stand-ins for the four binaries: this test is about the PHP file, and packing the
+    // real (debug) binaries takes minutes; packaging:: covers the bundle itself.
+    let bins = common::temp_dir();
+    let bin_dir = bins.path().to_path_buf();
+    for name in ["runner-admin", "runner-cgi", "runner-poll", "runner-send"] {
+        let path = bin_dir.join(name);
+        common::write(&path, "#!/bin/sh\n");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = common::run(
+        std::process::Command::new("sh")
+            .arg(pipeline::manifest_path(
+                "packaging/shared-hosting/build-bundle.sh",
+            ))
+            .arg("--bin-dir")
+            .arg(&bin_dir)
+            .arg("--out-dir")
+            .arg(out_dir.path()),
+    );
+    common::assert_status(&out, 0);
+    let php = out_dir.path().join("mailrun-runner.php");
+    let bytes = std::fs::read(&php).expect("mailrun-runner.php in the release output");
+    assert!(String::from_utf8_lossy(&bytes).contains(&format!(
+        "const MR_VERSION = '{}';",
+        env!("CARGO_PKG_VERSION")
+    )));
+    let sums = std::fs::read_to_string(out_dir.path().join("mailrun-runner.php.sha256")).unwrap();
+    use sha2::Digest;
+    assert_eq!(
+        sums,
+        format!(
+            "{}  mailrun-runner.php\n",
+            hex::encode(sha2::Sha256::digest(&bytes))
+        )
+    );
+    assert!(out_dir.path().join("mailrun-runner.cgi").exists());
+    common::assert_status(
+        &common::run(std::process::Command::new("php").arg("-l").arg(&php)),
+        0,
+    );
+}
