@@ -701,3 +701,135 @@ pub fn reply_policy_sets_a_throttled_account_aside(kind: Kind) {
         "{kind:?}: {text}"
     );
 }
+
+/// Pushes settings with one SMTP session, a 10 s lease margin and the given data
+/// timeout (the runner's own bounds: one message in flight at a time).
+fn push_one_session(r: &RunnerUnderTest, version: i64, data_timeout: u32) {
+    let mut s = settings(r);
+    s.batch_size = 20;
+    s.max_sessions = Some(1);
+    s.smtp_data_timeout_seconds = data_timeout;
+    let answer = signed(r, UPDATE, &update_body(&r.id, version, s));
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+}
+
+/// No answer to the final dot within the data timeout: the message may have been
+/// delivered, so it is reported `unknown`, never retried silently.
+pub fn no_answer_after_the_final_dot_is_unknown(kind: Kind) {
+    let smtp = SmtpServer::start(SmtpServerOptions {
+        delay: 4.0,
+        ..Default::default()
+    });
+    let r = RunnerUnderTest::start(kind, "unknown", smtp.port, 10);
+    push_one_session(&r, 1, 1);
+    enqueue(&r, &["alice@example.org"], "late answer");
+    r.tick_until(Duration::from_secs(120), "an attempt recorded", || {
+        r.db.count("SELECT count(*) FROM mailrun.delivery_attempts") >= 1
+    });
+    let (outcome, text): (String, String) = {
+        let row =
+            r.db.client()
+                .query_one("SELECT outcome, text FROM mailrun.delivery_attempts", &[])
+                .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(outcome, "unknown", "{kind:?}: {text}");
+    assert!(
+        text.contains("no answer after the final dot"),
+        "{kind:?}: {text}"
+    );
+}
+
+fn set_security(r: &RunnerUnderTest, security: &str) {
+    r.db.client()
+        .execute(
+            "UPDATE mailrun.smtp_accounts SET security = $1 WHERE name = 'local'",
+            &[&security],
+        )
+        .unwrap();
+}
+
+/// An account that requires STARTTLS, at a server that does not offer it: deferred
+/// with the reason, and neither MAIL nor the message goes out in clear.
+pub fn starttls_required_but_not_offered_sends_nothing(kind: Kind) {
+    let smtp = SmtpServer::start(SmtpServerOptions::default());
+    let r = RunnerUnderTest::start(kind, "nostarttls", smtp.port, 10);
+    set_security(&r, "starttls");
+    enqueue(&r, &["alice@example.org"], "secret");
+    r.tick_until(Duration::from_secs(120), "an attempt recorded", || {
+        r.db.count("SELECT count(*) FROM mailrun.delivery_attempts") >= 1
+    });
+    let row =
+        r.db.client()
+            .query_one("SELECT outcome, text FROM mailrun.delivery_attempts", &[])
+            .unwrap();
+    let (outcome, text): (String, String) = (row.get(0), row.get(1));
+    assert_eq!(outcome, "deferred", "{kind:?}: {text}");
+    assert!(
+        text.contains("STARTTLS required but not offered"),
+        "{kind:?}: {text}"
+    );
+    assert!(smtp.messages().is_empty(), "{kind:?}");
+    let verbs: Vec<String> = smtp.commands().into_iter().map(|c| c.verb).collect();
+    assert!(!verbs.iter().any(|v| v == "MAIL"), "{kind:?}: {verbs:?}");
+}
+
+/// STARTTLS offered with a certificate no trusted root signed: the handshake fails, the
+/// message is deferred, nothing is sent after it.
+pub fn starttls_with_an_untrusted_certificate_sends_nothing(kind: Kind) {
+    let smtp = SmtpServer::start(SmtpServerOptions {
+        starttls_self_signed: true,
+        ..Default::default()
+    });
+    let r = RunnerUnderTest::start(kind, "untrusted", smtp.port, 10);
+    set_security(&r, "starttls");
+    enqueue(&r, &["alice@example.org"], "secret");
+    r.tick_until(Duration::from_secs(120), "an attempt recorded", || {
+        r.db.count("SELECT count(*) FROM mailrun.delivery_attempts") >= 1
+    });
+    let row =
+        r.db.client()
+            .query_one("SELECT outcome, text FROM mailrun.delivery_attempts", &[])
+            .unwrap();
+    let (outcome, text): (String, String) = (row.get(0), row.get(1));
+    assert_eq!(outcome, "deferred", "{kind:?}: {text}");
+    assert!(smtp.messages().is_empty(), "{kind:?}");
+    let seen = smtp.commands();
+    assert!(!seen.iter().any(|c| c.verb == "MAIL"), "{kind:?}: {seen:?}");
+}
+
+/// The process delivering a batch is killed (SIGKILL) mid-batch: nothing is lost, and
+/// with one session at most the one message in flight goes out twice (Message-IDs
+/// counted at the SMTP server).
+pub fn kill_during_delivery_loses_nothing(kind: Kind) {
+    let smtp = SmtpServer::start(SmtpServerOptions {
+        delay: 0.05,
+        ..Default::default()
+    });
+    let r = RunnerUnderTest::start(kind, "kill", smtp.port, 20);
+    push_one_session(&r, 1, 60);
+    for i in 0..100 {
+        enqueue(&r, &[&format!("k{i}@example.org")], &format!("kill {i}"));
+    }
+    let mut killed = false;
+    r.tick_until(Duration::from_secs(300), "100 messages sent", || {
+        if !killed && smtp.messages().len() >= 10 {
+            if let Some(pid) = r.delivering_pid() {
+                pipeline::kill_9(pid);
+                killed = true;
+            }
+        }
+        r.db.count("SELECT count(*) FROM mailrun.messages WHERE state = 'sent'") == 100
+    });
+    assert!(killed, "{kind:?}: the delivering process was killed");
+    let delivered = pipeline::assert_all_delivered(&r.db, &smtp, 1);
+    eprintln!(
+        "{kind:?}: killed mid-batch, {} duplicate(s)",
+        delivered.duplicates()
+    );
+}

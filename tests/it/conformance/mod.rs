@@ -128,6 +128,30 @@ impl RunnerUnderTest {
         });
     }
 
+    /// The process delivering for this runner right now, if any: the request running
+    /// the PHP cycle (its pid is in the lock file), or the `runner-admin cycle` that
+    /// runner-cgi started on this state folder.
+    pub fn delivering_pid(&self) -> Option<i32> {
+        let alive = |pid: i32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+        match (&self.php, &self.rust) {
+            (Some(php), _) => php.cycle_pid().filter(|p| alive(*p)),
+            (None, Some((node, _))) => {
+                let admin = std::path::Path::new(pipeline::RUNNER_ADMIN)
+                    .canonicalize()
+                    .ok()?;
+                let state = node.dir().as_os_str().as_encoded_bytes().to_vec();
+                std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+                    let pid: i32 = e.file_name().to_string_lossy().parse().ok()?;
+                    let exe = std::fs::read_link(e.path().join("exe")).ok()?;
+                    let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+                    (exe == admin && cmdline.split(|b| *b == 0).any(|a| a == state.as_slice()))
+                        .then_some(pid)
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// The web server's log, for failure messages.
     pub fn server_log(&self) -> String {
         match &self.php {
@@ -172,4 +196,8 @@ for_both_runners!(
     per_recipient_outcomes_are_reported,
     smtp_4xx_and_5xx_defer_and_fail,
     reply_policy_sets_a_throttled_account_aside,
+    no_answer_after_the_final_dot_is_unknown,
+    starttls_required_but_not_offered_sends_nothing,
+    starttls_with_an_untrusted_certificate_sends_nothing,
+    kill_during_delivery_loses_nothing,
 );
