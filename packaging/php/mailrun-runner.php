@@ -2359,8 +2359,8 @@ function mr_transaction(MrSmtp $s, array $built, array $options): array|string
 
 /**
  * Delivers spooled batches until done or `$deadline` (unix time; messages not started
- * by then stay spooled for the next run). Returns [batches finished, messages sent,
- * whether the time ran out].
+ * by then are reported NotAttempted). Returns [batches finished, messages attempted,
+ * whether the time ran out, messages past their lease deadline].
  */
 function mr_send(string $dir, array $config, float $deadline): array
 {
@@ -2378,6 +2378,7 @@ function mr_send(string $dir, array $config, float $deadline): array
     $finished = 0;
     $attempted = 0;
     $outOfTime = false;
+    $late = 0;
     $rate = (float) $s['send_rate_per_second'];
     $nextStart = 0.0;
     try {
@@ -2411,6 +2412,7 @@ function mr_send(string $dir, array $config, float $deadline): array
                 }
                 $now = microtime(true);
                 if ($now >= $leaseEnd) {
+                    $late++;
                     $record($base($msg['id'], $msg['lease_token']) + mr_whole('NotAttempted', null, 'not attempted: the lease deadline passed'));
                     continue;
                 }
@@ -2463,7 +2465,7 @@ function mr_send(string $dir, array $config, float $deadline): array
             $session->quit();
         }
     }
-    return [$finished, $attempted, $outOfTime];
+    return [$finished, $attempted, $outOfTime, $late];
 }
 
 /** The CA bundle for SMTP: the system's roots plus smtp_ca_file (a private CA). */
@@ -2591,7 +2593,7 @@ function mr_cycle(string $dir, array $config, int $budget, bool $force, ?callabl
         $say($update);
         mr_log($update);
     }
-    [$finished, $sent, $outOfTime] = mr_send($dir, $config, $deadline);
+    [, $sent, $outOfTime] = mr_send($dir, $config, $deadline);
     $worked = $sent > 0;
     $marker = @file_get_contents("$dir/ready");
     if ($marker === false && !$force && !mr_read_outbox($dir)) {
@@ -2609,7 +2611,19 @@ function mr_cycle(string $dir, array $config, int $budget, bool $force, ?callabl
         if (isset($poll['spooled'])) {
             $say("spooled batch {$poll['spooled']} with {$poll['messages']} message(s); {$poll['acknowledged']} result(s) acknowledged");
             $worked = true;
-            [$finished, $sent, $outOfTime] = mr_send($dir, $config, $deadline);
+            [, $sent, $outOfTime, $late] = mr_send($dir, $config, $deadline);
+            if ($sent === 0 && $late > 0) {
+                // Not one message could start before its lease deadline (a lease no
+                // longer than lease_safety_margin_seconds): report them, do not fetch
+                // the same work again at once.
+                $say("no message of batch {$poll['spooled']} could start before its lease deadline (lease_safety_margin_seconds too large for the dispatcher's lease?)");
+                try {
+                    mr_poll($dir, $config, 0, $timeout);
+                } catch (MrExit $e) {
+                    $say('poll: ' . $e->getMessage());
+                }
+                return MR_EXIT_TEMPFAIL;
+            }
             continue;
         }
         $say("no work; {$poll['acknowledged']} result(s) acknowledged");
