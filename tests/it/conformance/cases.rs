@@ -833,3 +833,44 @@ pub fn kill_during_delivery_loses_nothing(kind: Kind) {
         delivered.duplicates()
     );
 }
+
+/// What goes on the wire: every line end in DATA is CRLF (a bare CR or LF in the body
+/// becomes CRLF, a dot after it is stuffed, so the end of DATA cannot come early), and no
+/// line passes 998 octets, a 2,000-character subject without spaces included.
+pub fn wire_format_is_crlf_only_with_short_lines(kind: Kind) {
+    let smtp = SmtpServer::start(SmtpServerOptions::default());
+    let r = RunnerUnderTest::start(kind, "wire", smtp.port, 10);
+    let message = serde_json::json!({
+        "from": "sender@example.org",
+        "to": ["alice@example.org"],
+        "subject": "S".repeat(2000),
+        "text": "8-bit Grüße\r.\rbare CR after 8-bit\n.\nlast line",
+        "account": "local",
+    });
+    r.db.client()
+        .execute("SELECT mailrun.enqueue($1::jsonb)", &[&message])
+        .expect("enqueue");
+    r.tick_until(Duration::from_secs(120), "the message sent", || {
+        r.db.count("SELECT count(*) FROM mailrun.messages WHERE state = 'sent'") == 1
+    });
+    let received = smtp.messages();
+    assert_eq!(received.len(), 1, "{kind:?}");
+    let data = received[0].data.as_bytes();
+    for (i, b) in data.iter().enumerate() {
+        let bare_cr = *b == b'\r' && data.get(i + 1) != Some(&b'\n');
+        let bare_lf = *b == b'\n' && (i == 0 || data[i - 1] != b'\r');
+        assert!(
+            !bare_cr && !bare_lf,
+            "{kind:?}: bare line end at {i}: {:?}",
+            received[0].data
+        );
+    }
+    for line in received[0].data.split("\r\n") {
+        assert!(line.len() <= 998, "{kind:?}: a {}-octet line", line.len());
+    }
+    assert!(
+        received[0].data.contains("last line"),
+        "{kind:?}: the body was cut short: {:?}",
+        received[0].data
+    );
+}

@@ -200,4 +200,5 @@ for_both_runners!(
     starttls_required_but_not_offered_sends_nothing,
     starttls_with_an_untrusted_certificate_sends_nothing,
     kill_during_delivery_loses_nothing,
+    wire_format_is_crlf_only_with_short_lines,
 );
