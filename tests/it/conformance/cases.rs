@@ -874,3 +874,69 @@ pub fn wire_format_is_crlf_only_with_short_lines(kind: Kind) {
         received[0].data
     );
 }
+
+/// STARTTLS and implicit TLS to a relay whose certificate a private CA signed: refused
+/// (nothing sent) until the CA is trusted (`smtp_ca_file`), then delivered, with AUTH
+/// and MAIL only ever sent encrypted.
+pub fn tls_with_a_private_ca_delivers_and_logs_in_only_encrypted(kind: Kind) {
+    let dir = common::temp_dir();
+    let pki = crate::common::smtp::TestPki::create(dir.path());
+    let ca = std::fs::read(&pki.ca_pem).unwrap();
+    for (security, implicit) in [("starttls", false), ("tls", true)] {
+        let smtp = SmtpServer::start(SmtpServerOptions {
+            auth: true,
+            tls: Some(pki.clone()),
+            implicit_tls: implicit,
+            ..Default::default()
+        });
+        let r = RunnerUnderTest::start(kind, &format!("ca_{security}"), smtp.port, 10);
+        r.db.client()
+            .execute(
+                "UPDATE mailrun.smtp_accounts
+                    SET security = $1, username = 'user', password = 'canary-Pa55word'
+                  WHERE name = 'local'",
+                &[&security],
+            )
+            .unwrap();
+        enqueue(&r, &["alice@example.org"], "untrusted");
+        r.tick_until(Duration::from_secs(120), "an attempt recorded", || {
+            r.db.count("SELECT count(*) FROM mailrun.delivery_attempts") >= 1
+        });
+        assert_eq!(
+            r.db.count("SELECT count(*) FROM mailrun.delivery_attempts WHERE outcome = 'deferred'"),
+            1,
+            "{kind:?} {security}: an untrusted certificate defers"
+        );
+        assert!(smtp.messages().is_empty(), "{kind:?} {security}");
+        r.trust_smtp_ca(&ca);
+        r.db.fast_retries();
+        r.db.client()
+            .execute("UPDATE mailrun.messages SET next_attempt_at = now()", &[])
+            .ok();
+        r.tick_until(Duration::from_secs(120), "the message sent", || {
+            r.db.count("SELECT count(*) FROM mailrun.messages WHERE state = 'sent'") == 1
+        });
+        assert_eq!(smtp.messages().len(), 1, "{kind:?} {security}");
+        let commands = smtp.commands();
+        for verb in ["AUTH", "MAIL"] {
+            let seen: Vec<_> = commands.iter().filter(|c| c.verb == verb).collect();
+            assert!(!seen.is_empty(), "{kind:?} {security}: no {verb}");
+            assert!(
+                seen.iter().all(|c| c.secure),
+                "{kind:?} {security}: {verb} in clear"
+            );
+        }
+        let text: String =
+            r.db.client()
+                .query_one(
+                    "SELECT string_agg(coalesce(text, ''), ' ') FROM mailrun.delivery_attempts",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+        assert!(
+            !text.contains("canary-Pa55word"),
+            "{kind:?}: password in a result"
+        );
+    }
+}

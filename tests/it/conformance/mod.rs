@@ -152,6 +152,34 @@ impl RunnerUnderTest {
         }
     }
 
+    /// Trusts `ca_pem` for SMTP as well as the public roots (`smtp_ca_file`): written into
+    /// the state folder, readable by the runner's user.
+    pub fn trust_smtp_ca(&self, ca_pem: &[u8]) {
+        match (&self.php, &self.rust) {
+            (Some(php), _) => {
+                let state = php.state();
+                let ca = state.join("relay-ca.pem");
+                std::fs::write(&ca, ca_pem).unwrap();
+                crate::common::apache::give_to_server(&ca);
+                let path = state.join("runner.json");
+                let mut config: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                config["smtp_ca_file"] = serde_json::Value::String(ca.display().to_string());
+                // Written in place: owner and mode (www-data, 0600) stay.
+                std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+            }
+            (None, Some((node, _))) => {
+                let ca = node.dir().join("relay-ca.pem");
+                std::fs::write(&ca, ca_pem).unwrap();
+                let path = node.dir().join("runner.toml");
+                let text = std::fs::read_to_string(&path).unwrap();
+                let line = format!("smtp_ca_file = \"{}\"\n", ca.display());
+                std::fs::write(&path, format!("{line}{text}")).unwrap();
+            }
+            _ => unreachable!(),
+        }
+    }
+
     /// The web server's log, for failure messages.
     pub fn server_log(&self) -> String {
         match &self.php {
@@ -201,4 +229,5 @@ for_both_runners!(
     starttls_with_an_untrusted_certificate_sends_nothing,
     kill_during_delivery_loses_nothing,
     wire_format_is_crlf_only_with_short_lines,
+    tls_with_a_private_ca_delivers_and_logs_in_only_encrypted,
 );
