@@ -940,3 +940,21 @@ pub fn tls_with_a_private_ca_delivers_and_logs_in_only_encrypted(kind: Kind) {
         );
     }
 }
+
+/// A runner whose configuration is gone (deleted by hand, a broken upload) answers an
+/// unsigned Internal fault (it has no key to sign with) and nothing else; restored, it
+/// answers again.
+pub fn a_runner_that_lost_its_configuration_answers_internal(kind: Kind) {
+    let r = idle_runner(kind, "internal");
+    let config = r.config_file();
+    let aside = config.with_extension("aside");
+    std::fs::rename(&config, &aside).unwrap();
+    let answer = signed(&r, READY, &ready_body(&r.id));
+    assert_eq!(answer.reason(), FaultReason::Internal, "{kind:?}");
+    assert!(!answer.signed_by(&r), "{kind:?}: signed without a key");
+    let text = String::from_utf8_lossy(&answer.body).to_string();
+    assert!(!text.contains(&r.key.secret_hex()), "{kind:?}");
+    std::fs::rename(&aside, &config).unwrap();
+    let answer = signed(&r, READY, &ready_body(&r.id));
+    assert_eq!(answer.status, 200, "{kind:?}");
+}

@@ -180,6 +180,15 @@ impl RunnerUnderTest {
         }
     }
 
+    /// The runner's configuration file (runner.toml, or the PHP runner's runner.json).
+    pub fn config_file(&self) -> std::path::PathBuf {
+        match (&self.php, &self.rust) {
+            (Some(php), _) => php.state().join("runner.json"),
+            (None, Some((node, _))) => node.dir().join("runner.toml"),
+            _ => unreachable!(),
+        }
+    }
+
     /// The web server's log, for failure messages.
     pub fn server_log(&self) -> String {
         match &self.php {
@@ -230,4 +239,5 @@ for_both_runners!(
     kill_during_delivery_loses_nothing,
     wire_format_is_crlf_only_with_short_lines,
     tls_with_a_private_ca_delivers_and_logs_in_only_encrypted,
+    a_runner_that_lost_its_configuration_answers_internal,
 );
