@@ -163,7 +163,7 @@ def mailrun_run(workdir, pg, delay, domains, n, size, runners, php=False):
         init = ["php", PHP_RUNNER, "init"] if php else [f"{BIN}/runner-admin", "init"]
         subprocess.run([*init, "--state-dir", state, "--dispatcher-url",
                         f"http://127.0.0.1:{port}/", "--runner-id", name, "--key-id",
-                        key["key_id"], "--key-file", "-" if not php else "/dev/stdin"],
+                        key["key_id"], "--key-file", "-"],
                        input=key["key"], text=True, check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
         if php:

@@ -2970,7 +2970,9 @@ function mr_cli(array $argv): int
                 $budget = (int) ($opts['max-seconds'] ?? $config['settings']['poll_interval_seconds']);
                 return mr_cycle($dir, $config, max(1, $budget), (bool) $opts['force'], $say);
             case 'init':
-                $key = trim((string) @file_get_contents($opts['key-file'] ?? 'php://stdin'));
+                // `--key-file -` (or none): the key on stdin, never on the command line.
+                $keyFile = $opts['key-file'] ?? '-';
+                $key = trim((string) @file_get_contents($keyFile === '-' ? 'php://stdin' : $keyFile));
                 $config = [
                     'runner_id' => (string) ($opts['runner-id'] ?? ''), 'dispatcher_url' => (string) ($opts['dispatcher-url'] ?? ''),
                     'key_id' => (string) ($opts['key-id'] ?? ''), 'key' => strtolower($key), 'previous_key_id' => null, 'previous_key' => null,
@@ -2979,7 +2981,7 @@ function mr_cli(array $argv): int
                 ];
                 if (!preg_match('/^[!-~]{1,128}$/', $config['runner_id']) || !preg_match('/^[!-~]{1,128}$/', $config['key_id'])
                     || !preg_match('/^[0-9a-f]{64}$/', $config['key'])) {
-                    fwrite(STDERR, "mailrun-runner: init needs --dispatcher-url URL --runner-id ID --key-id KID and a 64-hex key (--key-file FILE, else stdin)\n");
+                    fwrite(STDERR, "mailrun-runner: init needs --dispatcher-url URL --runner-id ID --key-id KID and a 64-hex key (--key-file FILE, or - for stdin)\n");
                     return MR_EXIT_USAGE;
                 }
                 if (($p = mr_check_url('dispatcher_url', $config['dispatcher_url'], $config['allow_plain_http'])) !== null) {
