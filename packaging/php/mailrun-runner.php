@@ -2445,7 +2445,7 @@ function mr_send(string $dir, array $config, float $deadline): array
             }
             $complete = count($done) >= count($run['messages']) + count($refused);
             if ($complete) {
-                $results = array_values(array_map(fn ($r) => $r, $done));
+                $results = array_values($done);
                 mr_write_atomic("$dir/outbox/$id.results", json_encode($results, JSON_UNESCAPED_SLASHES | JSON_INVALID_UTF8_SUBSTITUTE));
                 fclose($journal);
                 foreach (['xml', 'meta', 'journal'] as $ext) {
