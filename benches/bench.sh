@@ -14,6 +14,8 @@
 #   benches/bench.sh --latency [--delays 0.1,0.3 --domains 1,10,100 --out FILE]
 #                                    mailrun and stock Postfix against a receiving server
 #                                    that answers late (benches/latency.py, delay_smtp.py)
+#   benches/bench.sh --latency --php [--messages N --delays 0.1 --domains 1]
+#                                    the PHP runner against the Rust runner on that server
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "bench: run as root (private Postfix and PostgreSQL instances)" >&2; exit 1; }

@@ -12,6 +12,10 @@ per domain) twice in one run:
   domain), delivered by one runner's `runner-admin cycle` (then by two at once) with its
   default limits (100 sessions in all, 20 per account), dispatcher `--listen`.
 
+With `--php`, the PHP runner (packaging/php/mailrun-runner.php, run as its crontab line
+`php mailrun-runner.php cycle`) takes Postfix's place: the same messages to the same server,
+one Rust runner then one PHP runner, and the ratio PHP / Rust (BENCHMARKS.md).
+
 The rate is taken at the receiving server: messages / (last accepted - first accepted), so
 injection and queueing do not count for either. Also printed: the sessions busy at once
 (transactions between MAIL and the answer to the final dot, sampled every 50 ms: mean and
@@ -120,8 +124,11 @@ def postfix_run(workdir, delay, domains, n, size):
     return stats
 
 
-def mailrun_run(workdir, pg, delay, domains, n, size, runners):
-    tag = f"mr-{delay}-{domains}-{runners}"
+PHP_RUNNER = os.path.join(ROOT, "packaging", "php", "mailrun-runner.php")
+
+
+def mailrun_run(workdir, pg, delay, domains, n, size, runners, php=False):
+    tag = f"{'php' if php else 'mr'}-{delay}-{domains}-{runners}"
     server = DelayServer(workdir, delay, domains, tag)
     pg.psql("DROP DATABASE IF EXISTS mailrun", db="postgres")
     pg.psql("CREATE DATABASE mailrun", db="postgres")
@@ -153,14 +160,24 @@ def mailrun_run(workdir, pg, delay, domains, n, size, runners):
         state = os.path.join(w, name)
         key = json.loads(admin("--json", "runner", "add", name, "--endpoint",
                                "http://127.0.0.1:9/", "--batch-size", "500"))
-        subprocess.run([f"{BIN}/runner-admin", "init", "--state-dir", state, "--dispatcher-url",
+        init = ["php", PHP_RUNNER, "init"] if php else [f"{BIN}/runner-admin", "init"]
+        subprocess.run([*init, "--state-dir", state, "--dispatcher-url",
                         f"http://127.0.0.1:{port}/", "--runner-id", name, "--key-id",
-                        key["key_id"], "--key-file", "-"], input=key["key"], text=True,
-                       check=True, stdout=subprocess.DEVNULL)
-        load.rewrite_toml(os.path.join(state, "runner.toml"), {"batch_size": "500"})
+                        key["key_id"], "--key-file", "-"],
+                       input=key["key"], text=True, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        if php:
+            path = os.path.join(state, "runner.json")
+            with open(path) as f:
+                config = json.load(f)
+            config["settings"]["batch_size"] = 500
+            with open(path, "w") as f:
+                json.dump(config, f)
+        else:
+            load.rewrite_toml(os.path.join(state, "runner.toml"), {"batch_size": "500"})
         states.append(state)
-    cycles = [load.PROCS.start([f"{BIN}/runner-admin", "cycle", "--force", "--state-dir", s,
-                                "--max-seconds", "1800"],
+    cycle = ["php", PHP_RUNNER, "cycle"] if php else [f"{BIN}/runner-admin", "cycle"]
+    cycles = [load.PROCS.start([*cycle, "--force", "--state-dir", s, "--max-seconds", "1800"],
                                stderr=open(os.path.join(w, f"cycle-{i}.log"), "wb"))
               for i, s in enumerate(states)]
     stats = server.wait_for(n, timeout=1800)
@@ -178,7 +195,11 @@ def main():
     ap.add_argument("--delays", default="0.1,0.3", help="seconds, comma-separated")
     ap.add_argument("--domains", default="1,10,100")
     ap.add_argument("--out", help="also write the table as Markdown")
+    ap.add_argument("--php", action="store_true",
+                    help="one Rust runner against one PHP runner instead of Postfix")
     args = ap.parse_args()
+    if args.php:
+        return php_main(args)
     workdir = tempfile.mkdtemp(prefix="mailrun-latency-")
     os.chmod(workdir, 0o755)
     pg = load.Postgres(workdir)
@@ -213,6 +234,44 @@ def main():
         r2 = rate(two) / rate(one) if rate(one) else 0
         lines.append(f"| {delay * 1000:.0f} ms | {domains} | {cell(pf)} | {cell(one)} | "
                      f"{cell(two)} | {r1:.2f}x | {r2:.2f}x |")
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(table + "\n")
+
+
+def php_main(args):
+    """The PHP runner's rate as a ratio to the Rust runner's, same server, same messages."""
+    workdir = tempfile.mkdtemp(prefix="mailrun-latency-php-")
+    os.chmod(workdir, 0o755)
+    pg = load.Postgres(workdir)
+    rows = []
+    try:
+        for delay in [float(d) for d in args.delays.split(",")]:
+            for domains in [int(d) for d in args.domains.split(",")]:
+                load.say(f"delay {delay * 1000:.0f} ms, {domains} domain(s), {args.messages} x "
+                         f"{args.size // 1024} KB")
+                rust = mailrun_run(workdir, pg, delay, domains, args.messages, args.size, 1)
+                load.say(f"  Rust runner: {rate(rust):.1f} msgs/s, busy mean "
+                         f"{rust.get('busy_mean', 0):.1f} peak {rust.get('busy_max')}")
+                php = mailrun_run(workdir, pg, delay, domains, args.messages, args.size, 1,
+                                  php=True)
+                load.say(f"  PHP runner: {rate(php):.1f} msgs/s, busy mean "
+                         f"{php.get('busy_mean', 0):.1f} peak {php.get('busy_max')}")
+                rows.append((delay, domains, rust, php))
+    finally:
+        load.PROCS.stop_all()
+        pg.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    lines = ["| reply delay | domains | Rust runner msgs/s (busy mean/peak) | PHP runner msgs/s "
+             "(busy) | PHP / Rust |", "|---|---|---|---|---|"]
+    for delay, domains, rust, php in rows:
+        def cell(s):
+            return f"{rate(s):.1f} ({s.get('busy_mean', 0):.1f}/{s.get('busy_max')})"
+        ratio = rate(php) / rate(rust) if rate(rust) else 0
+        lines.append(f"| {delay * 1000:.0f} ms | {domains} | {cell(rust)} | {cell(php)} | "
+                     f"{ratio:.3f}x |")
     table = "\n".join(lines)
     print(table)
     if args.out:

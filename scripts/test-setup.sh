@@ -49,5 +49,9 @@ fi
 for tool in xmllint lighttpd /usr/sbin/smtp-sink /usr/sbin/apache2 php; do
   command -v "$tool" >/dev/null || { echo "test-setup: $tool still missing" >&2; exit 1; }
 done
+# The PHP runner needs PHP 8.1+ (fsync) with XMLReader and openssl, and mod_php for Apache.
+php -r 'exit(PHP_VERSION_ID >= 80100 && class_exists("XMLReader") && function_exists("openssl_get_cert_locations") ? 0 : 1);' ||
+  { echo "test-setup: php 8.1+ with xmlreader and openssl missing" >&2; exit 1; }
+ls /usr/lib/apache2/modules/libphp8*.so >/dev/null 2>&1 || { echo "test-setup: mod_php missing" >&2; exit 1; }
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "test-setup: initdb missing" >&2; exit 1; }
 echo "test-setup: ready" >&2

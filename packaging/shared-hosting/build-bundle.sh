@@ -13,6 +13,9 @@
 #   mailrun-runner.cgi                      the file to upload
 #   mailrun-runner-VERSION-x86_64.tar.gz    the self-update download
 #   mailrun-runner-VERSION-x86_64.tar.gz.sha256
+#   mailrun-runner.php                      the PHP runner (packaging/php), for hosts
+#                                           that run only PHP; also its self-update
+#   mailrun-runner.php.sha256
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,7 +29,7 @@ while [ $# -gt 0 ]; do
     --bin-dir) bin_dir=$2; shift 2 ;;
     --out-dir) out_dir=$2; shift 2 ;;
     --profile) profile=$2; shift 2 ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "build-bundle: unknown argument $1" >&2; exit 64 ;;
     esac
 done
@@ -82,4 +85,10 @@ mv "$work/mailrun-runner.cgi" "$out_dir/mailrun-runner.cgi"
 archive="mailrun-runner-$version-x86_64.tar.gz"
 cp "$work/payload.tar.gz" "$out_dir/$archive"
 (cd "$out_dir" && sha256sum "$archive" >"$archive.sha256")
-echo "build-bundle: $out_dir/mailrun-runner.cgi" >&2
+# The PHP runner, stamped with the crate's version (it reports VERSION-php).
+php_src="$root/packaging/php/mailrun-runner.php"
+grep -q "^const MR_VERSION = '[^']*';$" "$php_src" || { echo "build-bundle: no MR_VERSION in $php_src" >&2; exit 65; }
+sed "s/^const MR_VERSION = '[^']*';$/const MR_VERSION = '$version';/" "$php_src" >"$work/mailrun-runner.php"
+mv "$work/mailrun-runner.php" "$out_dir/mailrun-runner.php"
+(cd "$out_dir" && sha256sum mailrun-runner.php >mailrun-runner.php.sha256)
+echo "build-bundle: $out_dir/mailrun-runner.cgi, $out_dir/mailrun-runner.php" >&2

@@ -43,7 +43,16 @@ pub struct StoredSettings {
     pub software_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub software_sha256: Option<String>,
+    /// The PHP runner's file for the same `software_version`, offered to runners that
+    /// report a `-php` software version (docs/runner.md, "The PHP runner").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub php_software_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub php_software_sha256: Option<String>,
 }
+
+/// What a PHP runner appends to the software version it reports.
+pub const PHP_RUNNER_SUFFIX: &str = "-php";
 
 fn default_max_sessions() -> u32 {
     DEFAULT_MAX_SESSIONS
@@ -71,6 +80,8 @@ impl StoredSettings {
             software_version: None,
             software_url: None,
             software_sha256: None,
+            php_software_url: None,
+            php_software_sha256: None,
         }
     }
 
@@ -113,6 +124,8 @@ impl StoredSettings {
                     self.software_version = None;
                     self.software_url = None;
                     self.software_sha256 = None;
+                    self.php_software_url = None;
+                    self.php_software_sha256 = None;
                 } else {
                     self.software_version = Some(check_version(key, value)?);
                 }
@@ -126,6 +139,20 @@ impl StoredSettings {
             }
             "software_sha256" => {
                 self.software_sha256 = if value.is_empty() {
+                    None
+                } else {
+                    Some(check_sha256(key, value)?)
+                }
+            }
+            "php_software_url" => {
+                self.php_software_url = if value.is_empty() {
+                    None
+                } else {
+                    Some(check_url(key, value)?)
+                }
+            }
+            "php_software_sha256" => {
+                self.php_software_sha256 = if value.is_empty() {
                     None
                 } else {
                     Some(check_sha256(key, value)?)
@@ -187,6 +214,24 @@ impl StoredSettings {
         }
         match (
             &self.software_version,
+            &self.php_software_url,
+            &self.php_software_sha256,
+        ) {
+            (_, None, None) => {}
+            (Some(_), Some(u), Some(h)) => {
+                check_url("php_software_url", u)?;
+                check_sha256("php_software_sha256", h)?;
+            }
+            _ => {
+                return Err(
+                    "php_software_url and php_software_sha256 go together, with \
+                            software_version"
+                        .to_string(),
+                )
+            }
+        }
+        match (
+            &self.software_version,
             &self.software_url,
             &self.software_sha256,
         ) {
@@ -202,6 +247,25 @@ impl StoredSettings {
                     .to_string(),
             ),
         }
+    }
+
+    /// The settings for a PHP runner: the PHP file instead of the tar.gz, announced as
+    /// `VERSION-php` (nothing when no PHP file is announced).
+    pub fn to_protocol_for_php(&self) -> RunnerSettings {
+        let mut settings = self.to_protocol();
+        settings.software = match (
+            &self.software_version,
+            &self.php_software_url,
+            &self.php_software_sha256,
+        ) {
+            (Some(version), Some(url), Some(sha256)) => Some(SoftwareUpdate {
+                version: format!("{version}{PHP_RUNNER_SUFFIX}"),
+                url: url.clone(),
+                sha256: sha256.clone(),
+            }),
+            _ => None,
+        };
+        settings
     }
 
     pub fn to_protocol(&self) -> RunnerSettings {

@@ -16,7 +16,7 @@ use crate::cli::{
     CliError, EXIT_CODES_HELP, EXIT_CONFIG, EXIT_DATA, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE,
 };
 use crate::dispatcher::config_versions::{
-    check_update_size, create_version, current_reply_policy, latest,
+    check_update_size, create_version, current_reply_policy, latest, PHP_RUNNER_SUFFIX,
 };
 use crate::dispatcher::outbound::{self, CallError};
 use crate::dispatcher::runners::{self, Runner};
@@ -46,7 +46,8 @@ const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
         sets its own, default 20), \
         software_version, software_url (http or https URL), software_sha256 (64 hex \
         digits); the three software_* keys go together, and `software_version=` (empty) \
-        clears them.\n\n\
+        clears them; php_software_url and php_software_sha256 announce the PHP runner's \
+        file for the same version, sent instead to runners that report a -php version.\n\n\
         Every update also carries the reply policy (`dispatch-admin reply-rule`, \
         docs/quotas.md) as it is when pushed; adding or removing a reply rule creates a \
         new config version, so the next `push-config --all` sends it to every runner.\n\n\
@@ -193,10 +194,14 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
         allow_plain_http: args.allow_plain_http,
         max_response_bytes: MAX_RESPONSE_BYTES,
     });
+    let policy = current_reply_policy(&mut db).map_err(connection::exit_context)?;
     let mut protocol_settings = settings.to_protocol();
-    protocol_settings.reply_policy =
-        Some(current_reply_policy(&mut db).map_err(connection::exit_context)?);
+    protocol_settings.reply_policy = Some(policy.clone());
     check_update_size(version, &protocol_settings)?;
+    // PHP runners (a `-php` software version) are offered the PHP file instead.
+    let mut php_settings = settings.to_protocol_for_php();
+    php_settings.reply_policy = Some(policy);
+    check_update_size(version, &php_settings)?;
     let work: Vec<(&Runner, Option<i64>)> = targets.iter().zip(applied).collect();
     let results = outbound::parallel_map(&work, 16, |(runner, recorded)| {
         if !args.force && recorded.is_some_and(|r| r >= version) {
@@ -207,7 +212,16 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
                 error: None,
             };
         }
-        push_one(&client, runner, version, &protocol_settings)
+        let is_php = runner
+            .software_version
+            .as_deref()
+            .is_some_and(|v| v.ends_with(PHP_RUNNER_SUFFIX));
+        let settings = if is_php {
+            &php_settings
+        } else {
+            &protocol_settings
+        };
+        push_one(&client, runner, version, settings)
     });
 
     for result in &results {

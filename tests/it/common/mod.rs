@@ -6,6 +6,7 @@
 pub mod apache;
 pub mod delay_smtp;
 pub mod pgbouncer;
+pub mod php;
 pub mod pipeline;
 pub mod smtp;
 pub mod smtp_sink;
