@@ -1181,15 +1181,51 @@ function mr_handle_soap(string $dir, string $path, callable $header, string $bod
     $sig = null;
     $startCycle = false;
     try {
+        // The checks in the order of protocol/faults.md, as runner-cgi makes them.
+        $action = mr_unquote((string) ($header('SOAPAction') ?? ''));
+        $actionOp = null;
+        foreach (['JobRunnerReady', 'JobRunnerConfigUpdate'] as $op) {
+            if ($action === MR_ACTION_PREFIX . $op) {
+                $actionOp = $op;
+            }
+        }
+        if ($actionOp === null) {
+            throw new MrFault('UnknownOperation', 'SOAPAction ' . mr_quote($action, 200) . ' names no operation of this endpoint');
+        }
         try {
             $config = mr_load_config($dir);
         } catch (MrExit $e) {
             mr_log($e->getMessage());
-            throw new MrFault('Internal', 'runner is not configured');
+            throw new MrFault('Internal', "not configured; see the endpoint's log");
         }
         $sig = mr_parse_signature($header);
+        $keys = mr_accepted_keys($config);
+        $named = null;
+        foreach ($keys as $k) {
+            if ($k[0] === $sig['key_id']) {
+                $named = $named ?? $k;
+            }
+        }
+        if ($named === null) {
+            throw new MrFault('UnknownRunner', 'no runner has key id ' . mr_quote($sig['key_id'], 128));
+        }
         $text = mr_string_to_sign('POST', $path, (string) ($header('SOAPAction') ?? ''), $sig['timestamp'], $sig['nonce'], $body);
-        $key = mr_verify(mr_accepted_keys($config), $sig, $text, mr_now());
+        try {
+            $key = mr_verify($keys, $sig, $text, mr_now());
+        } catch (MrFault $f) {
+            // A bad signature is signed with the named key (the real runner can trust the
+            // refusal); a stale timestamp goes unsigned: one of the clocks is off.
+            $key = $f->reason === 'StaleTimestamp' ? null : $named;
+            throw $f;
+        }
+        [$op, $req] = mr_decode_request($body);
+        if ($op !== $actionOp) {
+            throw new MrFault('UnknownOperation', "body is $op but SOAPAction says $actionOp");
+        }
+        if ($req['runner_id'] !== $config['runner_id']) {
+            throw new MrFault('UnknownRunner', 'runnerId ' . mr_quote($req['runner_id'], 128) . ' is not the runner of key id ' . mr_quote($key[0], 128));
+        }
+        // Last, so that only a request about to be carried out uses up its nonce.
         try {
             $fresh = mr_remember_nonce($dir, $sig['key_id'], $sig['nonce']);
         } catch (MrExit $e) {
@@ -1197,19 +1233,12 @@ function mr_handle_soap(string $dir, string $path, callable $header, string $bod
             throw new MrFault('Internal', 'cannot record the request nonce');
         }
         if (!$fresh) {
-            throw new MrFault('ReplayedNonce', 'nonce already used');
-        }
-        [$op, $req] = mr_decode_request($body);
-        $action = mr_unquote((string) ($header('SOAPAction') ?? ''));
-        if ($action !== MR_ACTION_PREFIX . $op) {
-            throw new MrFault('InvalidValue', 'SOAPAction ' . mr_quote($action, 200) . " does not match the body ($op)");
+            throw new MrFault('ReplayedNonce', 'nonce already used; sign every request afresh');
         }
         if ($op === 'JobRunnerReady') {
             [$answer, $startCycle] = mr_ready($dir, $config, $req);
-        } elseif ($op === 'JobRunnerConfigUpdate') {
-            $answer = mr_config_update($dir, $req);
         } else {
-            throw new MrFault('UnknownOperation', "a runner does not answer $op");
+            $answer = mr_config_update($dir, $req);
         }
         $responseAction = MR_ACTION_PREFIX . $op . 'Response';
         return [200, mr_sign_response($key, $path, $responseAction, $answer, $sig['nonce']), $answer, $startCycle];
@@ -1234,17 +1263,9 @@ function mr_sign_response(array $key, string $path, string $action, string $body
     return ['SOAPAction' => "\"$action\""] + mr_signature_headers($key[0], $key[1], $text, $ts, $nonce);
 }
 
-function mr_check_runner_id(array $config, string $runnerId): void
-{
-    if ($runnerId !== $config['runner_id']) {
-        throw new MrFault('UnknownRunner', 'this is runner ' . mr_quote($config['runner_id'], 128) . ', not ' . mr_quote($runnerId, 128));
-    }
-}
-
 /** JobRunnerReady: the ready marker, then accepted (a cycle follows) or busy. */
 function mr_ready(string $dir, array $config, array $req): array
 {
-    mr_check_runner_id($config, $req['runner_id']);
     $answer = fn (string $status) => mr_envelope(mr_el('JobRunnerReadyResponse', [
         ['status', $status], ['softwareVersion', MR_SOFTWARE_VERSION], ['configVersion', (string) $config['settings']['version']],
     ], 2));
@@ -1276,9 +1297,8 @@ function mr_config_update(string $dir, array $req): string
         try {
             $config = mr_load_config($dir);
         } catch (MrExit $e) {
-            throw new MrFault('Internal', 'runner is not configured');
+            throw new MrFault('Internal', "not configured; see the endpoint's log");
         }
-        mr_check_runner_id($config, $req['runner_id']);
         if ($req['version'] <= $config['settings']['version']) {
             throw new MrFault('VersionNotIncreasing', "version {$req['version']} does not increase the applied version {$config['settings']['version']}");
         }
@@ -2745,10 +2765,8 @@ function mr_web_main(): void
             return;
         }
         if ($method !== 'POST') {
-            http_response_code(405);
-            header('Allow: GET, POST');
-            header('Content-Type: text/plain; charset=utf-8');
-            echo "the mailrun runner accepts only POST (SOAP 1.1)\n";
+            // GET shows the setup or status page, as dispatch-cgi's GET its status page.
+            mr_refuse(405, new MrFault('UnknownOperation', "method $method is not allowed; use POST"), ['Allow' => 'GET, POST']);
             return;
         }
         mr_web_soap($dir);
@@ -2762,21 +2780,25 @@ function mr_web_main(): void
 
 function mr_web_soap(string $dir): void
 {
-    $length = $_SERVER['CONTENT_LENGTH'] ?? '';
-    if ($length === '' || !ctype_digit((string) $length)) {
-        http_response_code(411);
-        header('Content-Type: text/plain; charset=utf-8');
-        echo "a request body needs a Content-Length\n";
+    // The refusals of protocol/faults.md made before the body is used, in its order.
+    $length = trim((string) ($_SERVER['CONTENT_LENGTH'] ?? ''));
+    if ($length !== '' && !ctype_digit($length)) {
+        mr_refuse(400, new MrFault('MalformedXml', 'CONTENT_LENGTH is not a number'));
         return;
     }
-    if ((int) $length > MR_MAX_REQUEST_BYTES) {
-        // Refused before reading a byte, as runner-cgi does.
-        http_response_code(413);
-        header('Content-Type: text/plain; charset=utf-8');
-        echo "request body of $length bytes exceeds the limit of " . MR_MAX_REQUEST_BYTES . " bytes\n";
+    if ($length !== '' && (int) $length > MR_MAX_REQUEST_BYTES) {
+        mr_refuse(413, new MrFault('TooLarge', 'request body exceeds the limit of ' . MR_MAX_REQUEST_BYTES . ' bytes'));
+        return;
+    }
+    if ($length === '') {
+        mr_refuse(411, new MrFault('MalformedXml', 'a request body needs a Content-Length'));
         return;
     }
     $body = (string) file_get_contents('php://input', false, null, 0, MR_MAX_REQUEST_BYTES);
+    if (strlen($body) < (int) $length) {
+        mr_refuse(400, new MrFault('MalformedXml', "could not read the $length-byte request body: the body ended after " . strlen($body) . ' bytes'));
+        return;
+    }
     $path = parse_url($_SERVER['REQUEST_URI'] ?? '', PHP_URL_PATH) ?: (($_SERVER['SCRIPT_NAME'] ?? '') . ($_SERVER['PATH_INFO'] ?? ''));
     $header = function (string $name): ?string {
         $v = $_SERVER['HTTP_' . strtoupper(str_replace('-', '_', $name))] ?? null;
@@ -2784,7 +2806,7 @@ function mr_web_soap(string $dir): void
     };
     if (is_dir($dir) && ($why = mr_fence_problem($dir)) !== null) {
         mr_log($why);
-        [$status, $headers, $out] = [500, ['SOAPAction' => '"' . MR_ACTION_PREFIX . 'Fault"'], mr_fault_body(new MrFault('Internal', 'runner is not configured'))];
+        [$status, $headers, $out] = [500, ['SOAPAction' => '"' . MR_ACTION_PREFIX . 'Fault"'], mr_fault_body(new MrFault('Internal', "not configured; see the endpoint's log"))];
         $startCycle = false;
     } else {
         [$status, $headers, $out, $startCycle] = mr_handle_soap($dir, $path, $header, $body);
@@ -2830,6 +2852,12 @@ function mr_fence_problem(string $dir): ?string
         @touch("$dir/.fenced");
     }
     return $why;
+}
+
+/** An unsigned fault answer made before the request is read as SOAP. */
+function mr_refuse(int $status, MrFault $fault, array $headers = []): void
+{
+    mr_send_response($status, ['SOAPAction' => '"' . MR_ACTION_PREFIX . 'Fault"'] + $headers, mr_fault_body($fault));
 }
 
 function mr_send_response(int $status, array $headers, string $body): void

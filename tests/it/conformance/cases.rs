@@ -26,6 +26,45 @@ struct Answer {
 }
 
 impl Answer {
+    /// The answer is the fault of `case` in protocol/faults.md, as a runner sends it:
+    /// its HTTP status, reason, signed or not, the quoted `…#Fault` SOAPAction and the
+    /// message in the table's words.
+    fn is_row(&self, r: &RunnerUnderTest, case: &str) {
+        let row = mailrun::protocol::faults::rows()
+            .into_iter()
+            .find(|row| row.case == case)
+            .unwrap_or_else(|| panic!("no row {case} in protocol/faults.md"));
+        let kind = r.kind;
+        assert_eq!(
+            self.status.to_string(),
+            row.runner,
+            "{kind:?} {case}: HTTP status: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        let fault = match self.decoded() {
+            Body::Fault(f) => f,
+            other => panic!("{kind:?} {case}: expected a fault, got {other:?}"),
+        };
+        assert_eq!(format!("{:?}", fault.reason), row.reason, "{kind:?} {case}");
+        assert!(
+            mailrun::protocol::faults::message_matches(&row.message, &fault.message),
+            "{kind:?} {case}: {:?} is not the table's `{}`",
+            fault.message,
+            row.message
+        );
+        assert_eq!(
+            self.header("SOAPAction"),
+            Some("\"urn:mailrun:soap:v1#Fault\""),
+            "{kind:?} {case}: SOAPAction"
+        );
+        assert_eq!(
+            self.signed_by(r),
+            row.signed == "yes",
+            "{kind:?} {case}: signed should be {}",
+            row.signed
+        );
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -328,9 +367,8 @@ pub fn signatures_are_checked_and_answers_signed(kind: Kind) {
 
     let stranger = SigningKey::generate("nobody-knows-me");
     let foreign = sign::sign(&stranger, "POST", &r.path, READY, &body);
-    let answer = post(&r, READY, &body, Some(&foreign));
-    assert_eq!(answer.reason(), FaultReason::BadSignature);
-    assert!(!answer.signed_by(&r));
+    post(&r, READY, &body, Some(&foreign)).is_row(&r, "unknown-key-id");
+    post(&r, READY, &body, Some(&forged)).is_row(&r, "bad-signature");
 
     let moved = sign::sign(&r.key, "POST", "/elsewhere", READY, &body);
     assert_eq!(
@@ -361,8 +399,7 @@ pub fn signatures_are_checked_and_answers_signed(kind: Kind) {
             sign::now_unix() + skew,
             &sign::new_nonce(),
         );
-        let answer = post(&r, READY, &body, Some(&stale));
-        assert_eq!(answer.reason(), FaultReason::StaleTimestamp, "skew {skew}");
+        post(&r, READY, &body, Some(&stale)).is_row(&r, "stale-timestamp");
     }
     // Within the window either way is fine.
     let skewed = sign::sign_at(
@@ -454,9 +491,9 @@ pub fn every_runner_fault_of_the_fault_table(kind: Kind) {
             FaultReason::TooManyElements,
         ),
         (
-            "unknown operation",
+            "unknown element",
             envelope("<m:JobCancel><m:runnerId>x</m:runnerId></m:JobCancel>"),
-            "urn:mailrun:soap:v1#JobCancel",
+            READY,
             FaultReason::UnknownOperation,
         ),
         (
@@ -487,7 +524,7 @@ pub fn every_runner_fault_of_the_fault_table(kind: Kind) {
                 "<m:runnerId>{id}</m:runnerId><m:queued>1</m:queued>"
             )),
             UPDATE,
-            FaultReason::InvalidValue,
+            FaultReason::UnknownOperation,
         ),
         (
             "mustUnderstand header",
@@ -504,11 +541,11 @@ pub fn every_runner_fault_of_the_fault_table(kind: Kind) {
             FaultReason::UnknownRunner,
         ),
         (
-            "a dispatcher's operation",
+            "a dispatcher's operation in the body",
             envelope(&format!(
                 "<m:JobRunRequest><m:runnerId>{id}</m:runnerId><m:capacity>1</m:capacity><m:softwareVersion>1</m:softwareVersion><m:configVersion>0</m:configVersion></m:JobRunRequest>"
             )),
-            "urn:mailrun:soap:v1#JobRunRequest",
+            READY,
             FaultReason::UnknownOperation,
         ),
     ];
@@ -516,7 +553,41 @@ pub fn every_runner_fault_of_the_fault_table(kind: Kind) {
         let answer = signed(&r, action, body.as_bytes());
         assert_eq!(answer.reason(), expected, "{kind:?}: {what}");
         assert!(answer.signed_by(&r), "{kind:?}: {what}: fault not signed");
+        assert_eq!(
+            answer.header("SOAPAction"),
+            Some("\"urn:mailrun:soap:v1#Fault\""),
+            "{kind:?}: {what}"
+        );
     }
+    // The rows with a fixed wording, checked word for word (protocol/faults.md).
+    let good = ready(&format!(
+        "<m:runnerId>{id}</m:runnerId><m:queued>1</m:queued>"
+    ));
+    signed(&r, UPDATE, good.as_bytes()).is_row(&r, "action-mismatch");
+    signed(
+        &r,
+        READY,
+        ready("<m:runnerId>someone-else</m:runnerId><m:queued>1</m:queued>").as_bytes(),
+    )
+    .is_row(&r, "wrong-runner-id");
+    signed(
+        &r,
+        READY,
+        ready(&format!("<m:runnerId>{id}</m:runnerId>")).as_bytes(),
+    )
+    .is_row(&r, "missing-field");
+    // A SOAPAction naming no operation of a runner is refused before the signature.
+    for action in [
+        "urn:mailrun:soap:v1#JobRunRequest",
+        "urn:mailrun:soap:v1#JobCancel",
+        "",
+    ] {
+        signed(&r, action, good.as_bytes()).is_row(&r, "wrong-action");
+    }
+    post(&r, READY, good.as_bytes(), None).is_row(&r, "unsigned");
+    let replayed = sign::sign(&r.key, "POST", &r.path, READY, good.as_bytes());
+    post(&r, READY, good.as_bytes(), Some(&replayed));
+    post(&r, READY, good.as_bytes(), Some(&replayed)).is_row(&r, "replayed-nonce");
     // Version 0 is not a version; the same version again does not increase.
     let answer = signed(&r, UPDATE, &update_body(&r.id, 0, settings(&r)));
     assert_eq!(answer.reason(), FaultReason::InvalidValue);
@@ -531,8 +602,24 @@ pub fn every_runner_fault_of_the_fault_table(kind: Kind) {
 pub fn oversize_and_hostile_input_is_refused(kind: Kind) {
     let r = idle_runner(kind, "hostile");
     let huge = vec![b'x'; 1024 * 1024 + 10];
-    let answer = signed(&r, READY, &huge);
-    assert_eq!(answer.status, 413, "{kind:?}");
+    signed(&r, READY, &huge).is_row(&r, "oversize");
+    // Any method but POST (GET is each runner's own page), a POST without a length.
+    let mut put = agent()
+        .put(&r.url)
+        .header("Content-Type", codec::CONTENT_TYPE)
+        .send(&b"x"[..])
+        .unwrap();
+    let put = Answer {
+        status: put.status().as_u16(),
+        headers: put
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect(),
+        body: put.body_mut().read_to_vec().expect("body"),
+        request_nonce: String::new(),
+    };
+    put.is_row(&r, "method");
 
     let laughs = format!(
         "<?xml version=\"1.0\"?><!DOCTYPE lolz [<!ENTITY lol \"lol\"><!ENTITY lol2 \"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;\"><!ENTITY lol3 \"&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;\">]>{}",
