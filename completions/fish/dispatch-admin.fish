@@ -51,6 +51,7 @@ complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "unkno
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "account-group" -d 'Named failover lists of SMTP accounts (enqueue --account-group)'
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "wsdl" -d 'Print dispatch-cgi\'s WSDL with its real address and the schema inlined, for SOAP stacks (zeep, SoapClient...) to load as it is; needs no database'
 complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "api-key" -d 'Keys of the HTTP JSON API (dispatch-cgi under /api/v1/): add, list, revoke'
+complete -c dispatch-admin -n "__fish_dispatch_admin_needs_command" -f -a "webhook" -d 'Endpoints that receive delivery events (signed JSON posts from dispatch-tick): add, list, remove, test'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand init" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand init" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand init" -l json -d 'Print machine-readable JSON'
@@ -540,3 +541,36 @@ complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; a
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from revoke" -l json -d 'Print machine-readable JSON'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from revoke" -s v -l verbose -d 'Say what was done'
 complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand api-key; and __fish_seen_subcommand_from revoke" -s h -l help -d 'Print help'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and not __fish_seen_subcommand_from add list remove test" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and not __fish_seen_subcommand_from add list remove test" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and not __fish_seen_subcommand_from add list remove test" -l json -d 'Print machine-readable JSON'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and not __fish_seen_subcommand_from add list remove test" -s v -l verbose -d 'Say what was done'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and not __fish_seen_subcommand_from add list remove test" -s h -l help -d 'Print help'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and not __fish_seen_subcommand_from add list remove test" -f -a "add" -d 'Register an endpoint and print its signing secret once (docs/webhooks.md says how to verify a post). https://, or http:// to loopback only unless allowed'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and not __fish_seen_subcommand_from add list remove test" -f -a "list" -d 'Every endpoint with its events, pending count, failures and last error (never the secret)'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and not __fish_seen_subcommand_from add list remove test" -f -a "remove" -d 'Remove an endpoint; its undelivered events are dropped for it'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and not __fish_seen_subcommand_from add list remove test" -f -a "test" -d 'Post a signed test body (no events) to an endpoint now and say how it answered'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from add" -l events -d 'Comma-separated: queued, sent, deferred, failed, cancelled, expired, unknown, or all' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from add" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from add" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from add" -l allow-plain-http -d 'Allow plain http:// to a host that is not on loopback. MAILRUN_ALLOW_PLAIN_HTTP takes 1/0, yes/no, on/off or true/false'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from add" -l json -d 'Print machine-readable JSON'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from add" -s v -l verbose -d 'Say what was done'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from list" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from list" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from list" -l json -d 'Print machine-readable JSON'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from list" -s v -l verbose -d 'Say what was done'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from remove" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from remove" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from remove" -l json -d 'Print machine-readable JSON'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from remove" -s v -l verbose -d 'Say what was done'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from test" -l timeout -d 'Connect and answer timeout, in seconds' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from test" -l database-url -d 'PostgreSQL URL, e.g. postgres://mailrun@localhost/mailrun (default: MAILRUN_DATABASE_URL, then the config file)' -r
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from test" -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from test" -l allow-plain-http -d 'Allow plain http:// to a host that is not on loopback'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from test" -l json -d 'Print machine-readable JSON'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from test" -s v -l verbose -d 'Say what was done'
+complete -c dispatch-admin -n "__fish_dispatch_admin_using_subcommand webhook; and __fish_seen_subcommand_from test" -s h -l help -d 'Print help'

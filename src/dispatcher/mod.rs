@@ -28,3 +28,4 @@ pub mod status_page;
 pub mod suppression;
 pub mod tick;
 pub mod unknown;
+pub mod webhooks;
