@@ -644,3 +644,37 @@ fn a_hanging_endpoint_holds_the_tick_no_longer_than_its_budget() {
     );
     assert!(common::stderr(&out).contains("unknown event"));
 }
+
+#[test]
+fn overlapping_ticks_do_not_post_to_the_same_endpoint_at_once() {
+    let url = common::initialised_db("webhooks_overlap");
+    let mut c = connect(&url);
+    c.batch_execute(
+        "INSERT INTO mailrun.smtp_accounts (name, host, port, security)
+         VALUES ('main', '127.0.0.1', 2525, 'none')",
+    )
+    .unwrap();
+    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let (_, secret) = add_webhook(&url, listener.local_addr().unwrap().port());
+    let receiver = Receiver::start(listener, secret);
+    receiver.set(HANG);
+    c.batch_execute(
+        "SELECT mailrun.enqueue(jsonb_build_object('from', 'sender@example.org',
+             'to', jsonb_build_array('r@example.org'), 'subject', 's', 'text', 't',
+             'account', 'main'))",
+    )
+    .unwrap();
+    let first = {
+        let url = url.clone();
+        thread::spawn(move || tick_json(&url, &["--webhook-budget", "4"]))
+    };
+    crate::common::pipeline::wait_until(Duration::from_secs(30), "the first post", || {
+        !receiver.posts.lock().unwrap().is_empty()
+    });
+    // The first tick is still waiting for its answer: the endpoint is its own.
+    let (second, _) = tick_json(&url, &[]);
+    assert_eq!(second["webhooks"], json!([]), "{second}");
+    let (first, _) = first.join().unwrap();
+    assert_eq!(first["webhooks"][0]["posts"], 1, "{first}");
+    assert_eq!(receiver.posts.lock().unwrap().len(), 1);
+}

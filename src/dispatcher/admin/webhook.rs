@@ -64,8 +64,12 @@ pub(super) fn webhook_cmd(
                 webhooks::parse_events(&events).map_err(|e| CliError::new(EXIT_DATA, e))?;
             client::check_target(&url, allow_plain_http)
                 .map_err(|e| CliError::new(EXIT_CONFIG, e.to_string()))?;
-            if url.len() > 2000 || url.chars().any(char::is_whitespace) {
-                return Err(CliError::new(EXIT_DATA, "URL too long or contains spaces").into());
+            if url.len() > 2000 || url.chars().any(|ch| ch.is_whitespace() || ch == '@') {
+                return Err(CliError::new(
+                    EXIT_DATA,
+                    "the URL is longer than 2000 characters or contains a space or @",
+                )
+                .into());
             }
             let added = webhooks::add(db, &url, &events)?;
             // Printed even without --verbose: the only time the secret is shown.
