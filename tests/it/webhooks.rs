@@ -678,3 +678,158 @@ fn overlapping_ticks_do_not_post_to_the_same_endpoint_at_once() {
     assert_eq!(first["webhooks"][0]["posts"], 1, "{first}");
     assert_eq!(receiver.posts.lock().unwrap().len(), 1);
 }
+
+/// The same through the whole pipeline: dispatch-cgi, a runner (runner-admin cycle) and
+/// a real SMTP server that refuses some recipients (550) and defers the first messages
+/// (451 at DATA). The receiver fails, then accepts; in the end it holds every event
+/// mailrun.webhook_events records, each message's history matches its attempts and
+/// final state, and each recipient's outcome matches what the message row says.
+#[test]
+fn a_real_runner_and_smtp_server_produce_every_event() {
+    use crate::common::pipeline::{Db, Listening, RunnerNode};
+    use crate::common::smtp::{SmtpServer, SmtpServerOptions};
+
+    let refused: Vec<String> = (1..=1000)
+        .filter(|g| g % 5 == 0)
+        .map(|g| format!("b{g}@example.org"))
+        .collect();
+    let smtp = SmtpServer::start(SmtpServerOptions {
+        reject: refused,
+        data_reply: Some("451 4.3.0 try later".into()),
+        data_reply_count: Some(100),
+        ..Default::default()
+    });
+    let db = Db::new(common::cluster().fresh_db("webhooks_pipeline"), smtp.port);
+    db.fast_retries();
+    let listening = Listening::start(&db.url, common::free_port(), 120);
+    let runner = RunnerNode::init("r1", &listening.url());
+    db.add_runner(&runner, "http://127.0.0.1:9/r1", 500);
+    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let (_, secret) = add_webhook(&db.url, listener.local_addr().unwrap().port());
+    let receiver = Receiver::start(listener, secret);
+    receiver.set(FAIL);
+    let mut c = db.client();
+    c.batch_execute(
+        "SELECT mailrun.enqueue(jsonb_build_object(
+             'from', 'sender@example.org',
+             'to', jsonb_build_array('a' || g || '@example.org', 'b' || g || '@example.org'),
+             'subject', 'm' || g, 'text', 'hello', 'account', 'local'))
+         FROM generate_series(1, 1000) g",
+    )
+    .unwrap();
+
+    // Cycles until nothing is left to send; the receiver refuses meanwhile.
+    crate::common::pipeline::wait_until(Duration::from_secs(300), "every message finished", || {
+        common::assert_status(&runner.cycle(120), 0);
+        due_now(&mut c);
+        let (summary, _) = tick_json(&db.url, &["--webhook-budget", "1"]);
+        assert!(summary["webhooks"][0]["error"].is_string(), "{summary}");
+        db.count("SELECT count(*) FROM mailrun.messages WHERE state NOT IN ('sent', 'failed')") == 0
+    });
+    assert!(
+        db.count("SELECT count(*) FROM mailrun.delivery_attempts WHERE outcome = 'deferred'") > 0
+    );
+
+    receiver.set(ACCEPT);
+    for _ in 0..100 {
+        if pending(&mut c) == 0 {
+            break;
+        }
+        due_now(&mut c);
+        tick_json(&db.url, &[]);
+    }
+    assert_eq!(pending(&mut c), 0, "the backlog never drained");
+    assert!(receiver.bad_signatures.lock().unwrap().is_empty());
+
+    let recorded: BTreeMap<i64, Value> = c
+        .query("SELECT id, to_jsonb(e) FROM mailrun.webhook_events e", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let posts = receiver.posts.lock().unwrap();
+    assert_conform(posts.iter().map(|p| &p.body));
+    let mut received: BTreeMap<i64, Value> = BTreeMap::new();
+    let mut arrival: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for e in posts
+        .iter()
+        .flat_map(|p| p.body["events"].as_array().unwrap())
+    {
+        let id = e["id"].as_i64().unwrap();
+        if received.insert(id, e.clone()).is_none() {
+            arrival
+                .entry(e["message_id"].as_i64().unwrap())
+                .or_default()
+                .push(id);
+        }
+    }
+    assert_eq!(received.len(), recorded.len());
+    for (id, e) in &received {
+        for field in [
+            "message_id",
+            "recipient",
+            "state",
+            "smtp_code",
+            "enhanced_status",
+            "text",
+        ] {
+            assert_eq!(e[field], recorded[id][field], "event {id} field {field}");
+        }
+    }
+    let messages = c
+        .query(
+            "SELECT m.id, m.state, m.recipients_sent, m.recipients_failed,
+                    array(SELECT a.outcome FROM mailrun.delivery_attempts a
+                          WHERE a.message_id = m.id ORDER BY a.id)
+             FROM mailrun.messages m",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(messages.len(), 1000);
+    for m in &messages {
+        let id: i64 = m.get(0);
+        let state: String = m.get(1);
+        let sent: Vec<String> = m.get(2);
+        let failed: Vec<String> = m.get(3);
+        let attempts: Vec<String> = m.get(4);
+        let ids = &arrival[&id];
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "message {id} out of order"
+        );
+        let events: Vec<&Value> = ids.iter().map(|i| &received[i]).collect();
+        let history: Vec<&str> = events
+            .iter()
+            .filter(|e| e["recipient"].is_null())
+            .map(|e| e["state"].as_str().unwrap())
+            .collect();
+        // Queued, one state per attempt (deferred until the last), the final state.
+        let mut expected = vec!["queued"];
+        expected.extend(attempts.iter().skip(1).map(|_| "deferred"));
+        expected.push(&state);
+        assert_eq!(history, expected, "message {id}: attempts {attempts:?}");
+        let mut outcomes: Vec<(String, String)> = events
+            .iter()
+            .filter_map(|e| {
+                let r = e["recipient"].as_str()?;
+                Some((e["state"].as_str().unwrap().to_string(), r.to_string()))
+            })
+            .collect();
+        outcomes.sort();
+        let mut expected: Vec<(String, String)> = sent
+            .iter()
+            .map(|r| ("sent".to_string(), r.clone()))
+            .chain(failed.iter().map(|r| ("failed".to_string(), r.clone())))
+            .collect();
+        expected.sort();
+        assert_eq!(outcomes, expected, "message {id}");
+        if id % 5 == 0 {
+            assert!(failed.iter().any(|r| r.starts_with('b')), "message {id}");
+        }
+    }
+    let refusal = received
+        .values()
+        .find(|e| e["state"] == "failed" && !e["recipient"].is_null())
+        .unwrap();
+    assert_eq!(refusal["smtp_code"], 550, "{refusal}");
+}
