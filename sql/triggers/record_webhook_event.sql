@@ -62,6 +62,12 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE TRIGGER record_webhook_event AFTER INSERT OR UPDATE OF state, recipients_sent, recipients_failed
-    ON mailrun.messages
-    FOR EACH ROW EXECUTE FUNCTION mailrun.record_webhook_event();
+-- Leasing (the bulk of updates, by claim_batch) does not even call the function.
+CREATE OR REPLACE TRIGGER record_webhook_event AFTER UPDATE OF state, recipients_sent, recipients_failed
+    ON mailrun.messages FOR EACH ROW
+    WHEN (NEW.state IS DISTINCT FROM OLD.state AND NEW.state <> 'leased'
+          OR NEW.recipients_sent IS DISTINCT FROM OLD.recipients_sent
+          OR NEW.recipients_failed IS DISTINCT FROM OLD.recipients_failed)
+    EXECUTE FUNCTION mailrun.record_webhook_event();
+CREATE OR REPLACE TRIGGER record_webhook_event_queued AFTER INSERT
+    ON mailrun.messages FOR EACH ROW EXECUTE FUNCTION mailrun.record_webhook_event();
