@@ -8,7 +8,7 @@
 //! their batch sizes, at most --max-wake), least recently seen first and runners whose
 //! last contact failed last, in parallel (each call bounded by a timeout), and records
 //! each answer, software and config version, and last-seen time. A runner that does not
-//! answer is replaced by the next one. A tick that finds nothing due contacts nobody.
+//! answer is replaced by the next one. A tick that finds nothing due contacts no runner.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,7 +46,7 @@ const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
         whose last contact failed last, in parallel, each call bounded by --timeout; a \
         runner that does not answer is replaced by the next. Records each runner's \
         answer, software version, config version and last-seen time. Every runner still \
-        polls on its own schedule. If nothing is due, contacts nobody and exits 3.\n\n\
+        polls on its own schedule. If nothing is due, contacts no runner and exits 3.\n\n\
         Prints nothing on success unless --verbose (a line per runner on stderr) or \
         --json (a summary object on stdout).\n\n\
         Exits 0 when work is due and at least one runner will take it (accepted, busy, \
@@ -482,7 +482,7 @@ fn report(args: &Args, summary: &TickSummary) -> anyhow::Result<()> {
             );
         }
         if summary.due == 0 {
-            eprintln!("dispatch-tick: nothing due, contacted nobody");
+            eprintln!("dispatch-tick: nothing due, contacted no runner");
         }
         for c in &summary.runners {
             let mut line = format!("dispatch-tick: runner {}: {}", c.id, c.status);
