@@ -293,6 +293,15 @@ fn every_state_change_of_1000_messages_arrives_in_order_despite_failures() {
     let (summary, stderr) = tick_json(&url, &[]);
     let w = &summary["webhooks"][0];
     assert_eq!(w["id"], hook);
+    let wait: f64 = c
+        .query_one(
+            "SELECT extract(epoch FROM next_attempt_at - last_error_at)::float8
+             FROM mailrun.webhook_endpoints",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(wait, 2.0);
     assert_eq!(w["delivered"], 0, "{summary}");
     assert!(
         w["error"].as_str().unwrap().contains("cannot connect"),
@@ -332,9 +341,16 @@ fn every_state_change_of_1000_messages_arrives_in_order_despite_failures() {
         .as_str()
         .unwrap()
         .contains("HTTP status 500"));
-    // Backing off: the next tick does not post at all.
-    let (summary, _) = tick_json(&url, &[]);
-    assert_eq!(summary["webhooks"], json!([]), "{summary}");
+    // Backing off, doubling: 2 s after the first failure, 4 s after the second.
+    let wait: f64 = c
+        .query_one(
+            "SELECT extract(epoch FROM next_attempt_at - last_error_at)::float8
+             FROM mailrun.webhook_endpoints",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(wait, 4.0);
 
     // First attempts: a quarter each sent, failed, deferred, and split per recipient.
     let first = deliver_round(&mut c, |id| match id % 4 {
@@ -536,12 +552,12 @@ fn a_hanging_endpoint_holds_the_tick_no_longer_than_its_budget() {
     )
     .unwrap();
 
-    // Posts could wait 60 s; the budget cuts them at 2.
+    // Posts could wait 60 s; the budget cuts them at 4.
     let (summary, stderr) = tick_json(
         &url,
         &[
             "--webhook-budget",
-            "2",
+            "4",
             "--timeout",
             "60",
             "--webhook-batch",
@@ -666,7 +682,7 @@ fn overlapping_ticks_do_not_post_to_the_same_endpoint_at_once() {
     .unwrap();
     let first = {
         let url = url.clone();
-        thread::spawn(move || tick_json(&url, &["--webhook-budget", "4"]))
+        thread::spawn(move || tick_json(&url, &["--webhook-budget", "10"]))
     };
     crate::common::pipeline::wait_until(Duration::from_secs(30), "the first post", || {
         !receiver.posts.lock().unwrap().is_empty()
