@@ -30,3 +30,4 @@ pub mod suppression;
 pub mod tick;
 pub mod typed;
 pub mod unknown;
+pub mod webhooks;

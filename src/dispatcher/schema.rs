@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "recurring_limits",
         include_str!("../../migrations/0010_recurring_limits.sql"),
     ),
+    (
+        11,
+        "webhooks",
+        include_str!("../../migrations/0011_webhooks.sql"),
+    ),
 ];
 
 /// A database at a version below this was made by a build from before the squash; its
@@ -105,6 +110,7 @@ pub const ROUTINE_SOURCES: &[Source] = &[
     source!("triggers/release_review_hold.sql"),
     source!("triggers/reply_rules_changed.sql"),
     source!("triggers/quota_releases_wake.sql"),
+    source!("triggers/record_webhook_event.sql"),
 ];
 
 /// Arbitrary constant naming mailrun's migration lock among the database's advisory locks.

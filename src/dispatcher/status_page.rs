@@ -24,7 +24,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::dispatcher::listing::Cursor;
-use crate::dispatcher::{queue, recurring, runners, stats};
+use crate::dispatcher::{queue, recurring, runners, stats, webhooks};
 use crate::protocol::Outcome;
 use crate::web::{Request, Response};
 
@@ -322,6 +322,7 @@ pub fn render_page(
     scheduled_section(c, &mut h, now, paging)?;
     recurring_section(c, &mut h, now)?;
     runners_section(c, &mut h, now)?;
+    webhooks_section(c, &mut h, now)?;
     failures_section(c, &mut h, now)?;
     h.push_str("</body></html>\n");
     Ok(h)
@@ -491,6 +492,42 @@ fn runners_section(
             escape(&health),
             time_cell(last_seen, now),
             escape(version.as_deref().unwrap_or("-")),
+        );
+    }
+    h.push_str("</table></div>\n");
+    Ok(())
+}
+
+/// Webhook endpoints whose posts fail (docs/webhooks.md); nothing when all are well.
+fn webhooks_section(
+    c: &mut impl GenericClient,
+    h: &mut String,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let failing: Vec<_> = webhooks::list(c)?
+        .into_iter()
+        .filter(|w| w.failures > 0)
+        .collect();
+    if failing.is_empty() {
+        return Ok(());
+    }
+    let _ = writeln!(
+        h,
+        "<h2>Failing webhooks <span class=\"meta\">(<span id=\"webhooks-failing\">{}</span>)</span></h2>",
+        failing.len()
+    );
+    h.push_str("<div class=\"scroll\"><table id=\"webhooks\"><tr><th>endpoint</th><th>failed posts</th><th>events waiting</th><th>last error</th><th>next try</th></tr>\n");
+    for w in &failing {
+        let _ = writeln!(
+            h,
+            "<tr class=\"webhook\" data-id=\"{}\"><td>{} {}</td><td class=\"bad\">{}</td><td>{}</td><td>{}</td>{}</tr>",
+            w.id,
+            w.id,
+            escape(&w.url),
+            w.failures,
+            w.pending,
+            escape(w.last_error.as_deref().unwrap_or("-")),
+            time_cell(Some(w.next_attempt_at), now),
         );
     }
     h.push_str("</table></div>\n");

@@ -1,13 +1,14 @@
 //! `dispatch-tick`: one tick of the dispatcher, run by cron every minute.
 //!
 //! Reaps expired leases, materialises due recurring jobs (exactly once per occurrence,
-//! `recurring`), purges finished messages past their keep time (`retention`) and
+//! `recurring`), purges finished messages past their keep time (`retention`), posts
+//! delivery events to webhook endpoints within a time budget (`webhooks`) and
 //! counts due work (up to what the wake-up needs); when there is some, sends a signed
 //! JobRunnerReady to as many enabled runners as the work needs (the due messages over
 //! their batch sizes, at most --max-wake), least recently seen first and runners whose
 //! last contact failed last, in parallel (each call bounded by a timeout), and records
 //! each answer, software and config version, and last-seen time. A runner that does not
-//! answer is replaced by the next one. A tick that finds nothing due contacts nobody.
+//! answer is replaced by the next one. A tick that finds nothing due contacts no runner.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use crate::dispatcher::outbound::{self, CallError};
 use crate::dispatcher::recurring::{self, Materialised, OccurrenceOutcome};
 use crate::dispatcher::retention::{self, Purged};
 use crate::dispatcher::runners::{self, Runner};
+use crate::dispatcher::webhooks::{self, DeliveryOptions, EndpointDelivery};
 use crate::dispatcher::{connection, queue, schema};
 use crate::protocol::{Body, JobRunnerReady, ReadyStatus};
 use crate::web::client::{Client, ClientOptions};
@@ -36,13 +38,15 @@ const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
     long_about = "One dispatcher tick, for cron (`* * * * * dispatch-tick`).\n\n\
         Reaps expired leases, enqueues due occurrences of recurring jobs (once each, \
         even when ticks overlap; after missed ticks only the latest), purges finished \
-        messages past their [retention] keep time, and counts due messages. If any are due, sends a signed \
+        messages past their [retention] keep time, posts pending delivery events to \
+        webhook endpoints in signed batches (at most --webhook-budget seconds; a failing \
+        endpoint backs off, see docs/webhooks.md), and counts due messages. If any are due, sends a signed \
         JobRunnerReady to as many enabled runners as the work needs (the due messages \
         over their batch sizes, at most --max-wake), least recently seen first and those \
         whose last contact failed last, in parallel, each call bounded by --timeout; a \
         runner that does not answer is replaced by the next. Records each runner's \
         answer, software version, config version and last-seen time. Every runner still \
-        polls on its own schedule. If nothing is due, contacts nobody and exits 3.\n\n\
+        polls on its own schedule. If nothing is due, contacts no runner and exits 3.\n\n\
         Prints nothing on success unless --verbose (a line per runner on stderr) or \
         --json (a summary object on stdout).\n\n\
         Exits 0 when work is due and at least one runner will take it (accepted, busy, \
@@ -82,6 +86,17 @@ pub struct Args {
     #[arg(long, env = "MAILRUN_ALLOW_PLAIN_HTTP", value_parser = crate::cli::SwitchParser)]
     pub allow_plain_http: bool,
 
+    /// Most seconds spent posting delivery events to webhook endpoints per tick; no post
+    /// outlives it, and what is left waits for the next tick.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub webhook_budget: u64,
+
+    /// Most events in one webhook post.
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub webhook_batch: u64,
+
     /// Print a line per runner contacted to stderr.
     #[arg(short, long)]
     pub verbose: bool,
@@ -100,6 +115,10 @@ pub struct TickSummary {
     pub recurring: Vec<Materialised>,
     /// Finished messages purged (and held for review) per `[retention]`.
     pub retention: Purged,
+    /// Webhook endpoints posted to (docs/webhooks.md).
+    pub webhooks: Vec<EndpointDelivery>,
+    /// Delivered events purged (older than the retention of sent messages).
+    pub webhook_events_purged: u64,
     /// Messages due now, counted up to what waking `max_wake` runners needs.
     pub due: i64,
     /// `due` stopped at that bound: at least that many are due.
@@ -150,6 +169,14 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
     let retention = retention::purge_due(&mut db, &config.retention)
         .map_err(connection::exit_context)
         .context("purging finished messages")?;
+    let webhooks = deliver_webhooks(&mut db, &args)?;
+    let webhook_events_purged = webhooks::purge_delivered(
+        &mut db,
+        i32::try_from(config.retention.keep_sent_days).unwrap_or(i32::MAX),
+        10_000,
+    )
+    .map_err(connection::exit_context)
+    .context("purging delivered webhook events")?;
     // The common tick finds nothing due: one cheap look, and no runner list read.
     let anything_due = queue::count_due_upto(&mut db, 1)
         .map_err(connection::exit_context)
@@ -186,6 +213,8 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
         reaped,
         recurring,
         retention,
+        webhooks,
+        webhook_events_purged,
         due,
         due_capped: due >= bound,
         runners: Vec::new(),
@@ -297,6 +326,40 @@ fn materialise(db: &mut postgres::Client) -> anyhow::Result<Vec<Materialised>> {
     Ok(report.materialised)
 }
 
+/// Posts pending delivery events within --webhook-budget. A failing endpoint is said on
+/// stderr (without its secret, which is never in an error) and recorded on its row.
+fn deliver_webhooks(
+    db: &mut postgres::Client,
+    args: &Args,
+) -> anyhow::Result<Vec<EndpointDelivery>> {
+    let budget = Duration::from_secs(args.webhook_budget);
+    let timeout = Duration::from_secs(args.timeout);
+    let client = Client::new(ClientOptions {
+        connect_timeout: timeout,
+        timeout,
+        allow_plain_http: args.allow_plain_http,
+        max_response_bytes: MAX_RESPONSE_BYTES,
+    });
+    let options = DeliveryOptions {
+        budget,
+        timeout,
+        batch: i64::try_from(args.webhook_batch).unwrap_or(100),
+        parallel: usize::try_from(args.parallel).unwrap_or(16),
+    };
+    let reports = webhooks::deliver(db, &client, &options)
+        .map_err(connection::exit_context)
+        .context("delivering webhook events")?;
+    for r in &reports {
+        if let Some(error) = &r.error {
+            eprintln!(
+                "dispatch-tick: webhook {}: {error} ({} event(s) waiting)",
+                r.id, r.pending
+            );
+        }
+    }
+    Ok(reports)
+}
+
 /// Sends JobRunnerReady to one runner and turns the answer into a contact record.
 fn wake(client: &Client, runner: &Runner, queued: u64) -> RunnerContact {
     let body = Body::JobRunnerReady(JobRunnerReady {
@@ -406,8 +469,22 @@ fn report(args: &Args, summary: &TickSummary) -> anyhow::Result<()> {
                 r.purged, r.held_for_review
             );
         }
+        for w in &summary.webhooks {
+            eprintln!(
+                "dispatch-tick: webhook {}: {} event(s) delivered in {} post(s), {} waiting{}",
+                w.id,
+                w.delivered,
+                w.posts,
+                w.pending,
+                if w.out_of_budget {
+                    " (budget spent)"
+                } else {
+                    ""
+                }
+            );
+        }
         if summary.due == 0 {
-            eprintln!("dispatch-tick: nothing due, contacted nobody");
+            eprintln!("dispatch-tick: nothing due, contacted no runner");
         }
         for c in &summary.runners {
             let mut line = format!("dispatch-tick: runner {}: {}", c.id, c.status);

@@ -224,6 +224,55 @@ impl Client {
     }
 }
 
+impl Client {
+    /// POST a JSON body with extra headers (a webhook); returns the HTTP status, whatever
+    /// it is, after reading at most `max_response_bytes` of the answer. `timeout` bounds
+    /// this exchange (connect included) below the client's own limit. Same URL rules as
+    /// signed posts: https, plain http only to loopback unless allowed.
+    pub fn post_json(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<u16, TransportError> {
+        let target = check_url(url, self.options.allow_plain_http)?;
+        let shown = target.shown.clone();
+        let timeout = timeout.min(self.options.timeout);
+        let mut request = self
+            .agent
+            .post(&target.uri)
+            .config()
+            .timeout_global(Some(timeout))
+            .timeout_connect(Some(timeout.min(self.options.connect_timeout)))
+            .build()
+            .header("Content-Type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let mut response = request.send(body).map_err(|e| match e {
+            ureq::Error::Io(io) if target.https && io.kind() == io::ErrorKind::InvalidData => {
+                TransportError::Connect {
+                    url: shown.clone(),
+                    reason: format!("TLS: {io}"),
+                }
+            }
+            e => map_error(e, &shown, None),
+        })?;
+        let status = response.status().as_u16();
+        let limit = self.options.max_response_bytes;
+        // The answer is not used, only drained up to the limit; a bigger one is no error.
+        let _ = response.body_mut().with_config().limit(limit).read_to_vec();
+        Ok(status)
+    }
+}
+
+/// Checks a URL as the client would before using it (plain HTTP only to loopback unless
+/// allowed), for commands that store one.
+pub fn check_target(url: &str, allow_plain_http: bool) -> Result<(), TransportError> {
+    check_url(url, allow_plain_http).map(|_| ())
+}
+
 struct Target {
     uri: String,
     /// The URL path as requested, which both sides sign.

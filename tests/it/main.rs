@@ -35,6 +35,7 @@ mod runner_smtp;
 mod schema;
 mod self_update;
 mod status_page;
+mod webhooks;
 mod wire;
 
 /// The harness itself works: the private cluster starts and hands out fresh databases.

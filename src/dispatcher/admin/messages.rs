@@ -21,7 +21,17 @@ pub(super) fn status(db: &mut postgres::Client, out: Output) -> anyhow::Result<u
         .iter()
         .filter_map(|a| accounts::clear_text_login(a).map(|p| (a.name.clone(), p)))
         .collect();
+    // Only endpoints in trouble: a healthy one needs no attention.
+    let failing: Vec<_> = crate::dispatcher::webhooks::list(db)?
+        .into_iter()
+        .filter(|w| w.failures > 0)
+        .collect();
     let mut value = json!({
+        "failing_webhooks": failing.iter().map(|w| json!({
+            "id": w.id, "url": w.url, "failures": w.failures, "pending": w.pending,
+            "last_error": w.last_error, "last_error_at": w.last_error_at,
+            "next_attempt_at": w.next_attempt_at,
+        })).collect::<Vec<_>>(),
         "account_problems": account_problems
             .iter()
             .map(|(name, problem)| json!({"account": name, "problem": problem}))
@@ -63,6 +73,16 @@ pub(super) fn status(db: &mut postgres::Client, out: Output) -> anyhow::Result<u
         if !quota_text.is_empty() {
             s.push('\n');
             s.push_str(&quota_text);
+        }
+        for w in &failing {
+            s.push_str(&format!(
+                "\nwebhook {} ({}): {} failed post(s), {} event(s) waiting: {}\n",
+                w.id,
+                w.url,
+                w.failures,
+                w.pending,
+                w.last_error.as_deref().unwrap_or("-")
+            ));
         }
         s
     });

@@ -20,6 +20,7 @@ mod runner;
 mod schedule;
 mod suppress;
 mod unknown;
+mod webhook;
 
 use std::path::PathBuf;
 
@@ -144,6 +145,10 @@ pub enum Command {
     /// Keys of the HTTP JSON API (dispatch-cgi under /api/v1/): add, list, revoke.
     #[command(subcommand)]
     ApiKey(api_key::ApiKeyCommand),
+    /// Endpoints that receive delivery events (signed JSON posts from dispatch-tick):
+    /// add, list, remove, test.
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
 }
 
 pub fn main(args: Args) -> anyhow::Result<u8> {
@@ -192,6 +197,7 @@ fn run(db: &mut postgres::Client, args: Args, out: Output) -> anyhow::Result<u8>
                     print_wsdl(crate::protocol::wsdl::Service::Dispatcher, &url)
                 }
                 Command::ApiKey(k) => api_key::api_key_cmd(db, k, out),
+                Command::Webhook(w) => webhook::webhook_cmd(db, w, out),
                 Command::Purge { older_than } => {
                     let n = queue::purge(db, older_than)?;
                     out.result(json!({"purged": n}), || format!("purged {n} messages"));
