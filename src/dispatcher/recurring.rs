@@ -119,36 +119,6 @@ pub struct NewJob<'a> {
     pub max_lateness: Duration,
 }
 
-/// Checks a template without storing it: the fields a job may not set, then a trial
-/// enqueue (rolled back) so it is refused now, with the procedure's own message,
-/// rather than at 3 a.m. by the tick.
-pub fn check_template(c: &mut impl GenericClient, template: &Value) -> anyhow::Result<()> {
-    let obj = template
-        .as_object()
-        .ok_or_else(|| CliError::new(EXIT_DATA, "the template must be a JSON object"))?;
-    if let Some(f) = PER_OCCURRENCE_FIELDS.iter().find(|f| obj.contains_key(**f)) {
-        return Err(CliError::new(
-            EXIT_DATA,
-            format!(
-                "template: \"{f}\" is set per occurrence (the cron spec gives the time, each \
-                 message gets its own Message-ID); remove it"
-            ),
-        )
-        .into());
-    }
-    let mut tx = c.transaction()?;
-    match queue::enqueue(&mut tx, template) {
-        Ok(_) => {
-            tx.rollback()?;
-            Ok(())
-        }
-        Err(EnqueueError::Invalid { message, .. }) => {
-            Err(CliError::new(EXIT_DATA, format!("template: {message}")).into())
-        }
-        Err(EnqueueError::Database(e)) => Err(e.into()),
-    }
-}
-
 /// Stores a new job after checking its template; its id. The job fires for the first
 /// occurrence after now (database clock), never for one before it was added.
 pub fn add(c: &mut impl GenericClient, job: &NewJob) -> anyhow::Result<i64> {
