@@ -205,7 +205,7 @@ pub fn add_limited(
 }
 
 /// A job the tick still materialises: not paused, runs left (its end time is checked
-/// against each occurrence).
+/// against each occurrence). sql/functions/tick_begin.sql lists live jobs the same way.
 const LIVE: &str = "NOT paused AND (max_runs IS NULL OR runs < max_runs)";
 
 /// Every job, by id.
@@ -314,8 +314,18 @@ pub fn materialise_due(
         .iter()
         .map(|r| r.get(0))
         .collect();
+    materialise_jobs(c, &ids, now)
+}
+
+/// [`materialise_due`] for jobs already listed (dispatch-tick gets the live ones from
+/// `mailrun.tick_begin`); a job no longer live when its turn comes is skipped.
+pub fn materialise_jobs(
+    c: &mut impl GenericClient,
+    ids: &[i64],
+    now: DateTime<Utc>,
+) -> anyhow::Result<TickReport> {
     let mut report = TickReport::default();
-    for id in ids {
+    for &id in ids {
         let mut tx = c.transaction()?;
         let Some(row) = tx.query_typed_opt(
             &format!(

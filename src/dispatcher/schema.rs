@@ -106,6 +106,8 @@ pub const ROUTINE_SOURCES: &[Source] = &[
     source!("functions/purge.sql"),
     source!("functions/kept_for_review.sql"),
     source!("functions/purge_finished.sql"),
+    source!("functions/purge_webhook_events.sql"),
+    source!("functions/tick_begin.sql"),
     source!("functions/remember_nonce.sql"),
     source!("triggers/release_review_hold.sql"),
     source!("triggers/reply_rules_changed.sql"),
@@ -167,6 +169,29 @@ pub fn embedded_sources_digest() -> String {
 const SOURCES_DIGEST: &str = "SELECT encode(sha256(convert_to(coalesce(string_agg(
          path || ':' || sha256 || E'\\n', '' ORDER BY path COLLATE \"C\"), ''), 'UTF8')), 'hex')
      FROM mailrun.schema_sources";
+
+/// What `migrate` writes as the comment of the `mailrun` schema: the version and the
+/// digest of the sources it applied. A command that finds exactly this build's stamp
+/// there knows the schema is current in one catalog look that cannot fail (to_regnamespace
+/// is NULL when the schema is missing); any other comment, or none (a restore without
+/// comments), sends it to the full check, which is authoritative.
+pub fn stamp() -> String {
+    format!(
+        "mailrun schema version {}, sources sha256 {SOURCES_DIGEST_BUILT} (set by dispatch-admin migrate)",
+        latest_version()
+    )
+}
+
+const STAMP_QUERY: &str = "SELECT obj_description(to_regnamespace('mailrun'), 'pg_namespace')";
+
+fn set_stamp(tx: &mut postgres::Transaction<'_>) -> anyhow::Result<()> {
+    // COMMENT takes no parameters; the stamp is hex and digits, quoted as a literal.
+    tx.batch_execute(&format!(
+        "COMMENT ON SCHEMA mailrun IS '{}'",
+        stamp().replace('\'', "''")
+    ))?;
+    Ok(())
+}
 
 /// The schema version of the database (0 when mailrun was never installed there).
 pub fn current_version(c: &mut impl GenericClient) -> anyhow::Result<i32> {
@@ -231,6 +256,10 @@ pub fn migrate(c: &mut impl GenericClient) -> anyhow::Result<Migrated> {
     let pending: Vec<&(i32, &str, &str)> = MIGRATIONS.iter().filter(|m| m.0 > current).collect();
     let recorded: String = tx.query_typed_one(SOURCES_DIGEST, &[])?.get(0);
     if pending.is_empty() && recorded == SOURCES_DIGEST_BUILT {
+        let current_stamp: Option<String> = tx.query_typed_one(STAMP_QUERY, &[])?.get(0);
+        if current_stamp.as_deref() != Some(stamp().as_str()) {
+            set_stamp(&mut tx)?;
+        }
         tx.commit()?;
         return Ok(Migrated::default());
     }
@@ -252,6 +281,7 @@ pub fn migrate(c: &mut impl GenericClient) -> anyhow::Result<Migrated> {
         "DELETE FROM mailrun.schema_sources WHERE NOT path = ANY ($1)",
         &params(&[&paths]),
     )?;
+    set_stamp(&mut tx)?;
     tx.commit()?;
     Ok(Migrated {
         versions,
@@ -275,13 +305,17 @@ fn apply_sources(tx: &mut postgres::Transaction<'_>, sources: &[Source]) -> anyh
 /// Fails unless the database is at exactly the schema version and routines this binary
 /// knows; every command except `init`/`migrate` checks this before touching the queue.
 pub fn require_current(c: &mut impl GenericClient) -> anyhow::Result<()> {
+    let found: Option<String> = c.query_typed_one(STAMP_QUERY, &[])?.get(0);
+    if found.as_deref() == Some(stamp().as_str()) {
+        return Ok(());
+    }
     let row = c.query_typed_one(
         "SELECT to_regclass('mailrun.schema_migrations') IS NOT NULL,
                 to_regclass('mailrun.schema_sources') IS NOT NULL",
         &[],
     )?;
     let (has_versions, has_sources): (bool, bool) = (row.get(0), row.get(1));
-    // Two round trips in all, as every dispatch-cgi request pays them.
+    // Without this build's stamp: two more round trips, which decide.
     let (current, digest) = match (has_versions, has_sources) {
         (false, _) => (0, None),
         (true, false) => (current_version(c)?, None),

@@ -14,10 +14,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use clap::Parser;
+use postgres::types::Type;
 use serde::Serialize;
 
 use crate::cli::{CliError, EXIT_CODES_HELP, EXIT_NO_WORK, EXIT_OK, EXIT_UNAVAILABLE};
+use crate::dispatcher::config::DispatcherConfig;
 use crate::dispatcher::outbound::{self, CallError};
 use crate::dispatcher::recurring::{self, Materialised, OccurrenceOutcome};
 use crate::dispatcher::retention::{self, Purged};
@@ -29,6 +32,9 @@ use crate::web::client::{Client, ClientOptions};
 
 /// Answers from runners are tiny; anything bigger is refused.
 const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
+
+/// Most delivered webhook events one tick deletes.
+const WEBHOOK_PURGE_BATCH: i64 = 10_000;
 
 #[derive(Parser)]
 #[command(
@@ -157,31 +163,33 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
         args.config.as_deref(),
     )?;
     let mut db = connection::connect(&url).map_err(CliError::from)?;
-    schema::require_current(&mut db).map_err(connection::exit_context)?;
+    let (config, _) = DispatcherConfig::load(args.config.as_deref())?;
 
-    let (config, _) = crate::dispatcher::config::DispatcherConfig::load(args.config.as_deref())?;
-
-    let reaped = queue::reap_expired(&mut db)
-        .map_err(connection::exit_context)
-        .context("reaping expired leases")?;
+    let begun = begin(&mut db, &config)?;
     // Before counting: an occurrence due now is part of this tick's work.
-    let recurring = materialise(&mut db)?;
-    let retention = retention::purge_due(&mut db, &config.retention)
-        .map_err(connection::exit_context)
-        .context("purging finished messages")?;
-    let webhooks = deliver_webhooks(&mut db, &args)?;
-    let webhook_events_purged = webhooks::purge_delivered(
-        &mut db,
-        i32::try_from(config.retention.keep_sent_days).unwrap_or(i32::MAX),
-        10_000,
-    )
-    .map_err(connection::exit_context)
-    .context("purging delivered webhook events")?;
-    // The common tick finds nothing due: one cheap look, and no runner list read.
-    let anything_due = queue::count_due_upto(&mut db, 1)
-        .map_err(connection::exit_context)
-        .context("counting due messages")?;
-    let enabled: Vec<Runner> = if anything_due == 0 {
+    let recurring = if begun.recurring_ids.is_empty() {
+        Vec::new()
+    } else {
+        materialise(&mut db, &begun.recurring_ids, begun.db_now)?
+    };
+    let webhooks = if begun.webhooks_waiting {
+        deliver_webhooks(&mut db, &args)?
+    } else {
+        Vec::new()
+    };
+    let enqueued_now = recurring
+        .iter()
+        .any(|m| matches!(m.outcome, OccurrenceOutcome::Enqueued { .. }));
+    let anything_due = begun.anything_due
+        || (enqueued_now
+            && queue::count_due_upto(&mut db, 1)
+                .map_err(connection::exit_context)
+                .context("counting due messages")?
+                > 0);
+    let (reaped, retention, webhook_events_purged) =
+        (begun.reaped, begun.retention, begun.webhook_events_purged);
+    // The common tick finds nothing due: no runner list read.
+    let enabled: Vec<Runner> = if !anything_due {
         Vec::new()
     } else {
         runners::list(&mut db)
@@ -202,7 +210,7 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
     let bound = widest
         .saturating_mul(i64::try_from(max_wake).unwrap_or(i64::MAX))
         .max(1);
-    let due = if anything_due == 0 {
+    let due = if !anything_due {
         0
     } else {
         queue::count_due_upto(&mut db, bound)
@@ -294,12 +302,95 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
     }
 }
 
-/// Materialises due recurring jobs (docs/results.md) as of the database's clock. An
+/// What `mailrun.tick_begin` did and found, in one round trip.
+struct Begun {
+    reaped: u64,
+    db_now: DateTime<Utc>,
+    recurring_ids: Vec<i64>,
+    retention: Purged,
+    webhooks_waiting: bool,
+    webhook_events_purged: u64,
+    anything_due: bool,
+}
+
+/// The tick's housekeeping in one statement (`sql/functions/tick_begin.sql`), which also
+/// checks this build's schema stamp: with the stamp current, an empty tick costs the
+/// connection and this one round trip. Without it (a database migrated by another build,
+/// or missing the routine) the full schema check decides, with its own message.
+fn begin(db: &mut postgres::Client, config: &DispatcherConfig) -> anyhow::Result<Begun> {
+    let stamp = schema::stamp();
+    match tick_begin(db, Some(&stamp), config) {
+        Ok(Some(begun)) => return Ok(begun),
+        Ok(None) => {}
+        Err(err) => {
+            let answered = err
+                .downcast_ref::<postgres::Error>()
+                .is_some_and(|e| e.as_db_error().is_some());
+            if answered {
+                schema::require_current(db).map_err(connection::exit_context)?;
+            }
+            return Err(connection::exit_context(err)).context("tick housekeeping");
+        }
+    }
+    schema::require_current(db).map_err(connection::exit_context)?;
+    tick_begin(db, None, config)
+        .map_err(connection::exit_context)
+        .context("tick housekeeping")?
+        .context("tick housekeeping: the database refused the schema check it was told to skip")
+}
+
+/// None when the database carries another schema stamp than `stamp` (nothing was done).
+fn tick_begin(
+    db: &mut postgres::Client,
+    stamp: Option<&str>,
+    config: &DispatcherConfig,
+) -> anyhow::Result<Option<Begun>> {
+    let retention = &config.retention;
+    retention.validate()?;
+    // validate() bounds both to 36500, well inside i32.
+    let sent = i32::try_from(retention.keep_sent_days)?;
+    let failed = i32::try_from(retention.keep_failed_days)?;
+    let row = db.query_typed_one(
+        "SELECT schema_ok, reaped, db_now, recurring_ids, purged, held, webhooks_waiting,
+                webhook_events_purged, anything_due
+         FROM mailrun.tick_begin($1, $2, $3, $4, $5, $2, $6)",
+        &[
+            (&stamp, Type::TEXT),
+            (&sent, Type::INT4),
+            (&failed, Type::INT4),
+            (&retention.review_codes, Type::TEXT_ARRAY),
+            (&retention::PURGE_BATCH, Type::INT4),
+            (&WEBHOOK_PURGE_BATCH, Type::INT8),
+        ],
+    )?;
+    if !row.get::<_, bool>("schema_ok") {
+        return Ok(None);
+    }
+    Ok(Some(Begun {
+        reaped: u64::try_from(row.get::<_, i64>("reaped")).unwrap_or(0),
+        db_now: row.get("db_now"),
+        recurring_ids: row.get("recurring_ids"),
+        retention: Purged {
+            purged: row.get("purged"),
+            held_for_review: row.get("held"),
+        },
+        webhooks_waiting: row.get("webhooks_waiting"),
+        webhook_events_purged: u64::try_from(row.get::<_, i64>("webhook_events_purged"))
+            .unwrap_or(0),
+        anything_due: row.get("anything_due"),
+    }))
+}
+
+/// Materialises the due occurrences of the live recurring jobs `ids` (docs/results.md) as
+/// of the database's clock. An
 /// occurrence that was skipped or refused is said on stderr: cron mails it to the
 /// operator, once, since the occurrence is recorded and never tried again.
-fn materialise(db: &mut postgres::Client) -> anyhow::Result<Vec<Materialised>> {
-    let now = connection::db_now(db).map_err(connection::exit_context)?;
-    let report = recurring::materialise_due(db, now)
+fn materialise(
+    db: &mut postgres::Client,
+    ids: &[i64],
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<Materialised>> {
+    let report = recurring::materialise_jobs(db, ids, now)
         .map_err(connection::exit_context)
         .context("materialising recurring jobs")?;
     for bad in &report.bad_jobs {

@@ -387,25 +387,6 @@ fn refused(c: &mut impl GenericClient, endpoint: i64, error: &str) -> anyhow::Re
     Ok(())
 }
 
-/// Deletes events no endpoint waits for any more, older than `keep_days` (the retention
-/// of sent messages), at most `max_rows` at a time.
-pub fn purge_delivered(
-    c: &mut impl GenericClient,
-    keep_days: i32,
-    max_rows: i64,
-) -> anyhow::Result<u64> {
-    let rows = c.query_typed(
-        "DELETE FROM mailrun.webhook_events WHERE id IN (
-             SELECT v.id FROM mailrun.webhook_events v
-             WHERE v.created_at < now() - make_interval(days => $1)
-               AND NOT EXISTS (SELECT 1 FROM mailrun.webhook_deliveries d WHERE d.event_id = v.id)
-             ORDER BY v.id LIMIT $2)
-         RETURNING id",
-        &[(&keep_days, Type::INT4), (&max_rows, Type::INT8)],
-    )?;
-    Ok(rows.len() as u64)
-}
-
 /// Sends a test event (not stored) to one endpoint, signed like the real ones.
 pub fn test(
     c: &mut impl GenericClient,
