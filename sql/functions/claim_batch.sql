@@ -7,14 +7,16 @@
 -- the cap frees, held_reason says why, held_quota_ids which quotas); a message with a
 -- failover list uses the first usable account; suppressed recipients are failed.
 -- Rounds where no quota, pause, suppression or failover list applies take a set-based
--- fast path, and recipient domains are computed only when a domain quota or pause exists.
+-- fast path (candidates, then one statement that leases, records and returns them), and
+-- recipient domains are computed only when a domain quota or pause exists.
 CREATE OR REPLACE FUNCTION mailrun.claim_batch(p_runner text, n integer, lease_seconds integer)
 RETURNS TABLE (
     job_run_id uuid, lease_expires_at timestamptz, message_id bigint, lease_token uuid,
     message_id_header text, from_addr text, reply_to text, to_addrs text[], cc_addrs text[],
     bcc_addrs text[], subject text, text_body text, html_body text, headers jsonb,
     attachments jsonb, account_name text, account_host text, account_port integer,
-    account_security text, account_username text, account_password text)
+    account_security text, account_username text, account_password text,
+    account_max_connections integer)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -52,13 +54,14 @@ DECLARE
     v_seen bigint[] := '{}';
     v_round integer := 0;
     -- Fast path (docs/queue.md "Claim cost"): when nothing can hold a message back,
-    -- a round's candidates are leased with two set-based statements.
+    -- a round's candidates are leased, recorded and returned by one statement.
     v_domain_rules boolean;
     v_any_suppressed boolean;
-    v_simple bigint[];
-    v_taken bigint[];
-    -- Every message leased by this claim: the result is read by primary key, never by
-    -- scanning all leased rows (they grow with the number of runners and batches).
+    v_simple_rules boolean;
+    v_simple_count bigint;
+    v_taken_count bigint;
+    -- Every message leased by the per-message path: the result is read by primary key,
+    -- never by scanning all leased rows (they grow with the runners and batches).
     v_leased bigint[] := '{}';
     -- No quota or pause at all: held messages are rare, so candidates are fetched
     -- without the margin for them (fewer rows locked per claim).
@@ -94,7 +97,8 @@ BEGIN
         OR EXISTS (SELECT 1 FROM mailrun.throttles t
                    WHERE t.scope = 'domain' AND t.paused_until > now());
     v_any_suppressed := EXISTS (SELECT 1 FROM mailrun.suppressions);
-    v_exact := NOT v_domain_rules AND NOT v_any_suppressed AND v_runner_q.id IS NULL
+    v_simple_rules := NOT v_domain_rules AND NOT v_any_suppressed AND v_runner_q.id IS NULL;
+    v_exact := v_simple_rules
         AND NOT EXISTS (SELECT 1 FROM mailrun.quotas x WHERE x.scope = 'account')
         AND NOT EXISTS (SELECT 1 FROM mailrun.throttles t
                         WHERE t.scope = 'account' AND t.paused_until > now());
@@ -107,54 +111,72 @@ BEGIN
     -- when quotas held back (or expired) part of the previous one.
     WHILE v_count < v_limit AND v_round < 4 LOOP
     v_round := v_round + 1;
-    SELECT array_agg(x.id ORDER BY x.next_attempt_at, x.id) INTO v_ids FROM (
-        SELECT d.id, d.next_attempt_at FROM mailrun.messages d
+    -- Candidates, with whether each is simple: not expired, one enabled account that has
+    -- not failed for the message. With no quota, pause, suppression or domain rule
+    -- anywhere (v_simple_rules), a round of simple candidates cannot be held back.
+    SELECT array_agg(x.id ORDER BY x.next_attempt_at, x.id),
+           count(*) FILTER (WHERE x.simple)
+      INTO v_ids, v_simple_count FROM (
+        SELECT d.id, d.next_attempt_at,
+               d.expires_at > now() AND coalesce(cardinality(d.account_ids), 0) = 0
+                 AND a.enabled AND NOT a.id = ANY (d.skip_account_ids) AS simple
+        FROM mailrun.messages d JOIN mailrun.smtp_accounts a ON a.id = d.account_id
         WHERE d.state IN ('queued', 'deferred') AND d.next_attempt_at <= now()
           AND NOT d.id = ANY (v_seen)
         ORDER BY d.next_attempt_at, d.id
         LIMIT CASE WHEN v_exact THEN v_limit - v_count ELSE 2 * (v_limit - v_count) + 50 END
-        FOR UPDATE SKIP LOCKED) x;
+        FOR UPDATE OF d SKIP LOCKED) x;
     EXIT WHEN v_ids IS NULL;
     v_seen := v_seen || v_ids;
 
-    -- Simple candidates: not expired, one enabled account that has no quota, is not
-    -- paused and has not failed for the message; no domain quota or pause anywhere, no
-    -- suppressed address anywhere, no runner quota. When every candidate is simple the
-    -- per-message decisions below cannot hold any back: lease them in order at once.
-    IF NOT v_domain_rules AND NOT v_any_suppressed AND v_runner_q.id IS NULL THEN
-        SELECT array_agg(d.id ORDER BY d.next_attempt_at, d.id) INTO v_simple
-        FROM mailrun.messages d JOIN mailrun.smtp_accounts a ON a.id = d.account_id
-        WHERE d.id = ANY (v_ids)
-          AND d.expires_at > now()
-          AND coalesce(cardinality(d.account_ids), 0) = 0
-          AND a.enabled
-          AND NOT a.id = ANY (d.skip_account_ids)
-          AND NOT EXISTS (SELECT 1 FROM mailrun.quotas x
-                          WHERE x.scope = 'account' AND x.key = a.name)
-          AND NOT EXISTS (SELECT 1 FROM mailrun.throttles t
+    -- Every candidate simple, and no per-account quota or pause for their accounts: the
+    -- per-message decisions below cannot hold any back, so they are leased in order at
+    -- once, and returned straight from the update (no second read of the rows).
+    -- Not after a round that took the per-message path: its messages, returned at the
+    -- end, come first in line.
+    IF v_simple_rules AND v_simple_count = cardinality(v_ids) AND cardinality(v_leased) = 0
+       AND (v_exact OR NOT EXISTS (
+           SELECT 1 FROM mailrun.messages d JOIN mailrun.smtp_accounts a ON a.id = d.account_id
+           WHERE d.id = ANY (v_ids) AND (
+               EXISTS (SELECT 1 FROM mailrun.quotas x WHERE x.scope = 'account' AND x.key = a.name)
+               OR EXISTS (SELECT 1 FROM mailrun.throttles t
                           WHERE t.scope = 'account' AND t.key = a.name
-                            AND t.paused_until > now());
-        IF cardinality(v_simple) = cardinality(v_ids) THEN
-            -- `= ANY (array)`: a primary-key lookup whatever the table's size (a join
-            -- with unnest() was planned as a sequential scan).
-            WITH leased AS (
-                UPDATE mailrun.messages d
-                SET state = 'leased', lease_runner = p_runner, lease_token = gen_random_uuid(),
-                    lease_expires_at = v_expiry, job_run_id = v_job,
-                    held_reason = NULL, held_until = NULL, held_quota_ids = NULL
-                WHERE d.id = ANY (v_simple[1:v_limit - v_count])
-                RETURNING d.id, d.lease_token, d.account_id
-            ), recorded AS (
-                INSERT INTO mailrun.leases (lease_token, message_id, job_run_id, runner_id,
-                                            lease_expires_at, account_id)
-                SELECT l.lease_token, l.id, v_job, p_runner, v_expiry, l.account_id FROM leased l
-                RETURNING message_id
-            )
-            SELECT array_agg(r.message_id) INTO v_taken FROM recorded r;
-            v_leased := v_leased || coalesce(v_taken, '{}');
-            v_count := v_count + coalesce(cardinality(v_taken), 0);
-            CONTINUE;
-        END IF;
+                            AND t.paused_until > now())))) THEN
+        -- `= ANY (array)`: a primary-key lookup whatever the table's size (a join with
+        -- unnest() was planned as a sequential scan).
+        RETURN QUERY
+        WITH leased AS (
+            UPDATE mailrun.messages d
+            SET state = 'leased', lease_runner = p_runner, lease_token = gen_random_uuid(),
+                lease_expires_at = v_expiry, job_run_id = v_job,
+                held_reason = NULL, held_until = NULL, held_quota_ids = NULL
+            WHERE d.id = ANY (v_ids[1:v_limit - v_count])
+            RETURNING d.*
+        ), recorded AS (
+            INSERT INTO mailrun.leases (lease_token, message_id, job_run_id, runner_id,
+                                        lease_expires_at, account_id)
+            SELECT l.lease_token, l.id, v_job, p_runner, v_expiry, l.account_id FROM leased l
+        )
+        SELECT v_job, v_expiry, d.id, d.lease_token, d.message_id_header, d.from_addr,
+            d.reply_to,
+            CASE WHEN u.untouched THEN d.to_addrs
+                 ELSE mailrun.pending(d.to_addrs, d.recipients_sent, d.recipients_failed) END,
+            CASE WHEN u.untouched THEN d.cc_addrs
+                 ELSE mailrun.pending(d.cc_addrs, d.recipients_sent, d.recipients_failed) END,
+            CASE WHEN u.untouched THEN d.bcc_addrs
+                 ELSE mailrun.pending(d.bcc_addrs, d.recipients_sent, d.recipients_failed) END,
+            d.subject, d.text_body, d.html_body, d.headers, d.attachments,
+            a.name, a.host, a.port, a.security, a.username, a.password, a.max_connections
+        FROM leased d JOIN mailrun.smtp_accounts a ON a.id = d.account_id
+        -- Nothing sent or failed yet (the common case): every address is pending, with
+        -- no function call per row.
+        CROSS JOIN LATERAL (SELECT coalesce(cardinality(d.recipients_sent), 0)
+                                   + coalesce(cardinality(d.recipients_failed), 0) = 0
+                                   AS untouched) u
+        ORDER BY d.next_attempt_at, d.id;
+        GET DIAGNOSTICS v_taken_count = ROW_COUNT;
+        v_count := v_count + v_taken_count;
+        CONTINUE;
     END IF;
 
     -- Lock every quota these messages may take from, in lock order, before deciding
@@ -358,12 +380,20 @@ BEGIN
 
     RETURN QUERY
         SELECT v_job, v_expiry, d.id, d.lease_token, d.message_id_header, d.from_addr, d.reply_to,
-            mailrun.pending(d.to_addrs, d.recipients_sent, d.recipients_failed),
-            mailrun.pending(d.cc_addrs, d.recipients_sent, d.recipients_failed),
-            mailrun.pending(d.bcc_addrs, d.recipients_sent, d.recipients_failed),
+            CASE WHEN u.untouched THEN d.to_addrs
+                 ELSE mailrun.pending(d.to_addrs, d.recipients_sent, d.recipients_failed) END,
+            CASE WHEN u.untouched THEN d.cc_addrs
+                 ELSE mailrun.pending(d.cc_addrs, d.recipients_sent, d.recipients_failed) END,
+            CASE WHEN u.untouched THEN d.bcc_addrs
+                 ELSE mailrun.pending(d.bcc_addrs, d.recipients_sent, d.recipients_failed) END,
             d.subject, d.text_body, d.html_body, d.headers, d.attachments,
-            a.name, a.host, a.port, a.security, a.username, a.password
+            a.name, a.host, a.port, a.security, a.username, a.password, a.max_connections
         FROM mailrun.messages d JOIN mailrun.smtp_accounts a ON a.id = d.account_id
+        -- Nothing sent or failed yet (the common case): every address is pending, with
+        -- no function call per row.
+        CROSS JOIN LATERAL (SELECT coalesce(cardinality(d.recipients_sent), 0)
+                                   + coalesce(cardinality(d.recipients_failed), 0) = 0
+                                   AS untouched) u
         -- By primary key only: with `state = 'leased'` the planner may walk the
         -- partial index of every leased message instead. The rows are locked by this
         -- transaction, so they are still the ones it leased.

@@ -5,8 +5,13 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_count bigint;
 BEGIN
-    DELETE FROM mailrun.messages WHERE finished_at < now() - age;
-    GET DIAGNOSTICS v_count = ROW_COUNT;
+    -- No foreign key cascades to leases (migration 12): they go with their message.
+    WITH gone AS (
+        DELETE FROM mailrun.messages WHERE finished_at < now() - age RETURNING id
+    ), gone_leases AS (
+        DELETE FROM mailrun.leases l WHERE l.message_id IN (SELECT g.id FROM gone g)
+    )
+    SELECT count(*) INTO v_count FROM gone;
     DELETE FROM mailrun.job_runs j WHERE j.created_at < now() - age
         AND NOT EXISTS (SELECT 1 FROM mailrun.leases l WHERE l.job_run_id = j.id);
     RETURN v_count;

@@ -37,6 +37,9 @@ BEGIN
         DELETE FROM mailrun.messages m
         WHERE m.id IN (SELECT d.id FROM due d WHERE NOT d.keep)
         RETURNING m.id
+    ), gone_leases AS (
+        -- No foreign key cascades to leases (migration 12): they go with their message.
+        DELETE FROM mailrun.leases l WHERE l.message_id IN (SELECT g.id FROM gone g)
     )
     SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM hold)
     INTO v_purged, v_held;

@@ -142,8 +142,7 @@ pub fn claim_batch(
                 b.reply_to, b.to_addrs, b.cc_addrs, b.bcc_addrs, b.subject, b.text_body,
                 b.html_body, b.headers, b.attachments, b.account_name, b.account_host,
                 b.account_port, b.account_security, b.account_username, b.account_password,
-                (SELECT a.max_connections FROM mailrun.smtp_accounts a
-                  WHERE a.name = b.account_name)
+                b.account_max_connections
          FROM mailrun.claim_batch($1, $2, $3) b",
         &[
             (&runner_id, Type::TEXT),

@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "webhooks",
         include_str!("../../migrations/0011_webhooks.sql"),
     ),
+    (
+        12,
+        "claim_cost",
+        include_str!("../../migrations/0012_claim_cost.sql"),
+    ),
 ];
 
 /// A database at a version below this was made by a build from before the squash; its

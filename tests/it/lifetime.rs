@@ -113,6 +113,9 @@ fn runner_remove_requeues_and_forgets_the_runner() {
     );
     assert_eq!(db.count("SELECT count(*) FROM mailrun.runners"), 0);
     assert_eq!(db.count("SELECT count(*) FROM mailrun.quotas"), 0);
+    // Its job runs and their leases go with it.
+    assert_eq!(db.count("SELECT count(*) FROM mailrun.job_runs"), 0);
+    assert_eq!(db.count("SELECT count(*) FROM mailrun.leases"), 0);
     // A request from it is now from an unknown key.
     let refused = gone.run(pipeline::RUNNER_POLL, &["--force"]);
     assert!(!refused.status.success());

@@ -324,15 +324,28 @@ fn retention_purges_finished_messages_and_keeps_review_codes() {
     assert_eq!(state(ids[1]).as_deref(), Some("sent"));
     assert_eq!(state(cancelled).as_deref(), Some("cancelled"));
     assert_eq!(state(ids[2]).as_deref(), Some("deferred"));
-    assert_eq!(
+    for table in ["delivery_attempts", "leases"] {
+        assert_eq!(
+            count(
+                &url,
+                &format!(
+                    "SELECT count(*) FROM mailrun.{table} WHERE message_id = {}",
+                    ids[0]
+                )
+            ),
+            0,
+            "{table} of a purged message"
+        );
+    }
+    assert!(
         count(
             &url,
             &format!(
-                "SELECT count(*) FROM mailrun.delivery_attempts WHERE message_id = {}",
-                ids[0]
+                "SELECT count(*) FROM mailrun.leases WHERE message_id = {}",
+                ids[1]
             )
-        ),
-        0
+        ) > 0,
+        "a message kept for review keeps its leases"
     );
 
     c.batch_execute(
