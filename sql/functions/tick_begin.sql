@@ -2,11 +2,13 @@
 -- pays per statement): reaps expired leases, purges finished messages and delivered
 -- webhook events past their keep times, and says what else the tick has to do: the live
 -- recurring jobs to evaluate, whether an endpoint has webhook events waiting, whether any
--- message is due. `stamp` is the schema stamp the caller was built for (see
--- dispatcher::schema::stamp); when the database carries another, nothing is done and
--- schema_ok is false, so a binary never runs this against routines it does not know.
+-- message is due. `stamp` and `schema_version` are the schema stamp and version the
+-- caller was built for (see dispatcher::schema::stamp); when the database carries
+-- another, nothing is done and schema_ok is false, so a binary never runs this against
+-- routines it does not know.
 -- NULL skips that check (the caller verified the schema the long way).
-CREATE OR REPLACE FUNCTION mailrun.tick_begin(stamp text, keep_sent_days integer,
+CREATE OR REPLACE FUNCTION mailrun.tick_begin(stamp text, schema_version integer,
+        keep_sent_days integer,
         keep_failed_days integer, review text[], purge_rows integer,
         webhook_keep_days integer, webhook_purge_rows bigint)
 RETURNS TABLE (schema_ok boolean, reaped bigint, db_now timestamptz, recurring_ids bigint[],
@@ -15,7 +17,9 @@ RETURNS TABLE (schema_ok boolean, reaped bigint, db_now timestamptz, recurring_i
 LANGUAGE plpgsql AS $$
 BEGIN
     IF stamp IS NOT NULL
-       AND obj_description('mailrun'::regnamespace, 'pg_namespace') IS DISTINCT FROM stamp THEN
+       AND (obj_description('mailrun'::regnamespace, 'pg_namespace') IS DISTINCT FROM stamp
+            OR (SELECT max(v.version) FROM mailrun.schema_migrations v)
+               IS DISTINCT FROM schema_version) THEN
         schema_ok := false;
         RETURN NEXT;
         RETURN;

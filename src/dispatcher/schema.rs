@@ -11,6 +11,7 @@
 
 use crate::dispatcher::typed::params;
 use anyhow::Context;
+use postgres::types::Type;
 use postgres::GenericClient;
 use sha2::{Digest, Sha256};
 
@@ -177,9 +178,9 @@ const SOURCES_DIGEST: &str = "SELECT encode(sha256(convert_to(coalesce(string_ag
 
 /// What `migrate` writes as the comment of the `mailrun` schema: the version and the
 /// digest of the sources it applied. A command that finds exactly this build's stamp
-/// there knows the schema is current in one catalog look that cannot fail (to_regnamespace
-/// is NULL when the schema is missing); any other comment, or none (a restore without
-/// comments), sends it to the full check, which is authoritative.
+/// there, and the latest version it knows recorded, knows the schema is current in one
+/// look; any other comment, or none (a restore without comments), sends it to the full
+/// check, which is authoritative.
 pub fn stamp() -> String {
     format!(
         "mailrun schema version {}, sources sha256 {SOURCES_DIGEST_BUILT} (set by dispatch-admin migrate)",
@@ -310,8 +311,17 @@ fn apply_sources(tx: &mut postgres::Transaction<'_>, sources: &[Source]) -> anyh
 /// Fails unless the database is at exactly the schema version and routines this binary
 /// knows; every command except `init`/`migrate` checks this before touching the queue.
 pub fn require_current(c: &mut impl GenericClient) -> anyhow::Result<()> {
-    let found: Option<String> = c.query_typed_one(STAMP_QUERY, &[])?.get(0);
-    if found.as_deref() == Some(stamp().as_str()) {
+    // One round trip when this build's stamp is there and the versions agree. Without a
+    // schema or its tables the look fails (outside a transaction: nothing to undo), and
+    // the full check below says why.
+    let stamped = c
+        .query_typed_one(
+            "SELECT obj_description(to_regnamespace('mailrun'), 'pg_namespace') = $1
+                    AND (SELECT max(version) FROM mailrun.schema_migrations) = $2",
+            &[(&stamp(), Type::TEXT), (&latest_version(), Type::INT4)],
+        )
+        .is_ok_and(|row| row.get::<_, Option<bool>>(0) == Some(true));
+    if stamped {
         return Ok(());
     }
     let row = c.query_typed_one(

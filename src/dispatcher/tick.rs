@@ -353,9 +353,10 @@ fn tick_begin(
     let row = db.query_typed_one(
         "SELECT schema_ok, reaped, db_now, recurring_ids, purged, held, webhooks_waiting,
                 webhook_events_purged, anything_due
-         FROM mailrun.tick_begin($1, $2, $3, $4, $5, $2, $6)",
+         FROM mailrun.tick_begin($1, $2, $3, $4, $5, $6, $3, $7)",
         &[
             (&stamp, Type::TEXT),
+            (&schema::latest_version(), Type::INT4),
             (&sent, Type::INT4),
             (&failed, Type::INT4),
             (&retention.review_codes, Type::TEXT_ARRAY),
