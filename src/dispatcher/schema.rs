@@ -316,7 +316,10 @@ pub fn require_current(c: &mut impl GenericClient) -> anyhow::Result<()> {
     // the full check below says why.
     let stamped = c
         .query_typed_one(
-            "SELECT obj_description(to_regnamespace('mailrun'), 'pg_namespace') = $1
+            "SELECT (SELECT d.description FROM pg_catalog.pg_description d
+                     WHERE d.objoid = to_regnamespace('mailrun')
+                       AND d.classoid = 'pg_catalog.pg_namespace'::regclass
+                       AND d.objsubid = 0) = $1
                     AND (SELECT max(version) FROM mailrun.schema_migrations) = $2",
             &[(&stamp(), Type::TEXT), (&latest_version(), Type::INT4)],
         )
