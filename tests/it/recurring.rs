@@ -563,6 +563,31 @@ fn overlapping_dispatch_ticks_enqueue_once() {
     );
 }
 
+/// The occurrence a tick enqueues is work of that same tick: the tick looks for due work
+/// before it evaluates the jobs (one statement, `mailrun.tick_begin`), so it counts again
+/// when it enqueued something.
+#[test]
+fn a_tick_wakes_for_the_occurrence_it_enqueued() {
+    let url = init("recurring_tick_wakes");
+    let job = add_job(
+        &url,
+        "*/5 * * * *",
+        Duration::hours(24),
+        Utc::now() - Duration::hours(3),
+    );
+    let out = common::run(
+        common::command(env!("CARGO_BIN_EXE_dispatch-tick"))
+            .arg("--database-url")
+            .arg(&url)
+            .arg("--json"),
+    );
+    // No runner is registered: work due and nobody to take it is 69, not 3.
+    assert_status(&out, 69);
+    let summary: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(summary["recurring"][0]["job_id"], job, "{summary}");
+    assert_eq!(summary["due"], 1, "{summary}");
+}
+
 #[test]
 fn dispatch_tick_says_when_an_occurrence_is_skipped() {
     let url = init("recurring_tick_skip");
