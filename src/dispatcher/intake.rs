@@ -28,13 +28,17 @@ pub struct Prepared {
 
 impl Intake<'_> {
     /// Reads a send-at time in `tz`; the error names the field.
-    pub fn read_send_at(&self, input: &str, tz: chrono_tz::Tz) -> Result<when::SendAt, String> {
+    pub fn read_send_at(
+        &self,
+        input: &str,
+        tz: crate::schedule::Zone,
+    ) -> Result<when::SendAt, String> {
         when::parse_send_at(input, self.now, tz).map_err(|e| format!("\"send_at\": {e}"))
     }
 
     /// Checks and completes one message object; the error text names the field at fault
     /// (see [`field_of`]).
-    pub fn complete(&self, mut m: Value, tz: chrono_tz::Tz) -> Result<Prepared, String> {
+    pub fn complete(&self, mut m: Value, tz: crate::schedule::Zone) -> Result<Prepared, String> {
         message::check_no_nul(&m)?;
         let mut read_as = None;
         match m.get("send_at") {

@@ -395,7 +395,7 @@ pub fn recurring_summary(
 pub fn parse_time(
     input: &str,
     now: DateTime<Utc>,
-    tz: chrono_tz::Tz,
+    tz: crate::schedule::Zone,
 ) -> Result<DateTime<Utc>, String> {
     let s = input.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
@@ -462,7 +462,7 @@ mod tests {
     #[test]
     fn times() {
         let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
-        let utc = chrono_tz::UTC;
+        let utc = crate::schedule::Zone::UTC;
         assert_eq!(
             parse_time("2h", now, utc).unwrap(),
             now - Duration::hours(2)
@@ -476,14 +476,21 @@ mod tests {
             Utc.with_ymd_and_hms(2026, 11, 23, 7, 0, 0).unwrap()
         );
         assert_eq!(
-            parse_time("2026-11-23", now, chrono_tz::Europe::Berlin).unwrap(),
+            parse_time(
+                "2026-11-23",
+                now,
+                crate::schedule::Zone::named("Europe/Berlin").unwrap()
+            )
+            .unwrap(),
             Utc.with_ymd_and_hms(2026, 11, 22, 23, 0, 0).unwrap()
         );
-        assert!(
-            parse_time("2026-10-25 02:30", now, chrono_tz::Europe::Berlin)
-                .unwrap_err()
-                .contains("twice")
-        );
+        assert!(parse_time(
+            "2026-10-25 02:30",
+            now,
+            crate::schedule::Zone::named("Europe/Berlin").unwrap()
+        )
+        .unwrap_err()
+        .contains("twice"));
         assert!(parse_time("yesterday", now, utc).is_err());
         assert!(parse_time("99999999999999999d", now, utc).is_err());
     }

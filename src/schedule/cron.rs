@@ -8,8 +8,8 @@
 
 use std::fmt;
 
+use crate::schedule::Zone;
 use chrono::{DateTime, Duration, Utc};
-use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 
@@ -22,7 +22,7 @@ pub const DEFAULT_MAX_LATENESS: Duration = Duration::hours(24);
 #[derive(Clone)]
 pub struct CronSpec {
     source: String,
-    tz: Tz,
+    tz: Zone,
     cron: Cron,
 }
 
@@ -68,11 +68,11 @@ const FIELD_NAMES: [&str; 5] = ["minute", "hour", "day-of-month", "month", "day-
 impl CronSpec {
     /// Parses a spec evaluated in UTC.
     pub fn parse(spec: &str) -> Result<CronSpec, CronError> {
-        CronSpec::parse_in(spec, Tz::UTC)
+        CronSpec::parse_in(spec, Zone::UTC)
     }
 
     /// Parses a spec whose fields are wall-clock times in `tz`.
-    pub fn parse_in(spec: &str, tz: Tz) -> Result<CronSpec, CronError> {
+    pub fn parse_in(spec: &str, tz: Zone) -> Result<CronSpec, CronError> {
         let source = spec.trim().to_string();
         let err = |detail: String| CronError {
             spec: source.clone(),
@@ -105,7 +105,7 @@ impl CronSpec {
     }
 
     /// The time zone the spec's fields are read in.
-    pub fn time_zone(&self) -> Tz {
+    pub fn time_zone(&self) -> Zone {
         self.tz
     }
 

@@ -5,12 +5,16 @@ use std::collections::BTreeSet;
 
 use crate::schedule::cron::{catch_up, due_occurrence, CatchUp, CronSpec};
 use crate::schedule::when::{parse_send_at, parse_time_zone, WhenError, ACCEPTED_EXAMPLES};
+use crate::schedule::Zone;
 use chrono::{DateTime, Duration, Utc};
-use chrono_tz::Tz;
 
-const BERLIN: Tz = chrono_tz::Europe::Berlin;
-const NEW_YORK: Tz = chrono_tz::America::New_York;
-const UTC: Tz = Tz::UTC;
+const BERLIN: &str = "Europe/Berlin";
+const NEW_YORK: &str = "America/New_York";
+const UTC: &str = "UTC";
+
+fn z(name: &str) -> Zone {
+    Zone::named(name).expect("zone in the embedded database")
+}
 
 fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s)
@@ -21,7 +25,7 @@ fn utc(s: &str) -> DateTime<Utc> {
 // ---------------------------------------------------------------- send-later
 
 /// (input, time zone, now, expected instant)
-const ACCEPTED: &[(&str, Tz, &str, &str)] = &[
+const ACCEPTED: &[(&str, &str, &str, &str)] = &[
     // Monday 2026-11-23 11:00 in Berlin (CET, +01:00).
     (
         "now",
@@ -364,7 +368,7 @@ const ACCEPTED: &[(&str, Tz, &str, &str)] = &[
 fn accepted_forms() {
     let mut failures = Vec::new();
     for (input, tz, now, want) in ACCEPTED {
-        match parse_send_at(input, utc(now), *tz) {
+        match parse_send_at(input, utc(now), z(tz)) {
             Ok(got) if got.at == utc(want) => {}
             Ok(got) => failures.push(format!(
                 "{input:?} in {tz} at {now}: got {} ({}), want {want}",
@@ -378,7 +382,7 @@ fn accepted_forms() {
 
 #[test]
 fn read_as_shows_local_and_utc() {
-    let cases: &[(&str, Tz, &str, &str)] = &[
+    let cases: &[(&str, &str, &str, &str)] = &[
         (
             "next friday 17:30",
             BERLIN,
@@ -411,14 +415,14 @@ fn read_as_shows_local_and_utc() {
         ),
     ];
     for (input, tz, now, want) in cases {
-        let got = parse_send_at(input, utc(now), *tz)
+        let got = parse_send_at(input, utc(now), z(tz))
             .unwrap_or_else(|e| panic!("{input:?} refused: {e}"));
         assert_eq!(&got.read_as, want, "{input:?}");
     }
 }
 
 /// (input, time zone, now, substrings the message must contain)
-const REFUSED: &[(&str, Tz, &str, &[&str])] = &[
+const REFUSED: &[(&str, &str, &str, &[&str])] = &[
     (
         "",
         BERLIN,
@@ -619,7 +623,7 @@ const REFUSED: &[(&str, Tz, &str, &[&str])] = &[
 fn refusals_explain_themselves() {
     let mut failures = Vec::new();
     for (input, tz, now, needles) in REFUSED {
-        match parse_send_at(input, utc(now), *tz) {
+        match parse_send_at(input, utc(now), z(tz)) {
             Ok(got) => failures.push(format!(
                 "{input:?} in {tz} at {now}: accepted as {}, want a refusal",
                 got.read_as
@@ -639,7 +643,7 @@ fn refusals_explain_themselves() {
 
 #[test]
 fn unrecognised_input_lists_the_accepted_forms() {
-    let err = parse_send_at("whenever", utc("2026-11-23T10:00:00Z"), BERLIN).unwrap_err();
+    let err = parse_send_at("whenever", utc("2026-11-23T10:00:00Z"), z(BERLIN)).unwrap_err();
     assert!(matches!(err, WhenError::Unrecognised { .. }), "{err:?}");
     assert!(err.to_string().contains(ACCEPTED_EXAMPLES), "{err}");
     // The word that did not fit is named, and the forms are listed once, not twice.
@@ -651,20 +655,20 @@ fn unrecognised_input_lists_the_accepted_forms() {
 #[test]
 fn the_suggested_offset_form_of_an_ambiguous_time_parses() {
     let now = utc("2026-10-24T10:00:00Z");
-    let err = parse_send_at("tomorrow 2:30", now, BERLIN).unwrap_err();
+    let err = parse_send_at("tomorrow 2:30", now, z(BERLIN)).unwrap_err();
     let WhenError::Ambiguous(amb) = err else {
         panic!("want Ambiguous, got {err:?}");
     };
     assert_eq!(amb.local, "Sunday 2026-10-25 02:30");
-    let got = parse_send_at(&amb.earlier_rfc3339, now, BERLIN).expect("suggestion parses");
+    let got = parse_send_at(&amb.earlier_rfc3339, now, z(BERLIN)).expect("suggestion parses");
     assert_eq!(got.at, utc("2026-10-25T00:30:00Z"));
 }
 
 #[test]
 fn time_zone_names() {
-    assert_eq!(parse_time_zone("Europe/Berlin"), Ok(BERLIN));
-    assert_eq!(parse_time_zone(" UTC "), Ok(UTC));
-    assert_eq!(parse_time_zone("america/new_york"), Ok(NEW_YORK));
+    assert_eq!(parse_time_zone("Europe/Berlin"), Ok(z(BERLIN)));
+    assert_eq!(parse_time_zone(" UTC "), Ok(Zone::UTC));
+    assert_eq!(parse_time_zone("america/new_york"), Ok(z(NEW_YORK)));
     let err = parse_time_zone("Mars/Olympus").unwrap_err();
     assert!(
         err.to_string()
@@ -701,7 +705,7 @@ fn cron_specs_accepted() {
         "@hourly",
         "@DAILY",
     ] {
-        if let Err(e) = CronSpec::parse_in(spec, BERLIN) {
+        if let Err(e) = CronSpec::parse_in(spec, z(BERLIN)) {
             panic!("{spec:?} refused: {e}");
         }
     }
@@ -756,7 +760,7 @@ fn cron_specs_refused() {
 }
 
 /// (spec, time zone, after, the next occurrences in order)
-const NEXT: &[(&str, Tz, &str, &[&str])] = &[
+const NEXT: &[(&str, &str, &str, &[&str])] = &[
     // Monday 11:00 in Berlin: the next "Monday 9:00" is a week away.
     (
         "0 9 * * MON",
@@ -887,7 +891,7 @@ const NEXT: &[(&str, Tz, &str, &[&str])] = &[
 fn cron_next_occurrences() {
     let mut failures = Vec::new();
     for (spec, tz, after, want) in NEXT {
-        let cron = CronSpec::parse_in(spec, *tz).unwrap_or_else(|e| panic!("{e}"));
+        let cron = CronSpec::parse_in(spec, z(tz)).unwrap_or_else(|e| panic!("{e}"));
         let mut t = utc(after);
         let mut got = Vec::new();
         for _ in 0..want.len() {
@@ -910,9 +914,9 @@ fn cron_next_occurrences() {
 
 #[test]
 fn cron_spec_keeps_source_and_zone() {
-    let cron = CronSpec::parse_in(" 0 9 * * MON ", BERLIN).expect("valid");
+    let cron = CronSpec::parse_in(" 0 9 * * MON ", z(BERLIN)).expect("valid");
     assert_eq!(cron.as_str(), "0 9 * * MON");
-    assert_eq!(cron.time_zone(), BERLIN);
+    assert_eq!(cron.time_zone(), z(BERLIN));
     assert_eq!(cron.to_string(), "0 9 * * MON");
     assert_eq!(
         format!("{cron:?}"),
@@ -1084,7 +1088,7 @@ fn stale_occurrences_are_skipped_and_reported() {
 /// (job_id, occurrence_at) constraint, and `last` = the greatest occurrence stored.
 #[test]
 fn irregular_ticks_materialise_each_occurrence_at_most_once() {
-    let spec = CronSpec::parse_in("*/20 * * * *", BERLIN).expect("valid");
+    let spec = CronSpec::parse_in("*/20 * * * *", z(BERLIN)).expect("valid");
     let created = utc("2026-10-24T22:05:00Z");
     let start = utc("2026-10-24T22:00:00Z");
     // Minutes after `start`; the same minute twice is two overlapping ticks.
@@ -1123,7 +1127,7 @@ fn irregular_ticks_materialise_each_occurrence_at_most_once() {
 /// happens twice): ticks every 10 minutes through the night materialise it once.
 #[test]
 fn fixed_time_job_runs_once_through_the_dst_fold() {
-    let spec = CronSpec::parse_in("30 1 * * *", NEW_YORK).expect("valid");
+    let spec = CronSpec::parse_in("30 1 * * *", z(NEW_YORK)).expect("valid");
     let created = utc("2026-10-31T12:00:00Z");
     let mut last = None;
     let mut got = Vec::new();

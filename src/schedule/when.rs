@@ -8,11 +8,11 @@
 //! A message that goes out a week early cannot be recalled, so every reading here is
 //! either unique or refused, and the caller shows `read_as` back to the operator.
 
+use crate::schedule::Zone;
 use chrono::{
     DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone,
     Timelike, Utc, Weekday,
 };
-use chrono_tz::Tz;
 
 /// A time this far in the past is still accepted (and is due at once): an operator
 /// who types "now" or the current minute should not be refused for a few seconds.
@@ -101,17 +101,9 @@ pub struct AmbiguousTime {
 
 /// Looks up an IANA time zone name (from a flag or the configuration file).
 /// Case does not matter ("europe/berlin" is Europe/Berlin).
-pub fn parse_time_zone(name: &str) -> Result<Tz, WhenError> {
+pub fn parse_time_zone(name: &str) -> Result<Zone, WhenError> {
     let name = name.trim();
-    name.parse::<Tz>()
-        .ok()
-        .or_else(|| {
-            chrono_tz::TZ_VARIANTS
-                .iter()
-                .find(|tz| tz.name().eq_ignore_ascii_case(name))
-                .copied()
-        })
-        .ok_or_else(|| WhenError::UnknownTimeZone(name.to_string()))
+    Zone::named(name).ok_or_else(|| WhenError::UnknownTimeZone(name.to_string()))
 }
 
 /// Parses a send-later time relative to `now`, reading local forms in `tz`.
@@ -119,7 +111,7 @@ pub fn parse_time_zone(name: &str) -> Result<Tz, WhenError> {
 /// Refuses times more than [`PAST_GRACE`] in the past, more than [`MAX_AHEAD_DAYS`]
 /// ahead, local times that are ambiguous or skipped on a DST change day, and anything
 /// outside the documented grammar.
-pub fn parse_send_at(input: &str, now: DateTime<Utc>, tz: Tz) -> Result<SendAt, WhenError> {
+pub fn parse_send_at(input: &str, now: DateTime<Utc>, tz: Zone) -> Result<SendAt, WhenError> {
     let trimmed = input.trim();
     if trimmed.is_empty() {
         return Err(WhenError::Empty);
@@ -152,7 +144,7 @@ pub fn parse_send_at(input: &str, now: DateTime<Utc>, tz: Tz) -> Result<SendAt, 
 /// Formats an instant the way confirmations show it:
 /// "Friday 2026-11-27 17:30 Europe/Berlin (16:30 UTC)"; seconds appear only when not
 /// zero, and the UTC date only when it differs from the local one.
-pub fn describe(at: DateTime<Utc>, tz: Tz) -> String {
+pub fn describe(at: DateTime<Utc>, tz: Zone) -> String {
     let local = at.with_timezone(&tz);
     let time_fmt = if local.second() != 0 || local.nanosecond() != 0 {
         "%H:%M:%S"
@@ -160,7 +152,7 @@ pub fn describe(at: DateTime<Utc>, tz: Tz) -> String {
         "%H:%M"
     };
     let local_part = local.format(&format!("%A %Y-%m-%d {time_fmt}")).to_string();
-    if tz == Tz::UTC {
+    if tz == Zone::UTC {
         return format!("{local_part} UTC");
     }
     let utc_part = if local.date_naive() == at.date_naive() {
@@ -178,7 +170,7 @@ fn unrecognised(input: &str, detail: impl Into<String>) -> WhenError {
     }
 }
 
-fn read(input: &str, now: DateTime<Utc>, tz: Tz) -> Result<DateTime<Utc>, WhenError> {
+fn read(input: &str, now: DateTime<Utc>, tz: Zone) -> Result<DateTime<Utc>, WhenError> {
     // RFC 3339 carries its own offset, so the time zone does not apply.
     if let Ok(t) = DateTime::parse_from_rfc3339(input) {
         return Ok(t.with_timezone(&Utc));
@@ -361,7 +353,7 @@ fn read_relative(
     tokens: &[&str],
     now: DateTime<Utc>,
     now_local: NaiveDateTime,
-    tz: Tz,
+    tz: Zone,
 ) -> Result<DateTime<Utc>, WhenError> {
     let text = tokens.concat();
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
@@ -411,12 +403,12 @@ fn read_relative(
 }
 
 /// Maps a local wall-clock time to its one instant, refusing DST folds and gaps.
-fn resolve_local(input: &str, local: NaiveDateTime, tz: Tz) -> Result<DateTime<Utc>, WhenError> {
+fn resolve_local(input: &str, local: NaiveDateTime, tz: Zone) -> Result<DateTime<Utc>, WhenError> {
     let shown = local.format("%A %Y-%m-%d %H:%M").to_string();
     match tz.from_local_datetime(&local) {
         LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
         LocalResult::Ambiguous(a, b) => {
-            let reading = |t: DateTime<Tz>| {
+            let reading = |t: DateTime<Zone>| {
                 format!(
                     "{} {} ({} UTC)",
                     t.format("%H:%M %Z"),

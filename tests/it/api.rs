@@ -298,7 +298,7 @@ fn application_scenario(api: &Api, url: &str, send: &str, read: &str, adm: &str)
     let body = sched.expect(201);
     let monday = body["id"].as_i64().unwrap();
     let at: chrono::DateTime<chrono::Utc> = body["send_at"].as_str().unwrap().parse().unwrap();
-    let local = at.with_timezone(&chrono_tz::Europe::Berlin);
+    let local = at.with_timezone(&mailrun::schedule::Zone::named("Europe/Berlin").unwrap());
     assert_eq!(local.weekday(), chrono::Weekday::Mon, "{body}");
     assert_eq!((local.hour(), local.minute()), (9, 0), "{body}");
     assert!(at > chrono::Utc::now(), "{body}");

@@ -318,7 +318,7 @@ fn schedule_commands_add_list_show_pause_resume_remove() {
     assert_eq!(jobs[0]["time_zone"], "Europe/Berlin");
     let next: DateTime<Utc> = serde_json::from_value(jobs[0]["next_run"].clone()).unwrap();
     assert_eq!(
-        next.with_timezone(&chrono_tz::Europe::Berlin)
+        next.with_timezone(&mailrun::schedule::Zone::named("Europe/Berlin").unwrap())
             .format("%a %H:%M")
             .to_string(),
         "Mon 09:00"

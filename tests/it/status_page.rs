@@ -99,8 +99,11 @@ fn populated(name: &str) -> String {
         )
         .unwrap();
     }
-    let spec =
-        mailrun::schedule::CronSpec::parse_in("0 9 * * MON", chrono_tz::Europe::Berlin).unwrap();
+    let spec = mailrun::schedule::CronSpec::parse_in(
+        "0 9 * * MON",
+        mailrun::schedule::Zone::named("Europe/Berlin").unwrap(),
+    )
+    .unwrap();
     recurring::add(
         &mut c,
         &recurring::NewJob {

@@ -42,7 +42,7 @@ pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
 pub(super) fn time_zone(
     flag: Option<&str>,
     config: &DispatcherConfig,
-) -> anyhow::Result<chrono_tz::Tz> {
+) -> anyhow::Result<crate::schedule::Zone> {
     Ok(match (flag, &config.time_zone) {
         (Some(name), _) => {
             when::parse_time_zone(name).map_err(|e| CliError::new(EXIT_USAGE, e.to_string()))?
@@ -50,7 +50,7 @@ pub(super) fn time_zone(
         (None, Some(name)) => {
             when::parse_time_zone(name).map_err(|e| CliError::new(EXIT_CONFIG, e.to_string()))?
         }
-        (None, None) => chrono_tz::UTC,
+        (None, None) => crate::schedule::Zone::UTC,
     })
 }
 

@@ -263,7 +263,7 @@ pub(super) fn enqueue(
 /// Reads send-later times with `schedule::when` in the chosen time zone, against the
 /// database's clock so every host agrees on what is past.
 pub(super) struct SendAtReader {
-    tz: chrono_tz::Tz,
+    tz: crate::schedule::Zone,
     now: DateTime<Utc>,
 }
 
@@ -279,7 +279,7 @@ impl SendAtReader {
             }
             (None, Some(name)) => when::parse_time_zone(name)
                 .map_err(|e| CliError::new(crate::cli::EXIT_CONFIG, e.to_string()))?,
-            (None, None) => chrono_tz::UTC,
+            (None, None) => crate::schedule::Zone::UTC,
         };
         let now: DateTime<Utc> = crate::dispatcher::connection::db_now(db)?;
         Ok(SendAtReader { tz, now })

@@ -112,7 +112,7 @@ pub(super) fn queue_report(
         max_message_bytes: policy.max_message_bytes,
         now,
     }
-    .complete(m, chrono_tz::UTC)
+    .complete(m, crate::schedule::Zone::UTC)
     .map_err(|e| CliError::new(EXIT_DATA, format!("the report cannot be mailed: {e}")))?;
     let id = queue::enqueue(db, &prepared.message).map_err(|e| match e {
         EnqueueError::Invalid { message, .. } => {

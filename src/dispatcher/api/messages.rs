@@ -31,7 +31,11 @@ fn refused(base: &str, error: &str) -> (String, String) {
 }
 
 /// The time zone for natural send-at phrases: the body's, else the config's, else UTC.
-fn time_zone(ctx: &Context, body: &mut Value, pointer: &str) -> Result<chrono_tz::Tz, Problem> {
+fn time_zone(
+    ctx: &Context,
+    body: &mut Value,
+    pointer: &str,
+) -> Result<crate::schedule::Zone, Problem> {
     let given = body.as_object_mut().and_then(|o| o.remove(TIME_ZONE));
     match given {
         Some(Value::String(name)) => {
@@ -39,7 +43,7 @@ fn time_zone(ctx: &Context, body: &mut Value, pointer: &str) -> Result<chrono_tz
         }
         Some(Value::Null) | None => match &ctx.config.time_zone {
             Some(name) => when::parse_time_zone(name).map_err(internal),
-            None => Ok(chrono_tz::UTC),
+            None => Ok(crate::schedule::Zone::UTC),
         },
         Some(_) => Err(Problem::invalid(pointer, "\"time_zone\" must be a string")),
     }

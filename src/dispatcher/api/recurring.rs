@@ -101,7 +101,7 @@ pub(super) fn add(
             .map_err(|e| Problem::invalid("/time_zone", e.to_string()))?,
         None => match &ctx.config.time_zone {
             Some(name) => when::parse_time_zone(name).map_err(internal)?,
-            None => chrono_tz::UTC,
+            None => crate::schedule::Zone::UTC,
         },
     };
     let spec =
