@@ -44,6 +44,7 @@ fn run() -> anyhow::Result<()> {
     match mode.as_str() {
         "drain" => {
             let (mut rows, mut claims, mut bytes) = (0usize, 0usize, 0usize);
+            let mut enc = 0f64; // of which JobRun encoding
             let start = Instant::now();
             loop {
                 let run = queue::claim_batch(&mut client, runner, batch, 600)?;
@@ -52,11 +53,13 @@ fn run() -> anyhow::Result<()> {
                 }
                 rows += run.messages.len();
                 claims += 1;
+                let t = Instant::now();
                 bytes += codec::encode(&Body::JobRun(run)).len();
+                enc += t.elapsed().as_secs_f64();
             }
             let seconds = start.elapsed().as_secs_f64();
             println!(
-                r#"{{"rows": {rows}, "claims": {claims}, "bytes": {bytes}, "seconds": {seconds}}}"#
+                r#"{{"rows": {rows}, "claims": {claims}, "bytes": {bytes}, "seconds": {seconds}, "encode_seconds": {enc}}}"#
             );
         }
         "latency" => {

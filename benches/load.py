@@ -554,6 +554,7 @@ def main():
                 if d["rows"] != rows:
                     die(f"claim drained {d['rows']} rows, expected {rows}")
                 cvals.append(d["rows"] / d["seconds"])
+                say(f"claim drain: {d['seconds']:.3f} s, of which JobRun encoding {d['encode_seconds']:.3f} s")
                 requeue(pg)
                 bvals.append(100 * pgbench(pg, script, rows // 100))
             claim["mailrun"] = record("claim", f"mailrun.claim_batch + JobRun encode, {rows} rows x 2 KB",
