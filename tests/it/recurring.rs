@@ -575,12 +575,7 @@ fn a_tick_wakes_for_the_occurrence_it_enqueued() {
         Duration::hours(24),
         Utc::now() - Duration::hours(3),
     );
-    let out = common::run(
-        common::command(env!("CARGO_BIN_EXE_dispatch-tick"))
-            .arg("--database-url")
-            .arg(&url)
-            .arg("--json"),
-    );
+    let out = common::pipeline::tick(&url, &["--json"]);
     // No runner is registered: work due and nobody to take it is 69, not 3.
     assert_status(&out, 69);
     let summary: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
