@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use crate::dispatcher::config::Defaults;
 use crate::dispatcher::message;
 use crate::schedule::when;
+use crate::schedule::Zone;
 
 /// What a prepared message needs from its surroundings.
 pub struct Intake<'a> {
@@ -28,17 +29,13 @@ pub struct Prepared {
 
 impl Intake<'_> {
     /// Reads a send-at time in `tz`; the error names the field.
-    pub fn read_send_at(
-        &self,
-        input: &str,
-        tz: crate::schedule::Zone,
-    ) -> Result<when::SendAt, String> {
+    pub fn read_send_at(&self, input: &str, tz: Zone) -> Result<when::SendAt, String> {
         when::parse_send_at(input, self.now, tz).map_err(|e| format!("\"send_at\": {e}"))
     }
 
     /// Checks and completes one message object; the error text names the field at fault
     /// (see [`field_of`]).
-    pub fn complete(&self, mut m: Value, tz: crate::schedule::Zone) -> Result<Prepared, String> {
+    pub fn complete(&self, mut m: Value, tz: Zone) -> Result<Prepared, String> {
         message::check_no_nul(&m)?;
         let mut read_as = None;
         match m.get("send_at") {

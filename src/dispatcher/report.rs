@@ -4,6 +4,7 @@
 //! report`; the output types are kept apart from the CLI's formatting.
 
 use crate::dispatcher::typed::{params, Param};
+use crate::schedule::Zone;
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use postgres::GenericClient;
 use serde::Serialize;
@@ -392,11 +393,7 @@ pub fn recurring_summary(
 /// Reads a report bound: RFC 3339 (`2026-11-23T08:00:00Z`), a local date or date and
 /// time in `tz` (`2026-11-23`, `2026-11-23 08:00`), or an age back from `now` (`90m`,
 /// `2h`, `7d`, `2w`, optionally written out: `2 hours ago`, `7 days ago`).
-pub fn parse_time(
-    input: &str,
-    now: DateTime<Utc>,
-    tz: crate::schedule::Zone,
-) -> Result<DateTime<Utc>, String> {
+pub fn parse_time(input: &str, now: DateTime<Utc>, tz: Zone) -> Result<DateTime<Utc>, String> {
     let s = input.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
@@ -462,7 +459,8 @@ mod tests {
     #[test]
     fn times() {
         let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
-        let utc = crate::schedule::Zone::UTC;
+        let utc = Zone::UTC;
+        let berlin = Zone::named("Europe/Berlin").unwrap();
         assert_eq!(
             parse_time("2h", now, utc).unwrap(),
             now - Duration::hours(2)
@@ -476,21 +474,12 @@ mod tests {
             Utc.with_ymd_and_hms(2026, 11, 23, 7, 0, 0).unwrap()
         );
         assert_eq!(
-            parse_time(
-                "2026-11-23",
-                now,
-                crate::schedule::Zone::named("Europe/Berlin").unwrap()
-            )
-            .unwrap(),
+            parse_time("2026-11-23", now, berlin).unwrap(),
             Utc.with_ymd_and_hms(2026, 11, 22, 23, 0, 0).unwrap()
         );
-        assert!(parse_time(
-            "2026-10-25 02:30",
-            now,
-            crate::schedule::Zone::named("Europe/Berlin").unwrap()
-        )
-        .unwrap_err()
-        .contains("twice"));
+        assert!(parse_time("2026-10-25 02:30", now, berlin)
+            .unwrap_err()
+            .contains("twice"));
         assert!(parse_time("yesterday", now, utc).is_err());
         assert!(parse_time("99999999999999999d", now, utc).is_err());
     }

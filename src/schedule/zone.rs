@@ -176,16 +176,18 @@ fn fixed(seconds: i32) -> FixedOffset {
 
 /// A jiff instant, clamped to jiff's range (years -9999..=9999).
 fn timestamp(seconds: i64, nanos: u32) -> jiff::Timestamp {
-    let min = jiff::Timestamp::MIN.as_second();
-    let max = jiff::Timestamp::MAX.as_second();
-    let nanos = if (min..=max).contains(&seconds) {
-        nanos
-    } else {
-        0
-    };
+    let (min, max) = (jiff::Timestamp::MIN, jiff::Timestamp::MAX);
+    if seconds < min.as_second() {
+        return min;
+    }
+    if seconds > max.as_second() {
+        return max;
+    }
+    // chrono's leap-second nanoseconds (≥ 1e9) read as the whole second.
     let nanos = i32::try_from(nanos).unwrap_or(0);
-    jiff::Timestamp::new(seconds.clamp(min, max), nanos)
-        .unwrap_or(jiff::Timestamp::from_second(seconds.clamp(min, max)).unwrap_or_default())
+    jiff::Timestamp::new(seconds, nanos)
+        .or_else(|_| jiff::Timestamp::from_second(seconds))
+        .unwrap_or(max)
 }
 
 fn civil(local: &NaiveDateTime) -> Option<jiff::civil::DateTime> {

@@ -5,6 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use crate::cli::{CliError, EXIT_CONFIG, EXIT_USAGE};
 use crate::dispatcher::config::DispatcherConfig;
 use crate::schedule::when;
+use crate::schedule::Zone;
 
 pub(super) fn parse_age(s: &str) -> Result<i64, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
@@ -39,10 +40,7 @@ pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// The time zone from a flag (a usage error if bad), else the config (a config error).
-pub(super) fn time_zone(
-    flag: Option<&str>,
-    config: &DispatcherConfig,
-) -> anyhow::Result<crate::schedule::Zone> {
+pub(super) fn time_zone(flag: Option<&str>, config: &DispatcherConfig) -> anyhow::Result<Zone> {
     Ok(match (flag, &config.time_zone) {
         (Some(name), _) => {
             when::parse_time_zone(name).map_err(|e| CliError::new(EXIT_USAGE, e.to_string()))?
@@ -50,7 +48,7 @@ pub(super) fn time_zone(
         (None, Some(name)) => {
             when::parse_time_zone(name).map_err(|e| CliError::new(EXIT_CONFIG, e.to_string()))?
         }
-        (None, None) => crate::schedule::Zone::UTC,
+        (None, None) => Zone::UTC,
     })
 }
 

@@ -16,6 +16,7 @@ use crate::dispatcher::quota;
 use crate::dispatcher::retry::Policy;
 use crate::dispatcher::{accounts, message};
 use crate::schedule::when;
+use crate::schedule::Zone;
 
 use super::output::*;
 
@@ -263,7 +264,7 @@ pub(super) fn enqueue(
 /// Reads send-later times with `schedule::when` in the chosen time zone, against the
 /// database's clock so every host agrees on what is past.
 pub(super) struct SendAtReader {
-    tz: crate::schedule::Zone,
+    tz: Zone,
     now: DateTime<Utc>,
 }
 
@@ -279,7 +280,7 @@ impl SendAtReader {
             }
             (None, Some(name)) => when::parse_time_zone(name)
                 .map_err(|e| CliError::new(crate::cli::EXIT_CONFIG, e.to_string()))?,
-            (None, None) => crate::schedule::Zone::UTC,
+            (None, None) => Zone::UTC,
         };
         let now: DateTime<Utc> = crate::dispatcher::connection::db_now(db)?;
         Ok(SendAtReader { tz, now })

@@ -12,6 +12,7 @@ use crate::dispatcher::message;
 use crate::dispatcher::queue::{self, EnqueueError};
 use crate::dispatcher::report::{self, Row};
 use crate::dispatcher::retry::Policy;
+use crate::schedule::Zone;
 
 use super::args::fmt_time;
 
@@ -112,7 +113,7 @@ pub(super) fn queue_report(
         max_message_bytes: policy.max_message_bytes,
         now,
     }
-    .complete(m, crate::schedule::Zone::UTC)
+    .complete(m, Zone::UTC)
     .map_err(|e| CliError::new(EXIT_DATA, format!("the report cannot be mailed: {e}")))?;
     let id = queue::enqueue(db, &prepared.message).map_err(|e| match e {
         EnqueueError::Invalid { message, .. } => {

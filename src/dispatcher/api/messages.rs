@@ -14,6 +14,7 @@ use crate::dispatcher::queue::{self, EnqueueError};
 use crate::dispatcher::retry::Policy;
 use crate::dispatcher::{connection, stats};
 use crate::schedule::when;
+use crate::schedule::Zone;
 
 /// The most messages one batch may carry (the body limit applies too).
 pub const MAX_BATCH: usize = 1000;
@@ -31,11 +32,7 @@ fn refused(base: &str, error: &str) -> (String, String) {
 }
 
 /// The time zone for natural send-at phrases: the body's, else the config's, else UTC.
-fn time_zone(
-    ctx: &Context,
-    body: &mut Value,
-    pointer: &str,
-) -> Result<crate::schedule::Zone, Problem> {
+fn time_zone(ctx: &Context, body: &mut Value, pointer: &str) -> Result<Zone, Problem> {
     let given = body.as_object_mut().and_then(|o| o.remove(TIME_ZONE));
     match given {
         Some(Value::String(name)) => {
@@ -43,7 +40,7 @@ fn time_zone(
         }
         Some(Value::Null) | None => match &ctx.config.time_zone {
             Some(name) => when::parse_time_zone(name).map_err(internal),
-            None => Ok(crate::schedule::Zone::UTC),
+            None => Ok(Zone::UTC),
         },
         Some(_) => Err(Problem::invalid(pointer, "\"time_zone\" must be a string")),
     }

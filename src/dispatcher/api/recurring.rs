@@ -14,6 +14,7 @@ use crate::dispatcher::recurring::{self, RecurringJob};
 use crate::dispatcher::retry::Policy;
 use crate::schedule::cron::CronSpec;
 use crate::schedule::when;
+use crate::schedule::Zone;
 
 const FIELDS: &[&str] = &[
     "cron",
@@ -101,7 +102,7 @@ pub(super) fn add(
             .map_err(|e| Problem::invalid("/time_zone", e.to_string()))?,
         None => match &ctx.config.time_zone {
             Some(name) => when::parse_time_zone(name).map_err(internal)?,
-            None => crate::schedule::Zone::UTC,
+            None => Zone::UTC,
         },
     };
     let spec =
