@@ -350,39 +350,65 @@ impl Writer {
 
 /// Escapes character data. `>` is escaped too, so `]]>` can never appear. Characters XML
 /// cannot carry (C0 controls but tab and newline, U+FFFE, U+FFFF) become U+FFFD.
-/// Copies runs of plain text whole: message bodies are most of a JobRun, and a push per
-/// character made encoding an eighth of a claim's cost.
+/// Copies runs of plain text whole, and finds them eight bytes at a time: message bodies
+/// are most of a JobRun, and a look at every byte was most of its encoding.
 fn escape_into(out: &mut String, value: &str) {
     let bytes = value.as_bytes();
     let (mut start, mut i) = (0, 0);
     while i < bytes.len() {
-        let (replacement, len) = match bytes[i] {
-            b'&' => ("&amp;", 1),
-            b'<' => ("&lt;", 1),
-            b'>' => ("&gt;", 1),
-            b'\r' => ("&#13;", 1),
-            b'\t' | b'\n' => {
-                i += 1;
+        if let Some(word) = bytes.get(i..i + 8) {
+            if !may_need_escaping(u64::from_le_bytes(word.try_into().expect("8 bytes"))) {
+                i += 8;
                 continue;
             }
-            0x00..=0x1F => ("\u{FFFD}", 1),
-            // U+FFFE and U+FFFF (EF BF BE / EF BF BF); 0xEF is always a lead byte.
-            0xEF if bytes.get(i + 1) == Some(&0xBF)
-                && matches!(bytes.get(i + 2), Some(0xBE | 0xBF)) =>
-            {
-                ("\u{FFFD}", 3)
-            }
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        out.push_str(&value[start..i]);
-        out.push_str(replacement);
-        i += len;
-        start = i;
+        }
+        // A byte of these eight (or of the tail) may need it: look at each.
+        let end = (i + 8).min(bytes.len());
+        while i < end {
+            let (replacement, len) = match bytes[i] {
+                b'&' => ("&amp;", 1),
+                b'<' => ("&lt;", 1),
+                b'>' => ("&gt;", 1),
+                b'\r' => ("&#13;", 1),
+                b'\t' | b'\n' => {
+                    i += 1;
+                    continue;
+                }
+                0x00..=0x1F => ("\u{FFFD}", 1),
+                // U+FFFE and U+FFFF (EF BF BE / EF BF BF); 0xEF is always a lead byte.
+                0xEF if bytes.get(i + 1) == Some(&0xBF)
+                    && matches!(bytes.get(i + 2), Some(0xBE | 0xBF)) =>
+                {
+                    ("\u{FFFD}", 3)
+                }
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            // Replacements start at an ASCII byte or a lead byte: a char boundary.
+            out.push_str(&value[start..i]);
+            out.push_str(replacement);
+            i += len;
+            start = i;
+        }
     }
     out.push_str(&value[start..]);
+}
+
+/// Whether any of the eight bytes in `word` is a control (tab and newline included), `&`,
+/// `<`, `>` or 0xEF (the lead byte of U+FFFE and U+FFFF). The bit tricks can say yes for a
+/// word that needs nothing (the byte loop then copies it) but never no for one that does.
+fn may_need_escaping(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // A byte below n (n <= 0x80) sets its high bit in (word - n per byte) & !word.
+    let below = |n: u64| word.wrapping_sub(ONES * n) & !word & HIGHS;
+    let equal_to = |b: u8| {
+        let x = word ^ (ONES * u64::from(b));
+        x.wrapping_sub(ONES) & !x & HIGHS
+    };
+    (below(0x20) | equal_to(b'&') | equal_to(b'<') | equal_to(b'>') | equal_to(0xEF)) != 0
 }
 
 fn outcome_str(o: Outcome) -> &'static str {
@@ -1400,6 +1426,67 @@ mod tests {
                     assert_eq!(out, reference(&value), "{value:?}");
                 }
             }
+        }
+    }
+
+    /// Every byte that needs a look is seen wherever it falls in an eight-byte word, and
+    /// a word scan never stops a multi-byte character's slice in its middle.
+    #[test]
+    fn escaping_sees_special_bytes_at_every_offset() {
+        let specials = [
+            "&",
+            "<",
+            ">",
+            "\r",
+            "\n",
+            "\t",
+            "\u{0}",
+            "\u{1F}",
+            "\u{FFFE}",
+            "\u{FFFF}",
+            "\u{FFFD}",
+            "é",
+            "\u{EFBF}",
+            "\u{10FFFF}",
+            "\u{7F}",
+        ];
+        fn expected(s: &str) -> &str {
+            match s {
+                "&" => "&amp;",
+                "<" => "&lt;",
+                ">" => "&gt;",
+                "\r" => "&#13;",
+                "\u{0}" | "\u{1F}" | "\u{FFFE}" | "\u{FFFF}" => "\u{FFFD}",
+                other => other,
+            }
+        }
+        for special in specials {
+            for before in 0..20 {
+                for after in [0, 1, 7, 8, 9, 23] {
+                    let value = format!("{}{special}{}", "x".repeat(before), "y".repeat(after));
+                    let mut out = String::new();
+                    escape_into(&mut out, &value);
+                    let want = format!(
+                        "{}{}{}",
+                        "x".repeat(before),
+                        expected(special),
+                        "y".repeat(after)
+                    );
+                    assert_eq!(out, want, "{value:?}");
+                }
+            }
+        }
+        // Bytes at and around the thresholds the word test compares against.
+        for b in 0u8..=0x7F {
+            let value = format!("abcdefg{}hijklmnop", b as char);
+            let mut out = String::new();
+            escape_into(&mut out, &value);
+            let mut one = String::new();
+            escape_into(&mut one, &(b as char).to_string());
+            assert_eq!(out, format!("abcdefg{one}hijklmnop"), "byte {b:#x}");
+            let plain =
+                !matches!(b, b'&' | b'<' | b'>' | b'\r') && (b >= 0x20 || b == b'\t' || b == b'\n');
+            assert_eq!(one == (b as char).to_string(), plain, "byte {b:#x}");
         }
     }
 
