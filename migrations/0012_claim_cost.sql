@@ -1,4 +1,4 @@
--- mailrun schema, version 12: a cheaper claim (docs/decisions.md, 41).
+-- mailrun schema, version 12: a cheaper claim (docs/decisions.md, 41 and 43).
 -- mailrun.claim_batch returns each account's max_connections with the batch (the claim
 -- no longer looks it up once per row). A function's result type cannot be changed in
 -- place, so the old one goes here and sql/functions/claim_batch.sql creates the new one
@@ -22,3 +22,7 @@ WHERE NOT EXISTS (SELECT 1 FROM mailrun.messages m WHERE m.id = l.message_id)
 ALTER TABLE mailrun.leases DROP CONSTRAINT leases_pkey,
                            ADD PRIMARY KEY (message_id, lease_token);
 DROP INDEX mailrun.leases_message;
+-- A fast claim round writes no lease rows: its tokens are derived from a secret its job
+-- run keeps (mailrun.lease_token), which apply_result checks instead. Job runs from
+-- before have none; their leases have rows.
+ALTER TABLE mailrun.job_runs ADD COLUMN lease_secret bytea;

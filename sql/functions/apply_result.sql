@@ -80,6 +80,19 @@ BEGIN
         RETURN 'unknown';
     END IF;
     SELECT * INTO v_lease FROM mailrun.leases l WHERE l.lease_token = v_token AND l.message_id = m.id;
+    IF NOT FOUND AND (r->'job_run_id' IS NULL OR r->>'job_run_id' ~*
+            '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$') THEN
+        -- A lease of a fast claim round has no row: its token is derived from its job
+        -- run's secret (mailrun.lease_token), so a match proves the same. It was leased
+        -- on the message's one account (the fast path takes no failover list). A report
+        -- without its job run (a direct SQL caller) can only be of the current lease.
+        SELECT v_token, m.id, j.id, j.runner_id, j.created_at, j.lease_expires_at, m.account_id
+        INTO v_lease
+        FROM mailrun.job_runs j
+        WHERE j.id = coalesce((r->>'job_run_id')::uuid, m.job_run_id)
+          AND j.lease_secret IS NOT NULL
+          AND mailrun.lease_token(j.lease_secret, m.id) = v_token;
+    END IF;
     IF NOT FOUND OR v_lease.runner_id <> p_runner THEN
         RETURN 'rejected';
     END IF;

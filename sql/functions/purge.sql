@@ -1,5 +1,7 @@
 -- Deletes finished messages (with their attempts and leases) older than `age`, and job
--- runs left without leases; returns the number of messages deleted.
+-- runs as old left without lease rows (a fast claim round writes none: its reports are
+-- checked against the job run, so they are taken until the job run goes); returns the
+-- number of messages deleted.
 CREATE OR REPLACE FUNCTION mailrun.purge(age interval) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE

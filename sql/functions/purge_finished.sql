@@ -1,7 +1,9 @@
 -- Looks at up to `max_rows` finished messages past their keep time, oldest first: sent
 -- after `keep_sent`; failed, expired and cancelled after `keep_failed`. Those matching a
 -- review pattern (see kept_for_review) are held; the others are deleted with their
--- attempts and leases. Job runs left without leases go too. Returns (purged, held):
+-- attempts and leases. Job runs past the shorter keep time left without lease rows go
+-- too (a fast claim round writes none: reports of its leases are taken until then).
+-- Returns (purged, held):
 -- messages deleted, and messages newly held for review by this call.
 CREATE OR REPLACE FUNCTION mailrun.purge_finished(keep_sent interval, keep_failed interval,
                                        review text[], max_rows integer)

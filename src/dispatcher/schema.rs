@@ -97,6 +97,7 @@ pub const ROUTINE_SOURCES: &[Source] = &[
     source!("functions/code_matches.sql"),
     source!("functions/reply_decision.sql"),
     source!("functions/held_quota_ids.sql"),
+    source!("functions/lease_token.sql"),
     source!("functions/claim_batch.sql"),
     source!("functions/apply_result.sql"),
     source!("functions/release_frees_now.sql"),

@@ -299,7 +299,7 @@ fn concurrent_claimers_never_share_a_message() {
     assert_eq!(
         count(
             &mut c,
-            "SELECT count(DISTINCT lease_token) FROM mailrun.leases"
+            "SELECT count(DISTINCT lease_token) FROM mailrun.messages WHERE state = 'leased'"
         ),
         3000
     );
@@ -396,6 +396,78 @@ fn results_are_idempotent() {
         count(&mut c, "SELECT count(*) FROM mailrun.delivery_attempts"),
         1
     );
+}
+
+#[test]
+fn a_fast_round_token_proves_its_own_message_and_job_run_only() {
+    // Nothing can hold these back, so the claim takes the set-based round: no lease rows,
+    // each token derived from the job run's secret (decision 43). A token must still
+    // prove exactly what a lease row proved.
+    let (_url, mut c) = setup("derived_tokens");
+    let a = enqueue(&mut c, msg(&["a@example.org"]));
+    let b = enqueue(&mut c, msg(&["b@example.org"]));
+    let run1 = queue::claim_batch(&mut c, "r1", 2, 600).unwrap();
+    assert_eq!(run1.messages.len(), 2);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM mailrun.leases"), 0);
+    let token = |id: i64| -> String {
+        run1.messages
+            .iter()
+            .find(|m| m.id == id)
+            .unwrap()
+            .lease_token
+            .clone()
+    };
+    assert_ne!(token(a), token(b));
+    let other = enqueue(&mut c, msg(&["c@example.org"]));
+    let (run2, _) = claim_one(&mut c, "r1", other);
+
+    let failed = |run: &str, id: i64, tok: &str| result(run, id, tok, Outcome::Failed, Some(550));
+    // One message's token on another message of the same batch.
+    assert_eq!(
+        apply(&mut c, "r1", &failed(&run1.job_run_id, b, &token(a))),
+        ApplyStatus::Rejected
+    );
+    // The right token under another job run of the same runner, an unknown one, none.
+    assert_eq!(
+        apply(&mut c, "r1", &failed(&run2, a, &token(a))),
+        ApplyStatus::Rejected
+    );
+    let unknown_run = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        apply(&mut c, "r1", &failed(&unknown_run, a, &token(a))),
+        ApplyStatus::Rejected
+    );
+    assert_eq!(
+        apply(&mut c, "r1", &failed("not-a-job-run", a, &token(a))),
+        ApplyStatus::Rejected
+    );
+    // Another runner holding the whole report.
+    assert_eq!(
+        apply(&mut c, "r2", &failed(&run1.job_run_id, a, &token(a))),
+        ApplyStatus::Rejected
+    );
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM mailrun.delivery_attempts"),
+        0
+    );
+    assert_eq!(state(&mut c, a), "leased");
+    assert_eq!(state(&mut c, b), "leased");
+
+    // The right report applies; once the lease has moved on, the old token is late.
+    let sent = result(&run1.job_run_id, a, &token(a), Outcome::Sent, Some(250));
+    assert_eq!(apply(&mut c, "r1", &sent), ApplyStatus::Applied);
+    assert_eq!(state(&mut c, a), "sent");
+    c.execute(
+        "UPDATE mailrun.messages SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
+        &[&b],
+    )
+    .unwrap();
+    assert_eq!(queue::reap_expired(&mut c).unwrap(), 1);
+    let (_run3, token3) = claim_one(&mut c, "r2", b);
+    assert_ne!(token3, token(b));
+    let late = result(&run1.job_run_id, b, &token(b), Outcome::Sent, Some(250));
+    assert_eq!(apply(&mut c, "r1", &late), ApplyStatus::Late);
+    assert_eq!(apply(&mut c, "r1", &late), ApplyStatus::Duplicate);
 }
 
 #[test]
@@ -1037,8 +1109,22 @@ fn the_set_based_claim_leases_what_the_per_message_claim_leases() {
         let second = claimed_ids(&mut c, 100);
         assert_eq!(state(&mut c, ids[3]), "expired", "{name}");
         assert_eq!(first.len() + second.len(), 39, "{name}");
+        // The per-message path records a lease row each; the set-based path none: its
+        // tokens are derived from the job run's secret (decision 43). Without the
+        // suppression only the first claim's round, which met the expired message, went
+        // message by message.
         let leases = count(&mut c, "SELECT count(*) FROM mailrun.leases");
-        assert_eq!(leases, 39, "{name}: one lease row per leased message");
+        let derived = count(
+            &mut c,
+            "SELECT count(*) FROM mailrun.messages m JOIN mailrun.job_runs j ON j.id = m.job_run_id
+             WHERE m.state = 'leased' AND m.lease_token = mailrun.lease_token(j.lease_secret, m.id)",
+        );
+        assert_eq!(leases + derived, 39, "{name}: every lease on record once");
+        assert_eq!(
+            derived,
+            if suppress { 0 } else { 24 },
+            "{name}: derived tokens"
+        );
         let tokens = count(
             &mut c,
             "SELECT count(DISTINCT lease_token) FROM mailrun.messages WHERE state = 'leased'",
