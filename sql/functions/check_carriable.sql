@@ -1,13 +1,32 @@
--- Every text field of a message object against mailrun.field_limits. Values of the
--- wrong type are left to enqueue_at, which names them.
+-- Every text field of a message object against mailrun.field_limits and the characters
+-- the protocol can carry. Values of the wrong type are left to enqueue_at, which names
+-- them.
 CREATE OR REPLACE FUNCTION mailrun.check_carriable(pos integer, m jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     lim jsonb;
+    v_json text;
     f text;
     e jsonb;
 BEGIN
     IF m IS NULL OR jsonb_typeof(m) <> 'object' THEN
+        RETURN;
+    END IF;
+    -- Most messages: nothing but the bodies (which have no limit) is as long as the
+    -- smallest limit checked here, so no string can be over its own; and no string holds
+    -- a character the protocol cannot carry. Outside the bodies that shows in jsonb's
+    -- rendering, which writes every control character as \b, \f, \t, \n, \r or \u00XX (a
+    -- literal backslash may match too, and only costs the checks below); the bodies are
+    -- looked at as they are (rendering them cost more than the checks it saved). Then
+    -- nothing can fail, and the field-by-field checks (a fifth of an enqueue) are skipped.
+    v_json := (m - 'text' - 'html')::text;
+    IF v_json !~ '\\(u00|b|f)|[\uFFFE\uFFFF]'
+       AND octet_length(v_json) < (
+           SELECT min(x.max_chars) FROM mailrun.field_limits x
+           WHERE x.field IN ('address', 'subject', 'message_id', 'header_value',
+                             'attachment_filename', 'attachment_content_type'))
+       AND coalesce(m->>'text', '') !~ '[\u0001-\u0008\u000b\u000c\u000e-\u001f\uffff\ufffe]'
+       AND coalesce(m->>'html', '') !~ '[\u0001-\u0008\u000b\u000c\u000e-\u001f\uffff\ufffe]' THEN
         RETURN;
     END IF;
     SELECT jsonb_object_agg(field, max_chars) INTO lim FROM mailrun.field_limits;
