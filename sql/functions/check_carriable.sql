@@ -18,7 +18,7 @@ BEGIN
     -- rendering, which writes every control character as \b, \f, \t, \n, \r or \u00XX (a
     -- literal backslash may match too, and only costs the checks below); the bodies are
     -- looked at as they are (rendering them cost more than the checks it saved). Then
-    -- nothing can fail, and the field-by-field checks (a fifth of an enqueue) are skipped.
+    -- nothing can fail, and the field-by-field checks (a quarter of an enqueue) are skipped.
     v_json := (m - 'text' - 'html')::text;
     IF v_json !~ '\\(u00|b|f)|[\uFFFE\uFFFF]'
        AND octet_length(v_json) < (
