@@ -14,7 +14,10 @@ BEGIN
         DELETE FROM mailrun.leases l WHERE l.message_id IN (SELECT g.id FROM gone g)
     )
     SELECT count(*) INTO v_count FROM gone;
+    -- Never a job run whose leases still run: a fast round's reports are checked
+    -- against it.
     DELETE FROM mailrun.job_runs j WHERE j.created_at < now() - age
+        AND j.lease_expires_at < now()
         AND NOT EXISTS (SELECT 1 FROM mailrun.leases l WHERE l.job_run_id = j.id);
     RETURN v_count;
 END

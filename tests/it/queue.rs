@@ -468,6 +468,16 @@ fn a_fast_round_token_proves_its_own_message_and_job_run_only() {
     let late = result(&run1.job_run_id, b, &token(b), Outcome::Sent, Some(250));
     assert_eq!(apply(&mut c, "r1", &late), ApplyStatus::Late);
     assert_eq!(apply(&mut c, "r1", &late), ApplyStatus::Duplicate);
+
+    // A purge, however short its age, keeps a job run whose leases still run: its
+    // tokens are checked against it.
+    let d = enqueue(&mut c, msg(&["d@example.org"]));
+    let (run4, token4) = claim_one(&mut c, "r1", d);
+    c.batch_execute("UPDATE mailrun.job_runs SET created_at = now() - interval '2 hours'")
+        .unwrap();
+    queue::purge(&mut c, 60).unwrap();
+    let sent = result(&run4, d, &token4, Outcome::Sent, Some(250));
+    assert_eq!(apply(&mut c, "r1", &sent), ApplyStatus::Applied);
 }
 
 #[test]
