@@ -25,8 +25,8 @@ BEGIN
            SELECT min(x.max_chars) FROM mailrun.field_limits x
            WHERE x.field IN ('address', 'subject', 'message_id', 'header_value',
                              'attachment_filename', 'attachment_content_type'))
-       AND coalesce(m->>'text', '') !~ '[\u0001-\u0008\u000b\u000c\u000e-\u001f\uffff\ufffe]'
-       AND coalesce(m->>'html', '') !~ '[\u0001-\u0008\u000b\u000c\u000e-\u001f\uffff\ufffe]' THEN
+       AND NOT mailrun.has_uncarriable_char(coalesce(m->>'text', ''))
+       AND NOT mailrun.has_uncarriable_char(coalesce(m->>'html', '')) THEN
         RETURN;
     END IF;
     SELECT jsonb_object_agg(field, max_chars) INTO lim FROM mailrun.field_limits;

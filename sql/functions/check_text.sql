@@ -10,7 +10,7 @@ BEGIN
         PERFORM mailrun.refuse(pos, format('%s is %s characters, over the limit of %s',
             what, char_length(v), max_chars));
     END IF;
-    IF v ~ '[\u0001-\u0008\u000b\u000c\u000e-\u001f\uffff\ufffe]' THEN
+    IF mailrun.has_uncarriable_char(v) THEN
         PERFORM mailrun.refuse(pos, format(
             '%s contains a control character the protocol cannot carry (only tab, CR and LF are allowed)',
             what));

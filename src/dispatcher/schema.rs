@@ -78,6 +78,7 @@ pub const ROUTINE_SOURCES: &[Source] = &[
     source!("functions/is_permanent.sql"),
     source!("functions/backoff_seconds.sql"),
     source!("functions/pending.sql"),
+    source!("functions/has_uncarriable_char.sql"),
     source!("functions/check_text.sql"),
     source!("functions/check_carriable.sql"),
     source!("functions/enqueue_at.sql"),
