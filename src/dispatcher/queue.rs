@@ -281,18 +281,16 @@ pub fn apply_results_detailed(
     let mut order: Vec<usize> = (0..results.len()).collect();
     order.sort_by_key(|&i| results[i].message_id);
     let mut statuses = vec![ApplyStatus::Unknown; results.len()];
-    // One round trip per chunk instead of one per result; the function scan yields the
-    // array's elements in order, so each is applied in message-id order.
+    // One round trip per chunk instead of one per result (mailrun.apply_results).
     for chunk in order.chunks(APPLY_CHUNK) {
         let batch = Value::Array(chunk.iter().map(|&i| result_json(&results[i])).collect());
         let rows = c.query_typed(
-            "SELECT t.n, mailrun.apply_result($1, t.r)
-             FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(r, n)",
+            "SELECT n, status FROM mailrun.apply_results($1, $2::jsonb)",
             &params(&[&runner_id, &batch]),
         )?;
         if rows.len() != chunk.len() {
             anyhow::bail!(
-                "mailrun.apply_result answered {} of {} results",
+                "mailrun.apply_results answered {} of {} results",
                 rows.len(),
                 chunk.len()
             );
@@ -303,7 +301,7 @@ pub fn apply_results_detailed(
             let i = usize::try_from(n - 1)
                 .ok()
                 .and_then(|k| chunk.get(k))
-                .ok_or_else(|| anyhow::anyhow!("mailrun.apply_result: no result {n}"))?;
+                .ok_or_else(|| anyhow::anyhow!("mailrun.apply_results: no result {n}"))?;
             statuses[*i] = ApplyStatus::parse(&status)?;
         }
     }

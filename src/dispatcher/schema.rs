@@ -101,6 +101,7 @@ pub const ROUTINE_SOURCES: &[Source] = &[
     source!("functions/lease_token.sql"),
     source!("functions/claim_batch.sql"),
     source!("functions/apply_result.sql"),
+    source!("functions/apply_results.sql"),
     source!("functions/release_frees_now.sql"),
     source!("functions/reap_expired.sql"),
     source!("functions/release_lost_batches.sql"),

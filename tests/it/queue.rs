@@ -1188,3 +1188,207 @@ fn pending_recipients_match_the_version_1_definition() {
         }
     }
 }
+
+/// What a report leaves behind in one database: the status of each result, then every
+/// message, attempt and webhook event it touched, as text (ids of job runs and tokens,
+/// random per database, only as present or not).
+fn report_scenario(db: &str, bulk: bool) -> (Vec<String>, String) {
+    let (_url, mut c) = setup(db);
+    c.batch_execute(
+        "INSERT INTO mailrun.smtp_accounts (name, host, port, security, username, password)
+         VALUES ('backup', '127.0.0.1', 2526, 'none', 'user', 'hunter2');
+         INSERT INTO mailrun.webhook_endpoints (url, secret, events)
+         VALUES ('http://127.0.0.1:9/hook', decode(repeat('ab', 32), 'hex'),
+                 ARRAY['sent', 'deferred', 'failed'])",
+    )
+    .unwrap();
+    // Two accounts: every message names its own.
+    let on_main = |to: &[&str]| {
+        let mut m = msg(to);
+        m["account"] = json!("main");
+        m
+    };
+    let one = |c: &mut Client, to: &str| enqueue(c, on_main(&[to]));
+    // A failover list: claimed on its own, it gets a lease row (the others are claimed in
+    // a fast round, their tokens derived from the job run).
+    let mut failover = msg(&["g@example.org"]);
+    failover["accounts"] = json!(["main", "backup"]);
+    let lease_row = enqueue(&mut c, failover);
+    let (run_of_lease_row, token_of_lease_row) = claim_one(&mut c, "r1", lease_row);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM mailrun.leases"), 1);
+    let sent = one(&mut c, "a@example.org");
+    let per_recipient = enqueue(&mut c, on_main(&["b1@example.org", "b2@example.org"]));
+    let deferred = one(&mut c, "c@example.org");
+    let twice = one(&mut c, "d@example.org");
+    let wrong_token = one(&mut c, "e@example.org");
+    let no_job_run = one(&mut c, "f@example.org");
+    let late = one(&mut c, "h@example.org");
+    let duplicate = one(&mut c, "j@example.org");
+    let mut three = on_main(&["k1@example.org"]);
+    three["cc"] = json!(["k2@example.org"]);
+    three["bcc"] = json!(["k3@example.org"]);
+    let three = enqueue(&mut c, three);
+    let empty_list = one(&mut c, "l@example.org");
+
+    let run = queue::claim_batch(&mut c, "r1", 100, 600).unwrap();
+    assert_eq!(run.messages.len(), 10);
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM mailrun.leases"),
+        1,
+        "a fast round"
+    );
+    let token = |id: i64| -> String {
+        match run.messages.iter().find(|m| m.id == id) {
+            Some(m) => m.lease_token.clone(),
+            None => token_of_lease_row.clone(),
+        }
+    };
+    // Leased to the other runner, reported by this one.
+    let foreign = one(&mut c, "m@example.org");
+    let (run_of_foreign, token_of_foreign) = claim_one(&mut c, "r2", foreign);
+    c.execute(
+        "UPDATE mailrun.messages SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
+        &[&late],
+    )
+    .unwrap();
+    assert_eq!(queue::reap_expired(&mut c).unwrap(), 1);
+    claim_one(&mut c, "r2", late);
+    let mut earlier = result(
+        &run.job_run_id,
+        duplicate,
+        &token(duplicate),
+        Outcome::Sent,
+        Some(250),
+    );
+    earlier.attempted_at = "2026-12-05T08:00:00Z".parse().unwrap();
+    assert_eq!(apply(&mut c, "r1", &earlier), ApplyStatus::Applied);
+
+    let r = |id: i64, outcome: &str, code: u16| {
+        json!({"job_run_id": run.job_run_id, "message_id": id, "lease_token": token(id),
+               "outcome": outcome, "smtp_code": code, "enhanced_status": null,
+               "text": format!("{code} server says"), "attempted_at": "2026-12-05T09:00:00Z",
+               "recipients": []})
+    };
+    let mut b = r(per_recipient, "sent", 250);
+    b["recipients"] = json!([
+        {"address": "b1@example.org", "outcome": "sent", "smtp_code": 250},
+        {"address": "b2@example.org", "outcome": "failed", "smtp_code": 550,
+         "enhanced_status": "5.1.1", "text": "no such user"}]);
+    let mut e = r(wrong_token, "sent", 250);
+    e["lease_token"] = json!(token(sent));
+    let mut f = r(no_job_run, "sent", 250);
+    f.as_object_mut().unwrap().remove("job_run_id");
+    let mut g = r(lease_row, "sent", 250);
+    g["job_run_id"] = json!(run_of_lease_row);
+    let mut l = r(empty_list, "sent", 250);
+    l.as_object_mut().unwrap().remove("recipients");
+    let mut m = r(foreign, "sent", 250);
+    m["job_run_id"] = json!(run_of_foreign);
+    m["lease_token"] = json!(token_of_foreign);
+    let unknown = json!({"message_id": 999_999, "lease_token": uuid::Uuid::new_v4().to_string(),
+                         "outcome": "sent", "smtp_code": 250});
+    let report = vec![
+        g,
+        r(sent, "sent", 250),
+        b,
+        r(deferred, "deferred", 451),
+        r(twice, "sent", 250),
+        r(twice, "failed", 550),
+        e,
+        f,
+        r(late, "sent", 250),
+        r(duplicate, "sent", 250),
+        r(three, "sent", 250),
+        l,
+        m,
+        unknown,
+    ];
+    let mut tx = c.transaction().unwrap();
+    let statuses: Vec<String> = if bulk {
+        tx.batch_execute("SET LOCAL track_functions = 'pl'")
+            .unwrap();
+        let statuses = tx
+            .query(
+                "SELECT status FROM mailrun.apply_results('r1', $1) ORDER BY n",
+                &[&Value::Array(report)],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        // g, a, f, k and l are recorded together; the other nine one by one.
+        let one_by_one: i64 = tx
+            .query_one(
+                "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_xact_user_functions
+                 WHERE schemaname = 'mailrun' AND funcname = 'apply_result'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(one_by_one, 9);
+        statuses
+    } else {
+        report
+            .iter()
+            .map(|r| {
+                tx.query_one("SELECT mailrun.apply_result('r1', $1)", &[r])
+                    .unwrap()
+                    .get(0)
+            })
+            .collect()
+    };
+    tx.commit().unwrap();
+    let snapshot: String = c
+        .query_one(
+            "SELECT concat_ws(E'\\n',
+               (SELECT string_agg(concat_ws(' ', id, state, attempts, recipients_sent,
+                    recipients_failed, last_code, last_enhanced, last_text,
+                    last_attempt_at, lease_token IS NULL, finished_at IS NULL,
+                    skip_account_ids, next_attempt_at > now()), E'\\n' ORDER BY id)
+                FROM mailrun.messages),
+               (SELECT string_agg(concat_ws(' ', message_id, runner_id, outcome, smtp_code,
+                    enhanced_status, text, recipients, attempted_at, late,
+                    job_run_id IS NULL), E'\\n' ORDER BY message_id, id)
+                FROM mailrun.delivery_attempts),
+               (SELECT string_agg(concat_ws(' ', message_id, recipient, state, smtp_code,
+                    enhanced_status, text, attempted_at), E'\\n'
+                    ORDER BY message_id, recipient NULLS FIRST, state, text)
+                FROM mailrun.webhook_events),
+               (SELECT count(*) FROM mailrun.webhook_deliveries))",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    (statuses, snapshot)
+}
+
+#[test]
+fn a_report_of_many_results_records_exactly_what_one_at_a_time_would() {
+    // mailrun.apply_results records the common report (sent under the current lease) for
+    // many messages at once and leaves the rest to apply_result: the outcome must be the
+    // same as apply_result's, result by result, in the same order.
+    let (bulk, bulk_rows) = report_scenario("report_bulk", true);
+    let (single, single_rows) = report_scenario("report_single", false);
+    assert_eq!(bulk, single);
+    assert_eq!(bulk_rows, single_rows);
+    assert_eq!(
+        single,
+        [
+            "applied",
+            "applied",
+            "applied",
+            "applied",
+            "applied",
+            "duplicate",
+            "rejected",
+            "applied",
+            "late",
+            "duplicate",
+            "applied",
+            "applied",
+            "rejected",
+            "unknown"
+        ]
+    );
+    assert!(single_rows.contains("{k1@example.org,k2@example.org,k3@example.org}"));
+}
