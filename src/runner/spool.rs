@@ -323,7 +323,11 @@ pub struct Journal {
 
 struct JournalShared {
     state: std::sync::Mutex<JournalState>,
-    changed: std::sync::Condvar,
+    /// The fsync thread waits here for appended lines (or closing, or a failure).
+    appended: std::sync::Condvar,
+    /// Sessions in [`Journal::synced`] wait here for an fsync (or a failure). Apart from
+    /// `appended` so that an append wakes only the fsync thread, not every waiting session.
+    durable: std::sync::Condvar,
 }
 
 struct JournalState {
@@ -399,7 +403,8 @@ impl Journal {
             path: path.to_path_buf(),
             shared: std::sync::Arc::new(JournalShared {
                 state: std::sync::Mutex::new(state),
-                changed: std::sync::Condvar::new(),
+                appended: std::sync::Condvar::new(),
+                durable: std::sync::Condvar::new(),
             }),
             syncer: std::sync::Mutex::new(None),
         })
@@ -440,14 +445,15 @@ impl Journal {
             // certainly there (what was synced).
             st.failed = Some(e.to_string());
             st.truncate_to_durable();
-            self.shared.changed.notify_all();
+            self.shared.appended.notify_all();
+            self.shared.durable.notify_all();
             return Err(e).with_context(|| {
                 format!("cannot write journal {} (disk full?)", self.path.display())
             });
         }
         st.written_len += line.len() as u64;
         st.entries.push(result);
-        self.shared.changed.notify_all();
+        self.shared.appended.notify_one();
         Ok(())
     }
 
@@ -467,7 +473,7 @@ impl Journal {
             }
             st = self
                 .shared
-                .changed
+                .durable
                 .wait(st)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
@@ -528,14 +534,14 @@ fn sync_loop(shared: &JournalShared, file: &File) {
                     st.truncate_to_durable();
                 }
             }
-            shared.changed.notify_all();
+            shared.durable.notify_all();
             continue;
         }
         if st.closing {
             return;
         }
         st = shared
-            .changed
+            .appended
             .wait(st)
             .unwrap_or_else(std::sync::PoisonError::into_inner);
     }
@@ -544,7 +550,7 @@ fn sync_loop(shared: &JournalShared, file: &File) {
 impl Drop for Journal {
     fn drop(&mut self) {
         self.lock().closing = true;
-        self.shared.changed.notify_all();
+        self.shared.appended.notify_all();
         let thread = self
             .syncer
             .get_mut()
