@@ -515,24 +515,33 @@ def main():
                             for name in names:
                                 mr.admin("runner", "enable" if name in active else "disable", name)
                             vals = []
+                            splits = []   # (enqueue, enqueued to first delivered, first to last) s
                             for _ in range(runs):
                                 mr.wait_idle(names)
                                 mr.reset_queue()
+                                t_first = sink.expect(1)
                                 t = sink.expect(n)
                                 t0 = time.monotonic()
                                 subprocess.run([f"{BIN}/dispatch-admin", "enqueue", "--jsonl", path],
                                                env=mr.env, check=True, stdout=subprocess.DEVNULL)
+                                t_enqueued = time.monotonic()
                                 mr.tick()
 
                                 def again():
                                     # What cron does: a tick when no cycle is running.
                                     if mr.idle(active):
                                         mr.tick()
-                                vals.append(n / (sink.wait(t, 900, on_idle=again) - t0))
+                                first = sink.wait(t_first, 900, on_idle=again)
+                                last = sink.wait(t, 900, on_idle=again)
+                                vals.append(n / (last - t0))
+                                splits.append((t_enqueued - t0, first - t_enqueued, last - first))
                             mr.wait_idle(names)
+                            parts = [statistics.median(s[i] for s in splits) for i in range(3)]
                             e2e[(size, transport, nr, batch)] = record(
                                 "e2e", f"{size // 1024} KB x {n}, {transport}, {nr} runner(s), batch {batch}",
-                                "msgs/s", vals)
+                                "msgs/s", vals,
+                                note="[median s: enqueue %.3f, to first delivered %.3f, first to last %.3f]"
+                                % tuple(parts))
             for name in names:
                 mr.admin("runner", "disable", name)
 

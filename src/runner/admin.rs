@@ -17,6 +17,7 @@ use crate::protocol::Body;
 use crate::runner::config::{RunnerConfig, Settings};
 use crate::runner::deliver::{self, Engine, EngineOptions};
 use crate::runner::poll::{self, PollOptions, PollOutcome};
+use crate::runner::refill::Refill;
 use crate::runner::spool::{self, Journal, SpooledBatch};
 use crate::runner::state::{ConfigLock, StateDir};
 
@@ -520,7 +521,7 @@ fn cycle(state: &StateDir, args: CycleArgs) -> Result<u8> {
         timeout: Duration::from_secs(args.timeout.max(1)),
         capacity: None,
     };
-    let low_water = config.settings.max_sessions as usize;
+    let mut refill = Refill::new(config.settings.max_sessions, config.settings.batch_size);
     let mut dry = false;
     let polled: Result<()> = (|| loop {
         if engine.stopped().is_some() || !engine.lease_too_short().is_empty() {
@@ -530,13 +531,17 @@ fn cycle(state: &StateDir, args: CycleArgs) -> Result<u8> {
             log("time budget used up");
             return Ok(());
         }
+        let low_water = refill.low_water(engine.rate());
         if !dry && engine.queued() <= low_water {
+            opts.capacity = Some(refill.capacity());
+            let asked_at = Instant::now();
             let outcome = poll::poll_once(state, &config, &opts)?;
             log(&outcome.to_string());
             match outcome {
                 PollOutcome::Spooled { job_run_id, .. } => {
                     did_work = true;
                     engine.add(SpooledBatch::new(state, &job_run_id))?;
+                    refill.requested(asked_at.elapsed());
                     // The hint was acted on; keep asking until the dispatcher runs dry.
                     opts.force = true;
                 }
@@ -557,6 +562,7 @@ fn cycle(state: &StateDir, args: CycleArgs) -> Result<u8> {
             dry = false;
             continue;
         }
+        engine.set_low_water(low_water);
         engine.wait(Duration::from_millis(500));
     })();
     // Batches in hand are leased to this runner: they are delivered whatever happened.

@@ -29,6 +29,7 @@ use crate::protocol::codec::{self, Limits, RefusedMessage};
 use crate::protocol::reply_rules::Policy;
 use crate::protocol::{Body, JobRun, MessageResult, OutboundMessage, Outcome};
 use crate::runner::config::RunnerConfig;
+use crate::runner::refill::Pace;
 use crate::runner::reply_policy::BatchGuard;
 use crate::runner::spool::{self, BatchMeta, Journal, SpooledBatch};
 use crate::runner::state::StateDir;
@@ -104,8 +105,12 @@ struct Shared {
     /// every batch (a batch fetched a moment later would only hit the same answer).
     guard: Mutex<BatchGuard>,
     sched: Mutex<Sched>,
-    /// Workers wait here for work; the owner waits here for progress.
-    changed: Condvar,
+    /// Idle workers wait here for work (or for the run to close or stop). Kept apart from
+    /// `progress`: a worker going idle must not wake the other idle workers, which would
+    /// wake each other in turn and spin both cores while a batch is being fetched.
+    work: Condvar,
+    /// The owner waits here: a message taken, a batch finished, a worker gone, a stop.
+    progress: Condvar,
 }
 
 struct Sched {
@@ -113,6 +118,10 @@ struct Sched {
     accounts: HashMap<String, AccountRun>,
     /// Messages not yet taken by a worker.
     queued: usize,
+    /// The owner is woken when a worker takes a message and no more than this many
+    /// are left queued (it tops the queues up then).
+    low_water: usize,
+    pace: Pace,
     /// Handles not yet joined.
     workers: Vec<JoinHandle<()>>,
     /// Workers running (the handles may have been taken by a join already).
@@ -173,6 +182,7 @@ impl AccountRun {
 impl Engine {
     pub fn new(state_dir: &StateDir, options: EngineOptions, policy: Policy) -> Engine {
         let policy = Arc::new(policy);
+        let low_water = 2 * options.max_sessions.max(1);
         Engine {
             shared: Arc::new(Shared {
                 state_dir: state_dir.clone(),
@@ -182,6 +192,8 @@ impl Engine {
                     batches: Vec::new(),
                     accounts: HashMap::new(),
                     queued: 0,
+                    low_water,
+                    pace: Pace::default(),
                     workers: Vec::new(),
                     live_workers: 0,
                     idle_workers: 0,
@@ -194,7 +206,8 @@ impl Engine {
                     spawn_failed: false,
                     report: SendReport::default(),
                 }),
-                changed: Condvar::new(),
+                work: Condvar::new(),
+                progress: Condvar::new(),
             }),
         }
     }
@@ -319,8 +332,9 @@ impl Engine {
         if remaining == 0 {
             // Everything journalled already (a run killed after its last append).
             finish_batch(&self.shared, index)?;
+            self.shared.progress.notify_all();
         }
-        self.shared.changed.notify_all();
+        self.shared.work.notify_all();
         Ok(())
     }
 
@@ -332,6 +346,16 @@ impl Engine {
     /// Messages not yet taken by a session.
     pub fn queued(&self) -> usize {
         self.shared.lock().queued
+    }
+
+    /// Wake [`Engine::wait`] once no more than `n` messages are queued.
+    pub fn set_low_water(&self, n: usize) {
+        self.shared.lock().low_water = n;
+    }
+
+    /// Messages a second the sessions finish while they have work (see [`Pace`]).
+    pub fn rate(&self) -> Option<f64> {
+        self.shared.lock().pace.rate(Instant::now())
     }
 
     /// Whether every added batch has its outcomes in the outbox.
@@ -356,7 +380,7 @@ impl Engine {
         let sched = self.shared.lock();
         let _ = self
             .shared
-            .changed
+            .progress
             .wait_timeout(sched, timeout)
             .unwrap_or_else(std::sync::PoisonError::into_inner);
     }
@@ -442,7 +466,7 @@ impl Engine {
             if workers.is_empty() {
                 return;
             }
-            self.shared.changed.notify_all();
+            self.shared.work.notify_all();
             for w in workers {
                 let _ = w.join();
             }
@@ -499,7 +523,8 @@ impl Shared {
         let mut sched = self.lock();
         sched.stopped.get_or_insert_with(|| why.to_string());
         drop(sched);
-        self.changed.notify_all();
+        self.work.notify_all();
+        self.progress.notify_all();
     }
 }
 
@@ -567,10 +592,16 @@ fn work(shared: &Arc<Shared>) {
             sched.live_workers -= 1;
             drop(sched);
             sender.close();
-            shared.changed.notify_all();
+            // Its account has room for another session now.
+            shared.work.notify_all();
+            shared.progress.notify_all();
             return;
         };
+        let running_low = sched.queued <= sched.low_water;
         drop(sched);
+        if running_low {
+            shared.progress.notify_all();
+        }
         if let Some(account) = release {
             sender.release(&account);
         }
@@ -666,9 +697,8 @@ fn next_task<'a>(
             }
         }
         sched.idle_workers += 1;
-        shared.changed.notify_all();
         sched = shared
-            .changed
+            .work
             .wait_timeout(sched, Duration::from_secs(1))
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .0;
@@ -782,8 +812,13 @@ fn adjust_window(shared: &Arc<Shared>, account: &str, delivery: &Delivery) {
         a.window = a.window.saturating_sub(1).max(1);
     } else if delivery.outcome == Outcome::Sent && a.window < a.limit {
         a.window += 1;
-        // Room for one more session: a worker for it, if none is idle.
+        // Room for one more session: an idle worker takes it, or a new one.
+        let wake = !a.queue.is_empty() && sched.idle_workers > 0;
         spawn_workers(shared, &mut sched);
+        drop(sched);
+        if wake {
+            shared.work.notify_one();
+        }
     }
 }
 
@@ -825,12 +860,12 @@ fn connect_failed(
         sched.queued += 1;
         sched.batches[job.0].started -= 1;
         drop(sched);
-        shared.changed.notify_all();
+        shared.work.notify_all();
         return true;
     }
     a.given_up = Some(delivery.clone());
     drop(sched);
-    shared.changed.notify_all();
+    shared.work.notify_all();
     false
 }
 
@@ -907,6 +942,8 @@ fn record(shared: &Shared, job: Job, what: Recorded) {
     }
     let mut sched = shared.lock();
     sched.report.count(outcome);
+    let queued = sched.queued;
+    sched.pace.outcome(Instant::now(), queued);
     let b = &mut sched.batches[job.0];
     b.remaining -= 1;
     if deadline {
@@ -919,8 +956,8 @@ fn record(shared: &Shared, job: Job, what: Recorded) {
             shared.stop(&format!("{e:#}"));
             return;
         }
+        shared.progress.notify_all();
     }
-    shared.changed.notify_all();
 }
 
 /// Every message of the batch has an outcome: its results go to the outbox, in batch

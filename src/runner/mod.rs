@@ -8,6 +8,7 @@ pub mod endpoint;
 pub mod heap;
 pub mod nonces;
 pub mod poll;
+pub mod refill;
 pub mod reply_policy;
 pub mod send;
 pub mod spool;
