@@ -1392,3 +1392,148 @@ fn a_report_of_many_results_records_exactly_what_one_at_a_time_would() {
     );
     assert!(single_rows.contains("{k1@example.org,k2@example.org,k3@example.org}"));
 }
+
+/// Plain messages of every shape the set-based path of `mailrun.enqueue_many` takes.
+fn plain_messages() -> Vec<Value> {
+    vec![
+        json!({"from": "Sender <sender@example.com>", "to": ["a@example.org"], "subject": "Hi",
+               "text": "Body"}),
+        json!({"from": "sender@example.com", "to": "b@example.org", "text": "no subject"}),
+        json!({"from": "\"Last, First\" <sender@example.com>", "reply_to": "r@example.com",
+               "to": [], "cc": ["C <c@example.org>"], "bcc": ["d@example.org", "e@example.org"],
+               "subject": "Grüße — ✓", "html": "<p>only html</p>", "account": "main"}),
+        json!({"from": "Ünïcode <sender@bücher.example>", "to": ["f@bücher.example"],
+               "subject": null, "text": "text", "html": "<b>and html</b>", "account": null,
+               "cc": null, "reply_to": null}),
+        json!({"from": "sender@example.com", "to": ["g@example.org"], "text": "",
+               "html": null}),
+    ]
+}
+
+/// Every row the messages left (times as their differences, the random part of the
+/// Message-ID as its domain) and the webhook events, as text.
+fn enqueued_rows(c: &mut impl postgres::GenericClient) -> String {
+    c.query_one(
+        "SELECT concat_ws(E'\\n',
+           (SELECT string_agg((to_jsonb(m) - ARRAY(
+                    SELECT column_name::text FROM information_schema.columns
+                    WHERE table_schema = 'mailrun' AND table_name = 'messages'
+                      AND data_type = 'timestamp with time zone') - 'message_id_header'
+                || jsonb_build_object(
+                    'message_id_domain', substring(m.message_id_header FROM '@([^@]+)>$'),
+                    'life', m.expires_at - m.send_at,
+                    'due_at_send', m.next_attempt_at = m.send_at,
+                    'sent_now', m.send_at = now()))::text, E'\\n' ORDER BY m.id)
+            FROM mailrun.messages m),
+           (SELECT string_agg(concat_ws(' ', message_id, recipient, state), E'\\n'
+                              ORDER BY message_id, id) FROM mailrun.webhook_events))",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn plain_messages_enqueued_together_are_the_rows_enqueue_at_writes_one_by_one() {
+    let hook = "INSERT INTO mailrun.webhook_endpoints (url, secret, events)
+                VALUES ('http://127.0.0.1:9/hook', decode(repeat('ab', 32), 'hex'), ARRAY['queued'])";
+    let (_u, mut together) = setup("plain_together");
+    together.batch_execute(hook).unwrap();
+    let mut tx = together.transaction().unwrap();
+    tx.batch_execute("SET LOCAL track_functions = 'pl'")
+        .unwrap();
+    let ids = queue::enqueue_many(&mut tx, &plain_messages()).unwrap();
+    let one_by_one: i64 = tx
+        .query_one(
+            "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_xact_user_functions
+             WHERE schemaname = 'mailrun' AND funcname = 'enqueue_at'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(one_by_one, 0, "the set-based path took them");
+    let rows_together = enqueued_rows(&mut tx);
+    tx.commit().unwrap();
+
+    let (_u, mut single) = setup("plain_single");
+    single.batch_execute(hook).unwrap();
+    let mut tx = single.transaction().unwrap();
+    let single_ids: Vec<i64> = plain_messages()
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            tx.query_one("SELECT mailrun.enqueue_at($1, $2)", &[&(i as i32 + 1), m])
+                .unwrap()
+                .get(0)
+        })
+        .collect();
+    let rows_single = enqueued_rows(&mut tx);
+    tx.commit().unwrap();
+    assert_eq!(ids, single_ids);
+    assert_eq!(rows_together, rows_single);
+    assert!(rows_together.contains("bücher.example"), "{rows_together}");
+}
+
+#[test]
+fn a_bad_plain_message_among_many_is_named_as_one_by_one_and_nothing_is_queued() {
+    let (_u, mut c) = setup("plain_refused");
+    // Each spoils the batch in a way the set-based path only notices as a missing row,
+    // or by a check that raises; the first bad one is named either way.
+    let spoil: Vec<(usize, Value, &str)> = vec![
+        (
+            2,
+            json!({"to": ["x@example.org"], "text": "no from"}),
+            "\"from\" is required",
+        ),
+        (
+            1,
+            json!({"from": "s@example.com", "to": ["not an address"], "text": "t"}),
+            "\"to\": invalid address \"not an address\"",
+        ),
+        (
+            3,
+            json!({"from": "s@example.com", "to": ["x@example.org"], "text": "t",
+                   "account": "nonesuch"}),
+            "unknown SMTP account \"nonesuch\"",
+        ),
+        (
+            0,
+            json!({"from": "s@example.com", "to": ["x@example.org"]}),
+            "no body: give \"text\" or \"html\"",
+        ),
+        (
+            4,
+            json!({"from": "s@example.com", "to": [], "text": "t"}),
+            "no recipients: give \"to\", \"cc\" or \"bcc\"",
+        ),
+        (
+            2,
+            json!({"from": "s@example.com", "to": ["x@example.org"], "subject": "a\r\nb",
+                   "text": "t"}),
+            "\"subject\" contains CR or LF",
+        ),
+        (
+            1,
+            json!({"from": "s@example.com", "to": ["x@example.org"],
+                   "text": "x".repeat(30 * 1024 * 1024)}),
+            "over the limit",
+        ),
+    ];
+    for (at, bad, why) in spoil {
+        let mut batch = plain_messages();
+        batch.insert(at, bad);
+        // A second bad one later: the first is named.
+        batch.push(json!({"from": "s@example.com", "text": "no recipients"}));
+        let mut tx = c.transaction().unwrap();
+        let err = queue::enqueue_many(&mut tx, &batch).unwrap_err();
+        drop(tx);
+        match err {
+            EnqueueError::Invalid { position, message } => {
+                assert_eq!(position, Some(at), "{message}");
+                assert!(message.contains(why), "{why:?} not in {message:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(count(&mut c, "SELECT count(*) FROM mailrun.messages"), 0);
+    }
+}
