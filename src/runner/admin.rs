@@ -535,12 +535,16 @@ fn cycle(state: &StateDir, args: CycleArgs) -> Result<u8> {
         if !dry && engine.queued() <= low_water {
             opts.capacity = Some(refill.capacity());
             let asked_at = Instant::now();
-            let outcome = poll::poll_once(state, &config, &opts)?;
+            let (outcome, received) = poll::poll_once_received(state, &config, &opts)?;
             log(&outcome.to_string());
             match outcome {
                 PollOutcome::Spooled { job_run_id, .. } => {
                     did_work = true;
-                    engine.add(SpooledBatch::new(state, &job_run_id))?;
+                    let batch = SpooledBatch::new(state, &job_run_id);
+                    match received {
+                        Some(received) => engine.add_received(batch, received)?,
+                        None => engine.add(batch)?,
+                    }
                     refill.requested(asked_at.elapsed());
                     // The hint was acted on; keep asking until the dispatcher runs dry.
                     opts.force = true;

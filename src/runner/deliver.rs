@@ -214,6 +214,7 @@ impl Engine {
 
     /// Adds a spooled batch: its messages without an outcome join the accounts' queues.
     /// An unreadable batch is moved aside (reported by [`Engine::finish`]).
+    /// Adds a spooled batch, read from its file.
     pub fn add(&self, batch: SpooledBatch) -> Result<()> {
         let (run, refused) = match decode_batch(&batch) {
             Ok(decoded) => decoded,
@@ -234,6 +235,31 @@ impl Engine {
                 return Ok(());
             }
         };
+        self.add_decoded(batch, run, refused)
+    }
+
+    /// Adds a batch just spooled, as decoded on receipt (the file holds the same bytes).
+    pub fn add_received(
+        &self,
+        batch: SpooledBatch,
+        received: crate::runner::poll::Received,
+    ) -> Result<()> {
+        if received.run.job_run_id != batch.id {
+            anyhow::bail!(
+                "received batch {:?} spooled as {:?}",
+                received.run.job_run_id,
+                batch.id
+            );
+        }
+        self.add_decoded(batch, received.run, received.refused)
+    }
+
+    fn add_decoded(
+        &self,
+        batch: SpooledBatch,
+        run: JobRun,
+        refused: Vec<RefusedMessage>,
+    ) -> Result<()> {
         // Without a readable receipt time the lease cannot be trusted: every message not
         // yet done is reported not attempted (the dispatcher re-queues them).
         let meta = batch.read_meta().unwrap_or_else(|e| {

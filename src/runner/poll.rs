@@ -161,13 +161,29 @@ pub fn poll_once(
     config: &RunnerConfig,
     opts: &PollOptions,
 ) -> Result<PollOutcome> {
+    poll_once_received(state, config, opts).map(|(outcome, _)| outcome)
+}
+
+/// A spooled batch as decoded on receipt: what the spool file holds, without reading and
+/// decoding it again.
+pub struct Received {
+    pub run: JobRun,
+    pub refused: Vec<codec::RefusedMessage>,
+}
+
+/// [`poll_once`], and with a spooled batch the batch itself.
+pub fn poll_once_received(
+    state: &StateDir,
+    config: &RunnerConfig,
+    opts: &PollOptions,
+) -> Result<(PollOutcome, Option<Received>)> {
     if !config.enabled {
-        return Ok(PollOutcome::Disabled);
+        return Ok((PollOutcome::Disabled, None));
     }
     let ready_path = state.ready_path();
     let marker = std::fs::read(&ready_path).ok();
     if marker.is_none() && !opts.force {
-        return Ok(PollOutcome::NotReady);
+        return Ok((PollOutcome::NotReady, None));
     }
     let mut acknowledged = 0;
     loop {
@@ -189,11 +205,16 @@ pub fn poll_once(
         let acked = spool::acknowledge(outbox, &exchange.run.acknowledged)?;
         acknowledged += acked;
         if let Some((job_run_id, messages)) = spooled {
-            return Ok(PollOutcome::Spooled {
+            let received = Received {
+                run: exchange.run,
+                refused: exchange.refused,
+            };
+            let outcome = PollOutcome::Spooled {
                 job_run_id,
                 messages,
                 acknowledged,
-            });
+            };
+            return Ok((outcome, Some(received)));
         }
         if backlog {
             if acked == 0 {
@@ -213,7 +234,7 @@ pub fn poll_once(
         if marker.is_some() && std::fs::read(&ready_path).ok() == marker {
             remove_if_exists(&ready_path)?;
         }
-        return Ok(PollOutcome::Empty { acknowledged });
+        return Ok((PollOutcome::Empty { acknowledged }, None));
     }
 }
 
@@ -229,7 +250,7 @@ fn oldest_results(outbox: &[spool::OutboxFile], max: usize) -> Vec<MessageResult
 struct Exchange {
     run: JobRun,
     /// Messages of `run` set aside as unacceptable (runner-send reports them failed).
-    refused: usize,
+    refused: Vec<codec::RefusedMessage>,
     body: Vec<u8>,
     /// Runner clock when the request left (the lease cannot have started earlier).
     requested_at: i64,
@@ -314,7 +335,7 @@ fn exchange(
         .map_err(|e| CliError::new(EXIT_DATA, format!("dispatcher sent an invalid JobRun: {e}")))?;
     Ok(Exchange {
         run,
-        refused: refused.len(),
+        refused,
         body: response.body,
         requested_at,
     })
@@ -323,7 +344,7 @@ fn exchange(
 /// Spools a non-empty batch; its id and size.
 fn spool_job_run(state: &StateDir, exchange: &Exchange) -> Result<Option<(String, usize)>> {
     let run = &exchange.run;
-    let messages = run.messages.len() + exchange.refused;
+    let messages = run.messages.len() + exchange.refused.len();
     if messages == 0 {
         return Ok(None);
     }

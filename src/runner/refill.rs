@@ -6,7 +6,9 @@
 //! would last less than twice the last request took, at the rate the sessions finish
 //! messages while they have work — never later than when `max_sessions` wait, never more
 //! than one batch ahead. The first request asks only for enough to open every session, so
-//! delivery starts after a short claim instead of a full one.
+//! delivery starts after a short claim instead of a full one; each next one for four
+//! times as many, up to `batch_size`, so the next batch arrives while the last is
+//! delivered.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,8 @@ pub struct Refill {
     last_request: Option<Duration>,
     /// The last rate measured (messages a second while the sessions had work).
     rate: Option<f64>,
+    /// Requests that brought a batch so far.
+    requests: u32,
 }
 
 impl Refill {
@@ -32,22 +36,23 @@ impl Refill {
             batch_size: (batch_size as usize).max(1),
             last_request: None,
             rate: None,
+            requests: 0,
         }
     }
 
     /// How many messages the next request asks for.
     pub fn capacity(&self) -> u32 {
-        let n = if self.last_request.is_none() {
-            self.batch_size.min(self.max_sessions)
-        } else {
-            self.batch_size
-        };
+        let n = self
+            .max_sessions
+            .saturating_mul(4usize.saturating_pow(self.requests))
+            .min(self.batch_size);
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
     /// A request brought a batch; it took `took`.
     pub fn requested(&mut self, took: Duration) {
         self.last_request = Some(took);
+        self.requests = self.requests.saturating_add(1);
     }
 
     /// The next batch is asked for once no more than this many messages are queued;
@@ -106,11 +111,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_first_request_asks_only_for_enough_to_open_every_session() {
+    fn requests_start_with_enough_to_open_every_session_and_grow_fourfold() {
         let mut r = Refill::new(20, 1000);
-        assert_eq!(r.capacity(), 20);
-        r.requested(Duration::from_millis(30));
-        assert_eq!(r.capacity(), 1000);
+        let mut asked = Vec::new();
+        for _ in 0..5 {
+            asked.push(r.capacity());
+            r.requested(Duration::from_millis(30));
+        }
+        assert_eq!(asked, [20, 80, 320, 1000, 1000]);
         // A batch smaller than the sessions is asked for whole.
         assert_eq!(Refill::new(100, 50).capacity(), 50);
     }
