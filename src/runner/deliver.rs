@@ -212,9 +212,8 @@ impl Engine {
         }
     }
 
-    /// Adds a spooled batch: its messages without an outcome join the accounts' queues.
-    /// An unreadable batch is moved aside (reported by [`Engine::finish`]).
-    /// Adds a spooled batch, read from its file.
+    /// Adds a spooled batch, read from its file: its messages without an outcome join the
+    /// accounts' queues. An unreadable batch is moved aside (reported by [`Engine::finish`]).
     pub fn add(&self, batch: SpooledBatch) -> Result<()> {
         let (run, refused) = match decode_batch(&batch) {
             Ok(decoded) => decoded,
