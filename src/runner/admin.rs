@@ -69,9 +69,11 @@ the time budget (--max-seconds) ends, or the dispatcher does not answer. Spooled
 left by an earlier run are delivered first. Without --force the first poll happens only \
 if the `ready` marker exists (JobRunnerReady wrote it).\n\n\
 Delivery runs on many SMTP sessions at once (see runner-send), and the next batch is asked \
-for while the last messages of the current one are still being delivered (once no more \
-than max_sessions wait for a session), so sessions do not wait for the dispatcher; \
-sessions stay open across batches. When the time budget ends, the batches in hand are \
+for while the current one is still being delivered: once the messages waiting would last \
+less than twice as long as the last request took, at the rate the sessions finish them \
+(never later than when max_sessions wait, never more than one batch ahead), so sessions \
+do not wait for the dispatcher; sessions stay open across batches. The first request asks \
+for max_sessions messages, each next one for four times as many, up to batch_size. When the time budget ends, the batches in hand are \
 delivered and reported, and nothing new is asked for. Like runner-send, it restarts itself \
 once at start with glibc's malloc arenas capped (GLIBC_TUNABLES).\n\n\
 Crontab line: `* * * * * runner-admin cycle --max-seconds 55` (add --force on runners \
@@ -473,10 +475,9 @@ fn policy(state: &StateDir, args: StatusArgs) -> Result<u8> {
 }
 
 /// Poll → deliver → poll ... under one lock, with no idle gap: the next batch is asked
-/// for while the sessions still deliver the last messages of the current one (when no
-/// more than `max_sessions` are waiting for a session), so sessions never wait for the
-/// HTTP round trip and the claim. The results of a batch ride on the first request after
-/// it finished.
+/// for while the sessions still deliver the current one (when, see [`Refill`]), so
+/// sessions never wait for the HTTP round trip and the claim. The results of a batch ride
+/// on the first request after it finished.
 fn cycle(state: &StateDir, args: CycleArgs) -> Result<u8> {
     let config = RunnerConfig::load(state)?;
     state.create()?;
