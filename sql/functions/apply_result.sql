@@ -61,10 +61,10 @@ BEGIN
     IF jsonb_typeof(r->'message_id') IS DISTINCT FROM 'number' THEN
         PERFORM mailrun.refuse(NULL, '"message_id" must be a number');
     END IF;
-    IF coalesce(r->>'lease_token', '') !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
+    v_token := mailrun.as_uuid(r->>'lease_token');
+    IF v_token IS NULL THEN
         RETURN 'rejected';
     END IF;
-    v_token := (r->>'lease_token')::uuid;
     IF jsonb_typeof(r->'smtp_code') = 'number' THEN
         v_code := (r->>'smtp_code')::integer;
     END IF;
@@ -80,8 +80,7 @@ BEGIN
         RETURN 'unknown';
     END IF;
     SELECT * INTO v_lease FROM mailrun.leases l WHERE l.lease_token = v_token AND l.message_id = m.id;
-    IF NOT FOUND AND (r->'job_run_id' IS NULL OR r->>'job_run_id' ~*
-            '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$') THEN
+    IF NOT FOUND AND (r->'job_run_id' IS NULL OR mailrun.as_uuid(r->>'job_run_id') IS NOT NULL) THEN
         -- A lease of a fast claim round has no row: its token is derived from its job
         -- run's secret (mailrun.lease_token), so a match proves the same. It was leased
         -- on the message's one account (the fast path takes no failover list). A report
@@ -89,7 +88,7 @@ BEGIN
         SELECT v_token, m.id, j.id, j.runner_id, j.created_at, j.lease_expires_at, m.account_id
         INTO v_lease
         FROM mailrun.job_runs j
-        WHERE j.id = coalesce((r->>'job_run_id')::uuid, m.job_run_id)
+        WHERE j.id = coalesce(mailrun.as_uuid(r->>'job_run_id'), m.job_run_id)
           AND j.lease_secret IS NOT NULL
           AND mailrun.lease_token(j.lease_secret, m.id) = v_token;
     END IF;

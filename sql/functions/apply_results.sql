@@ -25,12 +25,8 @@ BEGIN
 
     WITH r AS (
         SELECT t.e, (t.e->>'message_id')::bigint AS id,
-            CASE WHEN t.e->>'lease_token' ~*
-                 '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$'
-                 THEN (t.e->>'lease_token')::uuid END AS token,
-            CASE WHEN t.e->>'job_run_id' ~*
-                 '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$'
-                 THEN (t.e->>'job_run_id')::uuid END AS job_run_id,
+            mailrun.as_uuid(t.e->>'lease_token') AS token,
+            mailrun.as_uuid(t.e->>'job_run_id') AS job_run_id,
             t.e->'job_run_id' IS NULL AS no_job_run,
             count(*) OVER (PARTITION BY t.e->'message_id') AS times
         FROM jsonb_array_elements(rs) AS t(e)

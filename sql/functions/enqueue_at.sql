@@ -25,7 +25,6 @@ DECLARE
     v_rules jsonb;
     e jsonb;
     v_id bigint;
-    v_domain text;
     v_ids bigint[] := '{}';
     v_acc bigint;
     v_all text[];
@@ -184,10 +183,8 @@ BEGIN
         v_attachments := m->'attachments';
     END IF;
 
-    v_size := v_size + octet_length(v_from) + octet_length(coalesce(v_reply, ''))
-        + octet_length(v_subject) + octet_length(coalesce(v_text, ''))
-        + octet_length(coalesce(v_html, ''))
-        + octet_length(array_to_string(v_to || v_cc || v_bcc, ', '));
+    v_size := v_size + mailrun.message_size(v_from, v_reply, v_subject, v_text, v_html,
+        v_to || v_cc || v_bcc);
     IF v_size > p.max_message_bytes THEN
         PERFORM mailrun.refuse(pos, format('message is %s bytes, over the limit of %s',
             v_size, p.max_message_bytes));
@@ -239,9 +236,7 @@ BEGIN
             PERFORM mailrun.refuse(pos, format('"message_id" %s is already queued', m->'message_id'));
         END IF;
     ELSE
-        v_domain := coalesce(p.message_id_domain,
-                             substring(mailrun.addr_spec(v_from) FROM '@([^@]+)$'));
-        v_msgid := '<' || gen_random_uuid() || '@' || v_domain || '>';
+        v_msgid := mailrun.new_message_id(p.message_id_domain, v_from);
     END IF;
 
     INSERT INTO mailrun.messages (account_id, account_ids, from_addr, reply_to, to_addrs,

@@ -52,10 +52,8 @@ BEGIN
                          ELSE v_only END AS v_account
                 FROM jsonb_array_elements(ms) WITH ORDINALITY AS t(e, n)
             ), sized AS (
-                SELECT s.*, octet_length(s.v_from) + octet_length(coalesce(s.v_reply, ''))
-                    + octet_length(s.v_subject) + octet_length(coalesce(s.v_text, ''))
-                    + octet_length(coalesce(s.v_html, ''))
-                    + octet_length(array_to_string(s.v_to || s.v_cc || s.v_bcc, ', ')) AS v_size
+                SELECT s.*, mailrun.message_size(s.v_from, s.v_reply, s.v_subject, s.v_text,
+                    s.v_html, s.v_to || s.v_cc || s.v_bcc) AS v_size
                 FROM src s
             ), ok AS (
                 SELECT s.* FROM sized s
@@ -73,8 +71,7 @@ BEGIN
                     next_attempt_at, expires_at)
                 SELECT o.v_account, '{}', o.v_from, o.v_reply, o.v_to, o.v_cc, o.v_bcc,
                     o.v_subject, o.v_text, o.v_html, '[]', '[]', o.v_size,
-                    '<' || gen_random_uuid() || '@' || coalesce(p.message_id_domain,
-                        substring(mailrun.addr_spec(o.v_from) FROM '@([^@]+)$')) || '>',
+                    mailrun.new_message_id(p.message_id_domain, o.v_from),
                     NULL, now(), now(), now() + make_interval(secs => p.give_up_after_seconds)
                 FROM ok o
                 ORDER BY o.n
