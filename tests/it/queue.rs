@@ -1189,6 +1189,18 @@ fn pending_recipients_match_the_version_1_definition() {
     }
 }
 
+/// How often a mailrun function ran in the current transaction (needs
+/// `SET LOCAL track_functions = 'pl'` first).
+fn calls_in_this_transaction(c: &mut impl postgres::GenericClient, function: &str) -> i64 {
+    c.query_one(
+        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_xact_user_functions
+         WHERE schemaname = 'mailrun' AND funcname = $1",
+        &[&function],
+    )
+    .unwrap()
+    .get(0)
+}
+
 /// What a report leaves behind in one database: the status of each result, then every
 /// message, attempt and webhook event it touched, as text (ids of job runs and tokens,
 /// random per database, only as present or not).
@@ -1317,15 +1329,7 @@ fn report_scenario(db: &str, bulk: bool) -> (Vec<String>, String) {
             .map(|row| row.get(0))
             .collect();
         // g, a, f, k and l are recorded together; the other nine one by one.
-        let one_by_one: i64 = tx
-            .query_one(
-                "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_xact_user_functions
-                 WHERE schemaname = 'mailrun' AND funcname = 'apply_result'",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        assert_eq!(one_by_one, 9);
+        assert_eq!(calls_in_this_transaction(&mut tx, "apply_result"), 9);
         statuses
     } else {
         report
@@ -1443,15 +1447,11 @@ fn plain_messages_enqueued_together_are_the_rows_enqueue_at_writes_one_by_one() 
     tx.batch_execute("SET LOCAL track_functions = 'pl'")
         .unwrap();
     let ids = queue::enqueue_many(&mut tx, &plain_messages()).unwrap();
-    let one_by_one: i64 = tx
-        .query_one(
-            "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_xact_user_functions
-             WHERE schemaname = 'mailrun' AND funcname = 'enqueue_at'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(one_by_one, 0, "the set-based path took them");
+    assert_eq!(
+        calls_in_this_transaction(&mut tx, "enqueue_at"),
+        0,
+        "the set-based path took them"
+    );
     let rows_together = enqueued_rows(&mut tx);
     tx.commit().unwrap();
 
