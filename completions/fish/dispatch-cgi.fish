@@ -1,4 +1,4 @@
-complete -c dispatch-cgi -l listen -d 'Serve HTTP on this address (for example 127.0.0.1:8080) instead of one CGI request' -r
+complete -c dispatch-cgi -l listen -d 'Serve HTTP on this address (for example 127.0.0.1:8080) instead of one CGI request; each worker thread keeps its database connection between requests' -r
 complete -c dispatch-cgi -l database-url -d 'PostgreSQL URL (default: MAILRUN_DATABASE_URL, then the config file); TLS: ?sslmode=verify-full&sslrootcert=FILE; primary and standby: HOST1,HOST2 with target_session_attrs=read-write (docs/dispatcher.md)' -r
 complete -c dispatch-cgi -l config -d 'Dispatcher config file (default: MAILRUN_CONFIG, ~/.config/mailrun/dispatcher.toml, /etc/mailrun/dispatcher.toml)' -r -F
 complete -c dispatch-cgi -l lease-seconds -d 'Lease granted with each batch, in seconds' -r

@@ -89,8 +89,83 @@ pub fn connect(url: &str) -> Result<postgres::Client, DbError> {
 
 thread_local! {
     /// "database NAME on HOST:PORT" of this thread's latest connection (a `--listen`
-    /// endpoint connects once per request, each on its own thread).
+    /// worker keeps its connection between requests; see [`Kept`]).
     static ANSWERED: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+thread_local! {
+    /// The connection this thread's last request left open, with the URL it was opened
+    /// with.
+    static KEPT: std::cell::RefCell<Option<(String, postgres::Client)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Set by a process that serves request after request on long-lived threads (`--listen`).
+/// A CGI process keeps nothing: a connection left in a thread-local would be dropped while
+/// the thread's runtime is torn down at exit, which aborts the process.
+static KEEPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on [`Kept::keep`] leaves connections to the thread's next request.
+pub fn keep_connections_between_requests() {
+    KEEPING.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How long a kept connection may take to answer an empty query before it is replaced.
+const KEPT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One request's connection in `dispatch-cgi`: the one this thread's previous request
+/// kept, when it still answers, or a new one ([`connect`]). A `--listen` worker serves
+/// request after request, and a new backend costs each request its start and its first
+/// compile of every stored procedure (≈20 ms, most of a JobRunRequest of 100 messages).
+/// A CGI process serves one request and exits: there nothing is kept.
+///
+/// The connection goes back to the thread only through [`Kept::keep`], which a request
+/// calls when it ended without a database error: a connection that saw one (a server
+/// restarting, a standby after a failover) is closed and the next request connects anew.
+pub struct Kept {
+    url: String,
+    client: postgres::Client,
+}
+
+impl Kept {
+    pub fn take_or_connect(url: &str) -> Result<Kept, DbError> {
+        let kept = KEPT.with(|k| k.borrow_mut().take());
+        if let Some((kept_url, mut client)) = kept {
+            // A backend ended while idle (restart, idle_session_timeout, a terminated
+            // backend) is found here, not by the request's first statement.
+            if kept_url == url && client.is_valid(KEPT_CHECK_TIMEOUT).is_ok() {
+                return Ok(Kept {
+                    url: kept_url,
+                    client,
+                });
+            }
+        }
+        Ok(Kept {
+            url: url.to_string(),
+            client: connect(url)?,
+        })
+    }
+
+    /// Leaves the connection to this thread's next request (only once
+    /// [`keep_connections_between_requests`] was called; otherwise it is closed).
+    pub fn keep(self) {
+        if KEEPING.load(std::sync::atomic::Ordering::Relaxed) && !self.client.is_closed() {
+            KEPT.with(|k| *k.borrow_mut() = Some((self.url, self.client)));
+        }
+    }
+}
+
+impl std::ops::Deref for Kept {
+    type Target = postgres::Client;
+    fn deref(&self) -> &postgres::Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Kept {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        &mut self.client
+    }
 }
 
 /// The database and host the latest connection of this thread reached, for messages.

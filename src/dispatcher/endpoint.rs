@@ -42,7 +42,8 @@ pub const DEFAULT_LEASE_SECONDS: u32 = 600;
         through the environment instead (MAILRUN_DATABASE_URL, MAILRUN_CONFIG, \
         MAILRUN_LEASE_SECONDS, MAILRUN_MAX_BODY, MAILRUN_VERBOSE).\n\n\
         With --listen ADDR it serves the same handler over HTTP, for development, the \
-        quickstart and tests.\n\n\
+        quickstart and tests; each of its 8 worker threads keeps one database connection \
+        from request to request.\n\n\
         POST with SOAPAction \"urn:mailrun:soap:v1#JobRunRequest\": verifies the runner's \
         signature and freshness, records the results it carries, reaps expired leases, \
         claims a batch and answers a signed JobRun.\n\n\
@@ -55,7 +56,8 @@ pub const DEFAULT_LEASE_SECONDS: u32 = 600;
     after_help = EXIT_CODES_HELP
 )]
 pub struct Args {
-    /// Serve HTTP on this address (for example 127.0.0.1:8080) instead of one CGI request.
+    /// Serve HTTP on this address (for example 127.0.0.1:8080) instead of one CGI request;
+    /// each worker thread keeps its database connection between requests.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
@@ -149,6 +151,7 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
                 status_page,
                 api,
             };
+            connection::keep_connections_between_requests();
             crate::web::listen::serve(
                 &addr.to_string(),
                 move |req| endpoint.handle(req),
@@ -222,6 +225,8 @@ struct Refusal {
     key: Option<SigningKey>,
     /// Full detail for the dispatcher's log (may be longer than the fault's message).
     log_detail: Option<String>,
+    /// The database failed (not the request): its connection is not kept.
+    database_error: bool,
 }
 
 impl Refusal {
@@ -230,6 +235,7 @@ impl Refusal {
             fault: Fault::new(reason, message),
             key: None,
             log_detail: None,
+            database_error: false,
         }
     }
 
@@ -245,6 +251,7 @@ impl From<Fault> for Refusal {
             fault,
             key: None,
             log_detail: None,
+            database_error: false,
         }
     }
 }
@@ -285,11 +292,13 @@ impl Endpoint {
                     }
                 } else {
                     status_page::respond(&request, &self.status_page, || {
-                        let mut db = connection::connect(&self.database_url)?;
-                        schema::require_current(&mut db)?;
-                        let now = connection::db_now(&mut db)?;
+                        let mut db = connection::Kept::take_or_connect(&self.database_url)?;
+                        schema::require_current(&mut *db)?;
+                        let now = connection::db_now(&mut *db)?;
                         let paging = status_page::Paging::from_query(&request.query);
-                        status_page::render_page(&mut db, now, &paging)
+                        let page = status_page::render_page(&mut *db, now, &paging)?;
+                        db.keep();
+                        Ok(page)
                     })
                 };
                 if self.verbose || response.status >= 500 {
@@ -354,16 +363,29 @@ impl Endpoint {
         let signature = Signature::from_headers(|name| request.header(name).map(str::to_string))
             .map_err(|e| Refusal::new(e.fault_reason(), e.to_string()))?;
 
-        let mut client =
-            connection::connect(&self.database_url).map_err(|e| db_refusal(e.into()))?;
+        let mut client = connection::Kept::take_or_connect(&self.database_url)
+            .map_err(|e| db_refusal(e.into()))?;
+        let served = self.serve_on(&mut client, request, &signature);
+        if !matches!(&served, Err(r) if r.database_error) {
+            client.keep();
+        }
+        served
+    }
+
+    fn serve_on(
+        &self,
+        client: &mut postgres::Client,
+        request: &Request,
+        signature: &Signature,
+    ) -> Result<(JobRun, SigningKey, Served), Refusal> {
         // Mid-upgrade (binary and schema out of step) the runner should come back later.
-        schema::require_current(&mut client).map_err(|err| {
+        schema::require_current(client).map_err(|err| {
             let mut refusal = db_refusal(err);
             refusal.fault = faults::database_unavailable();
             refusal
         })?;
 
-        let runner = runners::find_by_key_id(&mut client, &signature.key_id)
+        let runner = runners::find_by_key_id(client, &signature.key_id)
             .map_err(db_refusal)?
             .ok_or_else(|| Refusal::from(faults::unknown_key_id(&signature.key_id)))?;
 
@@ -378,7 +400,7 @@ impl Endpoint {
             .cloned();
         let key = sign::verify(
             &runner.keys,
-            &signature,
+            signature,
             "POST",
             &request.path,
             JOB_RUN_REQUEST_ACTION,
@@ -413,7 +435,7 @@ impl Endpoint {
 
         let limit = job_request.capacity.min(runner.batch_size);
         let job_run = self
-            .apply(&mut client, &runner.id, &signature, &job_request, limit)
+            .apply(client, &runner.id, signature, &job_request, limit)
             .map_err(|r| r.signed_with(&key))?;
         let served = Served {
             runner_id: runner.id.clone(),
@@ -513,6 +535,7 @@ fn db_refusal(err: anyhow::Error) -> Refusal {
             Some(database) => format!("{database}: {err:#}"),
             None => format!("{err:#}"),
         }),
+        database_error: true,
     }
 }
 

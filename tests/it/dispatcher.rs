@@ -720,6 +720,68 @@ fn runners_polling_at_once_get_disjoint_batches_behind_lighttpd() {
     check_disjoint_batches(&db, &server.url("dispatch-cgi"));
 }
 
+/// A `--listen` worker keeps its database connection from one request to the next (a new
+/// backend costs every request its start and a first compile of each stored procedure),
+/// and one the server ended while it was idle is replaced before the next request, which
+/// is served as if nothing happened.
+#[test]
+fn listen_keeps_its_database_connection_and_replaces_one_the_server_ended() {
+    let db = Db::new("listen_kept");
+    let key = db.add_runner("r1", "https://runner.example/", 10);
+    db.enqueue(40);
+    let mut watcher = db.client();
+    let mut backends = move || -> BTreeSet<i32> {
+        watcher
+            .query(
+                "SELECT pid FROM pg_stat_activity
+                  WHERE datname = current_database() AND backend_type = 'client backend'
+                    AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .unwrap_or_else(|e| panic!("pg_stat_activity: {e:?}"))
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let before = backends();
+    let mut others = move || -> BTreeSet<i32> { &backends() - &before };
+    let server = Listen::start(&db.url, &[]);
+
+    let mut seen = BTreeSet::new();
+    for _ in 0..16 {
+        let run = poll(&server.url(), &key, &request("r1", 1, vec![])).expect("served");
+        assert_eq!(run.messages.len(), 1);
+        seen.extend(others());
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let kept = others();
+    assert!(
+        !kept.is_empty(),
+        "no connection left open between requests (one per request, as before)"
+    );
+    assert!(
+        seen.len() <= mailrun::web::listen::WORKERS,
+        "{} backends for 16 requests: at most one per worker",
+        seen.len()
+    );
+
+    db.client()
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = ANY($1)",
+            &[&kept.iter().copied().collect::<Vec<i32>>()],
+        )
+        .expect("terminate the kept connections");
+    common::pipeline::wait_until(Duration::from_secs(10), "kept backends to exit", || {
+        others().is_empty()
+    });
+    // However the requests fall on the workers, each must replace its ended connection.
+    for i in 0..2 * mailrun::web::listen::WORKERS {
+        let run = poll(&server.url(), &key, &request("r1", 1, vec![]))
+            .unwrap_or_else(|fault| panic!("request {i} after the restart: {fault:?}"));
+        assert_eq!(run.messages.len(), 1);
+    }
+}
+
 #[test]
 fn both_keys_are_accepted_during_a_rotation() {
     let db = Db::new("rotation");

@@ -263,15 +263,51 @@ fn serve(
         Value::Null
     };
 
-    let mut db = connection::connect(database_url).map_err(|e| {
+    let mut db = connection::Kept::take_or_connect(database_url).map_err(|e| {
         eprintln!("dispatch-cgi: api: {e:#}");
         Problem::unavailable("the dispatcher cannot reach its database; retry later")
     })?;
-    schema::require_current(&mut db).map_err(|e| {
+    let asked = Asked {
+        route,
+        token,
+        idem_key,
+        body,
+    };
+    let answered = serve_on(&mut db, req, path, asked, config, who);
+    // A problem of the request (4xx) leaves the connection as good as a success does.
+    if !matches!(&answered, Err(p) if p.status >= 500) {
+        db.keep();
+    }
+    answered
+}
+
+/// A request that passed the checks needing no database.
+struct Asked<'a> {
+    route: Route,
+    token: &'a str,
+    idem_key: Option<&'a str>,
+    body: Value,
+}
+
+fn serve_on(
+    db: &mut postgres::Client,
+    req: &Request,
+    path: &str,
+    asked: Asked,
+    config: &ApiConfig,
+    who: &mut String,
+) -> Result<Response, Problem> {
+    let Asked {
+        route,
+        token,
+        idem_key,
+        body,
+    } = asked;
+    schema::require_current(db).map_err(|e| {
         eprintln!("dispatch-cgi: api: {e:#}");
         Problem::unavailable("the dispatcher's database schema does not match; retry later")
     })?;
-    let caller = api_keys::authenticate(&mut db, token).map_err(|e| match e {
+    let caller = api_keys::authenticate(db, token).map_err(|e| match e {
         AuthError::Database(e) => {
             eprintln!("dispatch-cgi: api: {e}");
             Problem::internal()
