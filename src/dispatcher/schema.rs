@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "claim_cost",
         include_str!("../../migrations/0012_claim_cost.sql"),
     ),
+    (
+        13,
+        "lz4_bodies",
+        include_str!("../../migrations/0013_lz4_bodies.sql"),
+    ),
 ];
 
 /// A database at a version below this was made by a build from before the squash; its
