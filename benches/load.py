@@ -285,6 +285,8 @@ class Mailrun:
         wait_port(self.dispatch_port, "dispatch-cgi --listen")
         self.runners = {}
         self.lighttpd = None
+        # dispatch-cgi under lighttpd through PgBouncer (transport "cgi-pgbouncer").
+        self.bouncer = None
 
     def admin(self, *args):
         out = subprocess.run([f"{BIN}/dispatch-admin", *args], env=self.env, check=True,
@@ -313,9 +315,10 @@ class Mailrun:
     def configure(self, name, batch, transport):
         """Batch size on both sides; endpoints over --listen or through lighttpd's CGI."""
         r = self.runners[name]
-        if transport == "cgi":
+        if transport in ("cgi", "cgi-pgbouncer"):
             endpoint = f"http://127.0.0.1:{self.lighttpd}/cgi-bin/{name}"
-            dispatcher = f"http://127.0.0.1:{self.lighttpd}/cgi-bin/dispatch"
+            pooled = "-pooled" if transport == "cgi-pgbouncer" else ""
+            dispatcher = f"http://127.0.0.1:{self.lighttpd}/cgi-bin/dispatch{pooled}"
         else:
             endpoint = f"http://127.0.0.1:{r['port']}/"
             dispatcher = f"http://127.0.0.1:{self.dispatch_port}/"
@@ -337,6 +340,9 @@ class Mailrun:
             os.chmod(path, 0o755)
 
         wrapper("dispatch", {"MAILRUN_DATABASE_URL": self.pg.url}, f"{BIN}/dispatch-cgi")
+        if self.bouncer:
+            wrapper("dispatch-pooled", {"MAILRUN_DATABASE_URL": self.bouncer.url("mailrun")},
+                    f"{BIN}/dispatch-cgi")
         for name in names:
             wrapper(name, {"MAILRUN_RUNNER_DIR": self.runners[name]["state"]},
                     f"{BIN}/runner-cgi")
@@ -411,7 +417,10 @@ def main():
                          "`pooler` (not in the default run): dispatch-tick direct, through "
                          "PgBouncer and over TLS, and with 10k vs 1M due")
     ap.add_argument("--sizes", default="2048,51200", help="message body sizes in bytes")
-    ap.add_argument("--transports", default="listen,cgi", help="end-to-end transports")
+    ap.add_argument("--transports", default="listen,cgi",
+                    help="end-to-end transports: listen, cgi, cgi-pgbouncer (dispatch-cgi "
+                         "under lighttpd reaching PostgreSQL through PgBouncer, transaction "
+                         "pooling)")
     ap.add_argument("--runner-counts", default="1,2", help="end-to-end runner counts")
     ap.add_argument("--batches", default="100,1000", help="end-to-end batch sizes")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -500,6 +509,8 @@ def main():
             names = ["r1", "r2"]
             for name in names:
                 mr.runner(name)
+            if "cgi-pgbouncer" in a.transports.split(","):
+                mr.bouncer = PgBouncer(workdir, pg.port)
             mr.start_lighttpd(names)
             for size in sizes:
                 n = cfg["n"].get(size, cfg["n"][2048])
@@ -819,9 +830,10 @@ class PgBouncer:
     """A private PgBouncer (transaction pooling) in front of the bench's PostgreSQL."""
 
     def __init__(self, workdir, pg_port):
-        self.dir = os.path.join(workdir, "pgbouncer")
-        os.makedirs(self.dir)
         self.port = free_port()
+        # One folder per instance: the e2e and pooler sections may each start one.
+        self.dir = os.path.join(workdir, f"pgbouncer-{self.port}")
+        os.makedirs(self.dir)
         with open(f"{self.dir}/userlist.txt", "w") as f:
             f.write('"postgres" ""\n')
         with open(f"{self.dir}/pgbouncer.ini", "w") as f:
