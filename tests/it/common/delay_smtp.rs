@@ -96,9 +96,8 @@ impl DelaySmtp {
 
     /// (port, Message-ID) of every accepted message, in order.
     pub fn received(&self) -> Vec<(u16, String)> {
-        std::fs::read_to_string(&self.record)
-            .unwrap_or_default()
-            .lines()
+        super::complete_lines(&self.record)
+            .iter()
             .filter_map(|l| {
                 let (port, id) = l.split_once('\t')?;
                 Some((port.parse().ok()?, id.to_string()))

@@ -366,6 +366,15 @@ impl PgCluster {
 }
 
 /// A temporary directory for one test, removed when dropped.
+/// The lines of a record file a test server appends to while the test reads it. A last
+/// line without its newline is still being written: it is left for the next read rather
+/// than taken for a corrupt or truncated record.
+pub fn complete_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let end = text.rfind('\n').map_or(0, |last| last + 1);
+    text[..end].lines().map(str::to_string).collect()
+}
+
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("mailrun-test-")

@@ -300,8 +300,8 @@ impl SmtpServer {
     }
 
     fn events(&self) -> Vec<serde_json::Value> {
-        let text = std::fs::read_to_string(&self.record).unwrap_or_default();
-        text.lines()
+        super::complete_lines(&self.record)
+            .iter()
             .filter(|l| !l.trim().is_empty())
             .map(|l| serde_json::from_str(l).expect("record line is JSON"))
             .collect()
