@@ -73,9 +73,10 @@ for while the current one is still being delivered: once the messages waiting wo
 less than twice as long as the last request took, at the rate the sessions finish them \
 (never later than when max_sessions wait, never more than one batch ahead), so sessions \
 do not wait for the dispatcher; sessions stay open across batches. The first request asks \
-for max_sessions messages, each next one for four times as many, up to batch_size. When the time budget ends, the batches in hand are \
-delivered and reported, and nothing new is asked for. Like runner-send, it restarts itself \
-once at start with glibc's malloc arenas capped (GLIBC_TUNABLES).\n\n\
+for max_sessions messages, each next one for four times as many, up to batch_size. When \
+the time budget ends, the batches in hand are delivered and reported, and nothing new is \
+asked for. Like runner-send, it restarts itself once at start with glibc's malloc arenas \
+capped (GLIBC_TUNABLES).\n\n\
 Crontab line: `* * * * * runner-admin cycle --max-seconds 55` (add --force on runners \
 that accept no inbound HTTP).\n\n\
 Exit status: 0 work was done, 3 no work (or another run holds the lock), 69 the \
